@@ -1,0 +1,3 @@
+from mlops_kit.cli import main
+
+main()

@@ -1,0 +1,408 @@
+"""The `mlops-kit` command line. Commands are thin: parse, build a config, call the core.
+
+Only this module prints errors and chooses exit codes:
+0 ok · 1 failure · 2 bad configuration or usage · 3 host not ready (preflight)
+4 an external command failed · 5 stack not running or unhealthy · 6 smoke check failed
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mlops_kit import MLFLOW_VERSION, __version__
+from mlops_kit import console as ui
+from mlops_kit.compose import ComposeProject, ServiceState
+from mlops_kit.config import ARTIFACT_STORES, SETTINGS_BY_ENV, KitConfig, find_project_dir, load_config
+from mlops_kit.envfile import init_env_file
+from mlops_kit.errors import AbortedError, ConfigError, KitError, StackError
+from mlops_kit.preflight import FAIL, Preflight
+from mlops_kit.runner import CommandRunner
+from mlops_kit.smoke import run_smoke_check
+from mlops_kit.stack import bring_up, collect_status, require_running, take_down
+
+logger = logging.getLogger("mlops_kit.cli")
+
+DEFAULT_WAIT_TIMEOUT = 600
+
+
+@dataclass
+class AppContext:
+    """What the group's options resolve to, shared by every command."""
+
+    project_dir_option: str | None
+    env_file_option: str | None
+    dry_run: bool
+
+    @property
+    def project_dir(self) -> Path:
+        return find_project_dir(self.project_dir_option)
+
+    @property
+    def env_file(self) -> Path:
+        if self.env_file_option:
+            return Path(self.env_file_option).expanduser().resolve()
+        return self.project_dir / ".env"
+
+    def config(self) -> KitConfig:
+        return load_config(self.project_dir, self.env_file)
+
+    def project(self, config: KitConfig | None = None) -> ComposeProject:
+        config = config or self.config()
+        return ComposeProject(config, CommandRunner(dry_run=self.dry_run, cwd=config.project_dir))
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+def _setting_help(env: str, text: str | None = None) -> str:
+    setting = SETTINGS_BY_ENV[env]
+    return f"{text or setting.help} [env var: {env}]"
+
+
+def _json_option(func: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, envvar="MLOPS_KIT_JSON",
+                        help="Print machine-readable JSON. [env var: MLOPS_KIT_JSON]")(func)
+
+
+def _print_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--project-dir", envvar="MLOPS_KIT_PROJECT_DIR", type=click.Path(file_okay=False),
+              help="Folder with compose.yaml (default: current folder, else the kit's checkout). "
+                   "[env var: MLOPS_KIT_PROJECT_DIR]")
+@click.option("--env-file", envvar="MLOPS_KIT_ENV_FILE", type=click.Path(dir_okay=False),
+              help="Configuration file (default: PROJECT_DIR/.env). [env var: MLOPS_KIT_ENV_FILE]")
+@click.option("--dry-run", is_flag=True, envvar="MLOPS_KIT_DRY_RUN",
+              help="Print the commands that would change something instead of running them. "
+                   "[env var: MLOPS_KIT_DRY_RUN]")
+@click.option("-v", "--verbose", count=True, help="-v: progress details; -vv: every command run (secrets masked).")
+@click.version_option(__version__, prog_name="mlops-kit", message=f"%(prog)s %(version)s (MLflow {MLFLOW_VERSION})")
+@click.pass_context
+def cli(ctx: click.Context, project_dir: str | None, env_file: str | None, dry_run: bool, verbose: int) -> None:
+    """Run a production-grade MLflow (tracking, model registry, artifacts) on this host."""
+    ui.setup_logging(verbose)
+    ctx.obj = AppContext(project_dir_option=project_dir, env_file_option=env_file, dry_run=dry_run)
+
+
+# ---- init ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--artifact-store", type=click.Choice(ARTIFACT_STORES),
+              help=_setting_help("MLOPS_KIT_ARTIFACT_STORE"))
+@click.option("--bind-address", help=_setting_help("MLOPS_KIT_BIND_ADDRESS"))
+@click.option("--port", help=_setting_help("MLOPS_KIT_PORT"))
+@click.option("--project-name", help=_setting_help("COMPOSE_PROJECT_NAME"))
+@click.option("--public-host", help=_setting_help("MLOPS_KIT_PUBLIC_HOST"))
+@click.option("--nfs-server", help=_setting_help("MLOPS_KIT_NFS_SERVER"))
+@click.option("--nfs-export", help=_setting_help("MLOPS_KIT_NFS_EXPORT"))
+@click.option("--nfs-options", help=_setting_help("MLOPS_KIT_NFS_OPTIONS"))
+@click.option("--force", is_flag=True, envvar="MLOPS_KIT_FORCE",
+              help="Replace an existing .env (kept as .env.bak-TIME; secrets are kept). [env var: MLOPS_KIT_FORCE]")
+@pass_app
+def init(app: AppContext, force: bool, **options: str | None) -> None:
+    """Write .env for this host and generate the secrets (mode 0600)."""
+    _init(app, options, force=force)
+
+
+def _init(app: AppContext, options: dict[str, str | None], *, force: bool) -> KitConfig:
+    choices = _choices_from_options(options)
+    project_dir = app.project_dir
+    result = init_env_file(project_dir, choices, env_file=app.env_file, force=force)
+    if result.backup:
+        ui.info(f"previous configuration kept as {result.backup}")
+    # Validate what was written (and the environment on top of it) right away.
+    config = load_config(project_dir, result.env_file)
+    ui.success(f"wrote {result.env_file} (mode 0600)")
+    for path in result.generated_secrets:
+        ui.success(f"generated secret {path} (mode 0600)")
+    for path in result.kept_secrets:
+        ui.info(f"kept existing secret {path}")
+    ui.info(f"project {config.project_name}: MLflow on {config.bind_address}:{config.port}, "
+            f"artifacts in {config.artifact_store} store")
+    return config
+
+
+_OPTION_SETTINGS = {
+    "artifact_store": "MLOPS_KIT_ARTIFACT_STORE",
+    "bind_address": "MLOPS_KIT_BIND_ADDRESS",
+    "port": "MLOPS_KIT_PORT",
+    "project_name": "COMPOSE_PROJECT_NAME",
+    "public_host": "MLOPS_KIT_PUBLIC_HOST",
+    "nfs_server": "MLOPS_KIT_NFS_SERVER",
+    "nfs_export": "MLOPS_KIT_NFS_EXPORT",
+    "nfs_options": "MLOPS_KIT_NFS_OPTIONS",
+}
+
+
+def _choices_from_options(options: dict[str, str | None]) -> dict[str, str | None]:
+    """Map init's options to settings, validating each before anything is written."""
+    choices: dict[str, str | None] = {}
+    for option, value in options.items():
+        env = _OPTION_SETTINGS[option]
+        if value is None:
+            continue
+        try:
+            SETTINGS_BY_ENV[env].parse(value)
+        except ValueError as exc:
+            flag = "--" + option.replace("_", "-")
+            raise ConfigError(f"{flag} {value!r} {exc}", hint=f"fix {flag} ({env})") from None
+        choices[env] = value
+    return choices
+
+
+# ---- up / down ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--build", "force_build", is_flag=True, envvar="MLOPS_KIT_BUILD",
+              help="Rebuild the images even if they exist. [env var: MLOPS_KIT_BUILD]")
+@click.option("--wait-timeout", type=click.IntRange(10, 7200), default=DEFAULT_WAIT_TIMEOUT, show_default=True,
+              envvar="MLOPS_KIT_WAIT_TIMEOUT", help="Seconds to wait for every service to be healthy. "
+              "[env var: MLOPS_KIT_WAIT_TIMEOUT]")
+@pass_app
+def up(app: AppContext, force_build: bool, wait_timeout: int) -> None:
+    """Preflight, build missing images, start the stack and wait until it is healthy."""
+    if not app.env_file.exists():
+        ui.info(f"no {app.env_file}: running init first")
+        config = _init(app, {}, force=False)
+    else:
+        config = app.config()
+    project = app.project(config)
+    started = time.monotonic()
+    with _progress() as progress:
+        task = progress.add_task("Preflight checks", total=None)
+
+        def on_step(message: str) -> None:
+            progress.update(task, description=message)
+
+        def on_states(states: list[ServiceState]) -> None:
+            if states:
+                summary = ", ".join(f"{s.service}: {s.health or s.state}" for s in states)
+                progress.update(task, description=f"Waiting until healthy ({summary})")
+
+        result = bring_up(project, wait_timeout=wait_timeout, force_build=force_build,
+                          on_step=on_step, on_states=on_states)
+    if app.dry_run:
+        for line in project.runner.dry_run_log:
+            click.echo(line)
+        return
+    for check in result.preflight:
+        if check.status == "warn":
+            ui.warning(f"{check.name}: {check.detail}" + (f" ({check.fix})" if check.fix else ""))
+    built = f"built {', '.join(result.built)} in {result.build_seconds:.0f} s, " if result.built else ""
+    ui.success(f"stack {config.project_name} is healthy ({built}healthy {result.start_seconds:.0f} s after start, "
+               f"{time.monotonic() - started:.0f} s in all)")
+    _print_next_steps(config)
+
+
+def _print_next_steps(config: KitConfig) -> None:
+    ui.out.print(f"\n  MLflow UI and tracking URI: [bold]{config.tracking_uri}[/]")
+    ui.out.print("  Data scientists:  [bold]export MLFLOW_TRACKING_URI=" + config.tracking_uri + "[/]"
+                 "   (or: eval \"$(mlops-kit client-env)\")")
+    ui.out.print("  Verify end to end: [bold]mlops-kit check[/]    Status: [bold]mlops-kit status[/]\n")
+    if config.bind_address.startswith("127."):
+        ui.out.print("  [muted]Published on this host only. To let other machines connect: "
+                     "mlops-kit init --force --bind-address 0.0.0.0 && mlops-kit up[/]")
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=ui.err, transient=True)
+
+
+@cli.command()
+@click.option("--volumes", is_flag=True, help="Also delete the data volumes (database and artifacts).")
+@click.option("--yes", "-y", is_flag=True, envvar="MLOPS_KIT_YES", help="Do not ask for confirmation. [env var: MLOPS_KIT_YES]")
+@pass_app
+def down(app: AppContext, volumes: bool, yes: bool) -> None:
+    """Stop the stack. Data is kept unless --volumes is given."""
+    config = app.config()
+    project = app.project(config)
+    if volumes:
+        names = project.volume_names()
+        listed = ", ".join(names) if names else "none found"
+        _confirm(f"Delete ALL data of stack {config.project_name} (volumes: {listed})? This cannot be undone.", yes)
+    take_down(project, volumes=volumes)
+    _echo_dry_run(project)
+    if volumes:
+        ui.success(f"stack {config.project_name} removed with its data volumes")
+    else:
+        ui.success(f"stack {config.project_name} stopped; data kept (start again: mlops-kit up)")
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise AbortedError("refusing to delete data without confirmation", hint="pass --yes to confirm non-interactively")
+    if not click.confirm(question, default=False, err=True):
+        raise AbortedError("cancelled; nothing was deleted")
+
+
+def _echo_dry_run(project: ComposeProject) -> None:
+    for line in project.runner.dry_run_log:
+        click.echo(line)
+
+
+# ---- status / logs -------------------------------------------------------------------------
+
+
+@cli.command()
+@_json_option
+@pass_app
+def status(app: AppContext, as_json: bool) -> None:
+    """Show each service's state, health, image, ports and MLflow version (exit 5 if unhealthy)."""
+    project = app.project()
+    result = collect_status(project)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        table = Table(title=f"mlops-kit stack {result.project}", title_justify="left")
+        for column in ("service", "state", "health", "image", "published", "version"):
+            table.add_column(column)
+        for s in result.services:
+            style = "ok" if s.state == "running" and s.health in ("healthy", "") else "fail"
+            table.add_row(s.service, f"[{style}]{s.state}[/]", f"[{style}]{s.health or '-'}[/]",
+                          s.image or "-", ", ".join(s.ports) or "-", s.version or "-")
+        ui.out.print(table)
+        ui.out.print(f"tracking URI: {result.tracking_uri}")
+    if not result.healthy:
+        raise StackError(f"stack {result.project} is not healthy", hint="see: mlops-kit logs (or start it: mlops-kit up)")
+
+
+@cli.command()
+@click.argument("services", nargs=-1)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--tail", default="200", show_default=True, help="Lines to show from the end of each log ('all' for all).")
+@pass_app
+def logs(app: AppContext, services: tuple[str, ...], follow: bool, tail: str) -> None:
+    """Show the logs of the stack's services (all, or the ones named)."""
+    from mlops_kit.services import SERVICES
+
+    known = {s.name for s in SERVICES}
+    for service in services:
+        if service not in known:
+            raise ConfigError(f"unknown service {service!r}", hint=f"use one of: {', '.join(sorted(known))}")
+    try:
+        app.project().logs(list(services), follow=follow, tail=tail)
+    except KeyboardInterrupt:
+        pass
+
+
+# ---- check / client-env / doctor -----------------------------------------------------------
+
+
+@cli.command()
+@_json_option
+@pass_app
+def check(app: AppContext, as_json: bool) -> None:
+    """End-to-end smoke test through the MLflow API (exit 6 names the failing step)."""
+    config = app.config()
+    require_running(app.project(config))
+    with _progress() as progress:
+        task = progress.add_task("connect", total=None)
+        steps = run_smoke_check(config.local_url, on_step=lambda name: progress.update(task, description=name))
+    if as_json:
+        _print_json({"ok": True, "tracking_uri": config.local_url, "steps": [s.to_dict() for s in steps]})
+        return
+    for s in steps:
+        detail = f"  [muted]{s.detail}[/]" if s.detail else ""
+        ui.out.print(f"[ok]✓[/] {s.name:<18} {s.seconds * 1000:7.0f} ms{detail}")
+    ui.success(f"MLflow at {config.local_url} works end to end")
+
+
+@cli.command("client-env")
+@click.option("--shell", type=click.Choice(["sh", "fish", "dotenv"]), default="sh", show_default=True,
+              help="Syntax of the printed lines.")
+@pass_app
+def client_env(app: AppContext, shell: str) -> None:
+    """Print the variables a data scientist needs: eval "$(mlops-kit client-env)"."""
+    config = app.config()
+    variables = {"MLFLOW_TRACKING_URI": config.tracking_uri}
+    for name, value in variables.items():
+        if shell == "fish":
+            click.echo(f"set -gx {name} {shlex.quote(value)};")
+        elif shell == "dotenv":
+            click.echo(f"{name}={value}")
+        else:
+            click.echo(f"export {name}={shlex.quote(value)}")
+
+
+@cli.command()
+@_json_option
+@pass_app
+def doctor(app: AppContext, as_json: bool) -> None:
+    """Run the preflight checks alone; each failure comes with its fix (exit 3 if any fails)."""
+    project_dir = app.project_dir
+    config = load_config(project_dir, app.env_file, require_env_file=False) if app.env_file.exists() else None
+    if config is None:
+        ui.warning(f"no {app.env_file} yet: checking with defaults (run mlops-kit init)")
+        config = _default_config(project_dir, app.env_file)
+    results = Preflight(app.project(config)).run()
+    if as_json:
+        _print_json({"ok": all(r.status != FAIL for r in results), "checks": [r.to_dict() for r in results]})
+    else:
+        table = Table(title="mlops-kit doctor", title_justify="left")
+        for column in ("check", "result", "detail", "fix"):
+            table.add_column(column)
+        for r in results:
+            table.add_row(r.name, f"[{r.status}]{r.status}[/]", r.detail, r.fix or "")
+        ui.out.print(table)
+    failed = [r for r in results if r.status == FAIL]
+    if failed:
+        from mlops_kit.errors import PreflightError
+
+        first = failed[0]
+        raise PreflightError(f"{len(failed)} check(s) failed, first: {first.name}: {first.detail}", hint=first.fix or None)
+
+
+def _default_config(project_dir: Path, env_file: Path) -> KitConfig:
+    """A config from defaults only, for doctor before init (no secrets are needed to check the host)."""
+    from dataclasses import replace
+
+    from mlops_kit.config import SETTINGS
+
+    values = {s.attr: s.parse(s.default) for s in SETTINGS}
+    config = KitConfig(project_dir=project_dir, env_file=env_file, postgres_password="", **values)
+    return replace(config)
+
+
+# ---- entry point --------------------------------------------------------------------------
+
+
+def main() -> None:
+    """Console-script entry: run the CLI, turning kit errors into one line and an exit code."""
+    try:
+        cli.main(standalone_mode=False)
+    except KitError as exc:
+        ui.error_line(exc.message, exc.hint)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        ui.error_line("cancelled")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        ui.error_line("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # last resort: one line, never a traceback (unless -vv)
+        logger.debug("unexpected error", exc_info=True)
+        ui.error_line(f"internal error: {exc.__class__.__name__}: {exc}",
+                      "run again with -vv for details and report it")
+        sys.exit(1)
+    sys.exit(0)

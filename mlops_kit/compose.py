@@ -1,0 +1,196 @@
+"""Drive `docker compose` for one stack: the only module that builds compose argv.
+
+The resolved configuration reaches Compose as environment variables (see
+:meth:`KitConfig.compose_env`), so `compose.yaml` interpolates the same values
+whether the kit or a person runs Compose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlops_kit.config import KitConfig
+from mlops_kit.errors import CommandError, EngineUnavailableError, PreflightError
+from mlops_kit.runner import CommandResult, CommandRunner
+
+logger = logging.getLogger(__name__)
+
+ENGINE_DOWN_MARKERS = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "error during connect")
+_PORT_TAKEN = re.compile(r"(?:address already in use|port is already allocated)", re.IGNORECASE)
+KIT_BUILD_CA_NAME = "kit-build-ca.crt"
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """One container of the stack as `docker compose ps` reports it."""
+
+    service: str
+    container: str
+    state: str
+    health: str
+    image: str
+    ports: tuple[str, ...] = field(default_factory=tuple)
+    exit_code: int = 0
+
+    @property
+    def is_healthy(self) -> bool:
+        return self.state == "running" and self.health in ("healthy", "")
+
+    @classmethod
+    def from_ps(cls, entry: dict[str, object]) -> ServiceState:
+        ports: list[str] = []
+        for publisher in entry.get("Publishers") or []:  # type: ignore[union-attr]
+            if isinstance(publisher, dict) and publisher.get("PublishedPort"):
+                ports.append(f"{publisher.get('URL')}:{publisher['PublishedPort']}->{publisher.get('TargetPort')}")
+        return cls(
+            service=str(entry.get("Service", "")),
+            container=str(entry.get("Name", "")),
+            state=str(entry.get("State", "")),
+            health=str(entry.get("Health", "")),
+            image=str(entry.get("Image", "")),
+            ports=tuple(dict.fromkeys(ports)),
+            exit_code=int(entry.get("ExitCode", 0) or 0),  # type: ignore[call-overload]
+        )
+
+
+def raise_if_engine_down(error: CommandError) -> None:
+    """Turn a docker CLI failure that means "no engine" into EngineUnavailableError."""
+    text = f"{error.stderr}\n{error.stdout}"
+    if any(marker in text for marker in ENGINE_DOWN_MARKERS):
+        raise EngineUnavailableError(
+            "the Docker engine is not reachable",
+            hint="start it: sudo scripts/bootstrap-host.sh (or: systemctl start docker)",
+        ) from error
+
+
+class ComposeProject:
+    """One mlops-kit stack (a Compose project) on the local Docker engine."""
+
+    def __init__(self, config: KitConfig, runner: CommandRunner) -> None:
+        self.config = config
+        self.runner = runner
+
+    # ---- argv ------------------------------------------------------------------
+
+    def base_argv(self) -> list[str]:
+        argv = [
+            "docker", "compose",
+            "--project-name", self.config.project_name,
+            "--project-directory", str(self.config.project_dir),
+        ]
+        if self.config.env_file.is_file():
+            argv += ["--env-file", str(self.config.env_file)]
+        for compose_file in self.config.compose_files:
+            argv += ["--file", str(compose_file)]
+        return argv
+
+    def run(self, args: Sequence[str], **kwargs: object) -> CommandResult:
+        """Run `docker compose <args>` for this project with the config's environment."""
+        try:
+            return self.runner.run([*self.base_argv(), *args], env=self.config.compose_env(), **kwargs)  # type: ignore[arg-type]
+        except CommandError as error:
+            raise_if_engine_down(error)
+            self._raise_if_port_taken(error)
+            raise
+
+    def _raise_if_port_taken(self, error: CommandError) -> None:
+        if _PORT_TAKEN.search(error.stderr):
+            raise PreflightError(
+                f"port {self.config.port} on {self.config.bind_address} is already in use",
+                hint="stop what uses it, or pick another port: mlops-kit init --force --port PORT (MLOPS_KIT_PORT)",
+            ) from error
+
+    # ---- queries -----------------------------------------------------------------
+
+    def ps(self) -> list[ServiceState]:
+        """Every container of the project, running or not."""
+        result = self.run(["ps", "--all", "--format", "json"], changes_state=False)
+        return [ServiceState.from_ps(entry) for entry in _parse_json_lines(result.stdout)]
+
+    def rendered_config(self) -> str:
+        """`docker compose config`: the fully interpolated model (validates the files)."""
+        return self.run(["config"], changes_state=False).stdout
+
+    def service_images(self) -> dict[str, str]:
+        return {"mlflow": self.config.mlflow_image, "postgres": self.config.postgres_image}
+
+    def missing_images(self) -> list[str]:
+        """Services whose image is not on the engine yet."""
+        missing = []
+        for service, image in self.service_images().items():
+            result = self.runner.run(["docker", "image", "inspect", image], check=False, changes_state=False)
+            if not result.ok:
+                if any(m in result.stderr for m in ENGINE_DOWN_MARKERS):
+                    raise_if_engine_down(CommandError(result.argv, result.returncode, result.stdout, result.stderr))
+                missing.append(service)
+        return missing
+
+    def volume_names(self) -> list[str]:
+        result = self.runner.run(
+            ["docker", "volume", "ls", "--quiet", "--filter", f"label=com.docker.compose.project={self.config.project_name}"],
+            changes_state=False,
+        )
+        return [line for line in result.stdout.split() if line]
+
+    # ---- actions -----------------------------------------------------------------
+
+    def stage_build_ca(self) -> Path | None:
+        """Copy MLOPS_KIT_BUILD_CA_FILE into the build context, where the Dockerfiles trust it."""
+        if self.config.build_ca_file is None:
+            return None
+        target = self.config.project_dir / "docker" / "extra-ca" / KIT_BUILD_CA_NAME
+        if not self.runner.dry_run:
+            shutil.copyfile(self.config.build_ca_file, target)
+        return target
+
+    def build(self, services: Sequence[str] = ()) -> None:
+        self.stage_build_ca()
+        self.run(["build", *services])
+
+    def up(self, *, wait_timeout: int) -> None:
+        """Create/start every service and wait until all are healthy (`up --wait`)."""
+        self.run(["up", "--detach", "--wait", "--wait-timeout", str(wait_timeout), "--remove-orphans"])
+
+    def down(self, *, volumes: bool) -> None:
+        args = ["down", "--remove-orphans"]
+        if volumes:
+            args.append("--volumes")
+        self.run(args)
+
+    def logs(self, services: Sequence[str], *, follow: bool, tail: str) -> None:
+        args = ["logs", "--tail", tail]
+        if follow:
+            args.append("--follow")
+        self.run([*args, *services], capture=False, changes_state=False)
+
+    def health_log(self, container: str) -> str:
+        """The last healthcheck output of a container (why it is unhealthy)."""
+        result = self.runner.run(
+            ["docker", "inspect", "--format", "{{json .State.Health}}", container], check=False, changes_state=False
+        )
+        try:
+            health = json.loads(result.stdout or "null") or {}
+        except json.JSONDecodeError:
+            return ""
+        entries = health.get("Log") or []
+        return str(entries[-1].get("Output", "")).strip() if entries else ""
+
+    def container_logs(self, container: str, tail: int = 20) -> str:
+        result = self.runner.run(["docker", "logs", "--tail", str(tail), container], check=False, changes_state=False)
+        return (result.stdout + result.stderr).strip()
+
+
+def _parse_json_lines(text: str) -> list[dict[str, object]]:
+    """`docker compose ps --format json` prints one object per line (or one array, in old versions)."""
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        return list(json.loads(text))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

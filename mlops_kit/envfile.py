@@ -1,0 +1,216 @@
+"""`mlops-kit init`: write `.env` from `.env.example`, and generate the secret files (mode 0600)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlops_kit.config import ENV_FILE_NAME, SECRET_FILES, read_env_file
+from mlops_kit.errors import ConfigError
+from mlops_kit.masking import register_secret
+
+logger = logging.getLogger(__name__)
+
+EXAMPLE_FILE_NAME = ".env.example"
+_ASSIGNMENT = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=")
+
+
+def generate_secret() -> str:
+    """A new random secret: 43 URL-safe characters (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What init sizes and names the stack by."""
+
+    memory_bytes: int
+    cpus: int
+    hostname: str
+    fqdn: str
+    addresses: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def detect(cls) -> HostFacts:
+        hostname = socket.gethostname()
+        fqdn = socket.getfqdn() or hostname
+        return cls(
+            memory_bytes=_memory_bytes(),
+            cpus=os.cpu_count() or 1,
+            hostname=hostname,
+            fqdn=fqdn,
+            addresses=_host_addresses(hostname),
+        )
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
+def _host_addresses(hostname: str) -> tuple[str, ...]:
+    found: list[str] = []
+    try:
+        for info in socket.getaddrinfo(hostname, None, type=socket.SOCK_STREAM):
+            address = str(info[4][0])
+            if not address.startswith("127.") and address != "::1" and address not in found:
+                found.append(address)
+    except OSError:
+        pass
+    return tuple(found)
+
+
+def sized_settings(host: HostFacts) -> dict[str, str]:
+    """PostgreSQL and MLflow sizing for this host (PostgreSQL shares it with MLflow)."""
+    mem_mb = host.memory_bytes // 2**20
+
+    def clamp(value: int, low: int, high: int) -> int:
+        return max(low, min(high, value))
+
+    return {
+        "POSTGRES_SHARED_BUFFERS": f"{clamp(mem_mb // 8, 128, 8192)}MB",
+        "POSTGRES_EFFECTIVE_CACHE_SIZE": f"{clamp(mem_mb // 2, 512, 65536)}MB",
+        "POSTGRES_MAINTENANCE_WORK_MEM": f"{clamp(mem_mb // 32, 64, 2048)}MB",
+        "POSTGRES_WORK_MEM": "16MB" if mem_mb >= 8192 else "8MB",
+        "MLOPS_KIT_MLFLOW_WORKERS": str(clamp(host.cpus, 1, 4)),
+    }
+
+
+def host_names(host: HostFacts) -> list[str]:
+    """Names and addresses by which clients may reach this host."""
+    names: list[str] = []
+    for name in (host.fqdn, host.hostname, *host.addresses):
+        if name and name not in names and name != "localhost":
+            names.append(name)
+    return names
+
+
+def allowed_host_patterns(names: list[str]) -> str:
+    """Host-header patterns MLflow must accept: each name with and without a port."""
+    patterns: list[str] = []
+    for name in names:
+        shown = f"[{name}]" if ":" in name else name
+        escaped = shown.replace("[", "[[]", 1)  # fnmatch: '[' opens a character class
+        patterns += [shown, f"{escaped}:*"]
+    return ",".join(patterns)
+
+
+def initial_values(choices: dict[str, str | None], host: HostFacts) -> dict[str, str]:
+    """The values init writes: host sizing and host names, then the user's choices."""
+    names = host_names(host)
+    values = sized_settings(host)
+    values["MLOPS_KIT_PUBLIC_HOST"] = names[0] if names else ""
+    values["MLOPS_KIT_ALLOWED_HOSTS"] = allowed_host_patterns(names)
+    values.update({k: v for k, v in choices.items() if v is not None})
+    public = choices.get("MLOPS_KIT_PUBLIC_HOST")
+    if public and public not in names:
+        values["MLOPS_KIT_ALLOWED_HOSTS"] = allowed_host_patterns([public, *names])
+    return values
+
+
+def render_env(example: str, values: dict[str, str]) -> str:
+    """Fill ``values`` into the text of `.env.example`, keeping its comments and order."""
+    remaining = dict(values)
+    lines: list[str] = []
+    for line in example.splitlines():
+        match = _ASSIGNMENT.match(line)
+        if match and match.group(1) in remaining:
+            key = match.group(1)
+            lines.append(f"{key}={remaining.pop(key)}")
+        else:
+            lines.append(line)
+    if remaining:
+        lines.append("")
+        lines.append("# Added by mlops-kit init")
+        lines += [f"{key}={value}" for key, value in remaining.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write ``text`` atomically, readable by the owner only (0600) from the first byte."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class InitResult:
+    env_file: Path
+    backup: Path | None
+    generated_secrets: tuple[Path, ...]
+    kept_secrets: tuple[Path, ...]
+
+
+def ensure_secret_files(secrets_path: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """Generate every missing secret file (mode 0600, folder 0700); keep existing ones.
+
+    Existing secrets are never replaced: the database volume was initialised with them.
+    Returns (generated, kept).
+    """
+    secrets_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(secrets_path, 0o700)
+    generated: list[Path] = []
+    kept: list[Path] = []
+    for name in SECRET_FILES:
+        path = secrets_path / name
+        if path.exists():
+            kept.append(path)
+            continue
+        value = generate_secret()
+        register_secret(value)
+        write_private_file(path, value)
+        generated.append(path)
+    return tuple(generated), tuple(kept)
+
+
+def init_env_file(
+    project_dir: Path,
+    choices: dict[str, str | None],
+    *,
+    env_file: Path | None = None,
+    force: bool = False,
+    host: HostFacts | None = None,
+) -> InitResult:
+    """Create `.env` for this host and any missing secret files.
+
+    An existing `.env` is only replaced with ``force``; the old one is kept as
+    `.env.bak-<time>`. Existing secret files are always kept.
+    """
+    env_file = env_file or project_dir / ENV_FILE_NAME
+    example_path = project_dir / EXAMPLE_FILE_NAME
+    if not example_path.is_file():
+        raise ConfigError(f"missing {example_path}", hint="restore it from the mlops-kit checkout")
+    backup: Path | None = None
+    if env_file.exists():
+        if not force:
+            raise ConfigError(
+                f"{env_file} already exists",
+                hint="keep it, or pass --force to replace it (the old file is kept as a backup)",
+            )
+        backup = env_file.with_name(f"{env_file.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(env_file, backup)
+        os.chmod(backup, 0o600)
+    values = initial_values(choices, host or HostFacts.detect())
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    write_private_file(env_file, render_env(example_path.read_text(encoding="utf-8"), values))
+    logger.info("wrote %s (mode 0600)", env_file)
+    secrets_dir = choices.get("MLOPS_KIT_SECRETS_DIR") or read_env_file(env_file).get("MLOPS_KIT_SECRETS_DIR") or "secrets"
+    generated, kept = ensure_secret_files((project_dir / secrets_dir).resolve())
+    return InitResult(env_file=env_file, backup=backup, generated_secrets=generated, kept_secrets=kept)

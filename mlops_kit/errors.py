@@ -1,0 +1,84 @@
+"""The kit's error hierarchy. Only the CLI turns these into messages and exit codes."""
+
+from __future__ import annotations
+
+
+class KitError(Exception):
+    """Base class: a problem the user can act on, described in one line.
+
+    ``hint`` says what to do about it; ``exit_code`` is what the CLI exits with.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class ConfigError(KitError):
+    """A setting is missing or malformed; the message names the variable and its source."""
+
+    exit_code = 2
+
+
+class PreflightError(KitError):
+    """The host is not ready: no engine, port taken, too little disk, ..."""
+
+    exit_code = 3
+
+
+class EngineUnavailableError(PreflightError):
+    """The Docker engine does not answer."""
+
+
+class CommandError(KitError):
+    """An external command failed. Carries the (masked) command, exit code and output."""
+
+    exit_code = 4
+
+    def __init__(
+        self,
+        command: list[str],
+        returncode: int,
+        stdout: str,
+        stderr: str,
+        *,
+        hint: str | None = None,
+    ) -> None:
+        self.command = command
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        last_line = _last_line(stderr) or _last_line(stdout) or "no output"
+        super().__init__(
+            f"`{' '.join(command)}` failed with exit code {returncode}: {last_line}", hint=hint
+        )
+
+
+class StackError(KitError):
+    """The stack did not become healthy, or is not running."""
+
+    exit_code = 5
+
+
+class SmokeCheckError(KitError):
+    """`mlops-kit check` failed at a named step."""
+
+    exit_code = 6
+
+    def __init__(self, step: str, detail: str, *, hint: str | None = None) -> None:
+        self.step = step
+        super().__init__(f"check failed at step '{step}': {detail}", hint=hint)
+
+
+class AbortedError(KitError):
+    """The user declined a confirmation."""
+
+    exit_code = 1
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""

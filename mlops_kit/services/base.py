@@ -1,0 +1,21 @@
+"""What every service module declares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service of the stack, as the kit knows it.
+
+    ``name`` is the Compose service name; ``image_setting`` the variable that
+    names its image; ``dockerfile`` where the kit builds it (build context
+    `docker/`); ``healthcheck`` the command its container runs to report health.
+    """
+
+    name: str
+    image_setting: str
+    dockerfile: str
+    healthcheck: str
+    description: str

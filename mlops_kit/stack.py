@@ -1,0 +1,167 @@
+"""Stack lifecycle: bring the stack up (healthy), take it down, report its status."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mlops_kit.compose import ComposeProject, ServiceState
+from mlops_kit.errors import CommandError, KitError, StackError
+from mlops_kit.preflight import CheckResult, Preflight, raise_on_failure
+from mlops_kit.services import MLFLOW, SERVICES
+from mlops_kit.services.mlflow import server_version
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+
+
+@dataclass
+class UpResult:
+    states: list[ServiceState]
+    built: list[str]
+    build_seconds: float
+    start_seconds: float
+    preflight: list[CheckResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    service: str
+    state: str
+    health: str
+    image: str
+    ports: tuple[str, ...]
+    version: str | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "service": self.service, "state": self.state, "health": self.health,
+            "image": self.image, "ports": list(self.ports), "version": self.version,
+        }
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    project: str
+    tracking_uri: str
+    services: list[ServiceStatus]
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.services) and all(s.state == "running" and s.health in ("healthy", "") for s in self.services)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "project": self.project, "tracking_uri": self.tracking_uri, "healthy": self.healthy,
+            "services": [s.to_dict() for s in self.services],
+        }
+
+
+def bring_up(
+    project: ComposeProject,
+    *,
+    wait_timeout: int,
+    force_build: bool = False,
+    on_step: Callable[[str], None] = lambda _msg: None,
+    on_states: Callable[[list[ServiceState]], None] = lambda _states: None,
+) -> UpResult:
+    """Preflight, build missing images, start the stack and wait until every service is healthy."""
+    on_step("Preflight checks")
+    checks = Preflight(project).run()
+    raise_on_failure(checks)
+
+    built = [s.name for s in SERVICES] if force_build else project.missing_images()
+    build_started = time.monotonic()
+    if built:
+        on_step(f"Building images: {', '.join(built)} (first time: a few minutes)")
+        project.build(built)
+    build_seconds = time.monotonic() - build_started
+
+    on_step("Starting services and waiting until they are healthy")
+    start = time.monotonic()
+    outcome: dict[str, BaseException] = {}
+
+    def run_up() -> None:
+        try:
+            project.up(wait_timeout=wait_timeout)
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run_up, name="compose-up", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(POLL_SECONDS)
+        if not project.runner.dry_run:
+            try:
+                on_states(project.ps())
+            except KitError as exc:
+                logger.debug("ps while waiting failed: %s", exc)
+    start_seconds = time.monotonic() - start
+    states = [] if project.runner.dry_run else project.ps()
+    on_states(states)
+    if "error" in outcome:
+        error = outcome["error"]
+        if isinstance(error, CommandError):
+            raise _unhealthy_error(project, states, error) from error
+        raise error
+    return UpResult(states=states, built=built, build_seconds=build_seconds,
+                    start_seconds=start_seconds, preflight=checks)
+
+
+def _unhealthy_error(project: ComposeProject, states: list[ServiceState], error: CommandError) -> StackError:
+    """Name the service that failed and the last thing its healthcheck or log said."""
+    for state in states:
+        if state.is_healthy:
+            continue
+        reason = project.health_log(state.container) or _last_line(project.container_logs(state.container))
+        what = f"{state.state}, {state.health}" if state.health else state.state
+        detail = f": {reason}" if reason else ""
+        return StackError(
+            f"service {state.service} did not become healthy ({what}){detail}",
+            hint=f"see its log: mlops-kit logs {state.service}",
+        )
+    return StackError(f"the stack did not start: {error.message}", hint="see: mlops-kit logs")
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def take_down(project: ComposeProject, *, volumes: bool) -> None:
+    """Stop and remove the containers; with ``volumes``, delete the data volumes too."""
+    project.down(volumes=volumes)
+
+
+def collect_status(project: ComposeProject) -> StackStatus:
+    """Per-service state, health, image, ports and (for MLflow) the server's version."""
+    states = {state.service: state for state in project.ps()}
+    version = None
+    mlflow_state = states.get(MLFLOW.name)
+    if mlflow_state and mlflow_state.state == "running":
+        version = server_version(project.config.local_url)
+    services = []
+    for spec in SERVICES:
+        state = states.get(spec.name)
+        if state is None:
+            services.append(ServiceStatus(spec.name, "absent", "", "", (), None))
+            continue
+        services.append(ServiceStatus(
+            service=spec.name, state=state.state, health=state.health, image=state.image,
+            ports=state.ports, version=version if spec is MLFLOW else None,
+        ))
+    return StackStatus(project=project.config.project_name, tracking_uri=project.config.tracking_uri, services=services)
+
+
+def require_running(project: ComposeProject) -> StackStatus:
+    """The stack's status; raises :class:`StackError` when MLflow is not running."""
+    status = collect_status(project)
+    mlflow = next(s for s in status.services if s.service == MLFLOW.name)
+    if mlflow.state != "running":
+        raise StackError(f"the stack {status.project} is not running (mlflow: {mlflow.state})",
+                         hint="start it: mlops-kit up")
+    return status
