@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import sys
 import time
@@ -29,7 +30,7 @@ from mlops_kit.errors import AbortedError, ConfigError, KitError, StackError
 from mlops_kit.preflight import FAIL, Preflight
 from mlops_kit.runner import CommandRunner
 from mlops_kit.smoke import run_smoke_check
-from mlops_kit.stack import bring_up, collect_status, require_running, take_down
+from mlops_kit.stack import bring_up, build_images, collect_status, require_running, take_down
 
 logger = logging.getLogger("mlops_kit.cli")
 
@@ -149,19 +150,30 @@ _OPTION_SETTINGS = {
 
 
 def _choices_from_options(options: dict[str, str | None]) -> dict[str, str | None]:
-    """Map init's options to settings, validating each before anything is written."""
+    """What init writes: its options, else the settings given in the environment.
+
+    Validated before anything is written, so a bad value leaves no file behind.
+    """
     choices: dict[str, str | None] = {}
+    for env, value in os.environ.items():
+        if env in SETTINGS_BY_ENV:
+            _validate_choice(env, value, f"{env} (from the environment)", f"fix or unset {env}")
+            choices[env] = value
     for option, value in options.items():
-        env = _OPTION_SETTINGS[option]
         if value is None:
             continue
-        try:
-            SETTINGS_BY_ENV[env].parse(value)
-        except ValueError as exc:
-            flag = "--" + option.replace("_", "-")
-            raise ConfigError(f"{flag} {value!r} {exc}", hint=f"fix {flag} ({env})") from None
+        env = _OPTION_SETTINGS[option]
+        flag = "--" + option.replace("_", "-")
+        _validate_choice(env, value, flag, f"fix {flag} ({env})")
         choices[env] = value
     return choices
+
+
+def _validate_choice(env: str, value: str, shown_as: str, hint: str) -> None:
+    try:
+        SETTINGS_BY_ENV[env].parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"{shown_as} {value!r} {exc}", hint=hint) from None
 
 
 # ---- up / down ------------------------------------------------------------------------
@@ -225,6 +237,20 @@ def _progress() -> Progress:
 
 
 @cli.command()
+@pass_app
+def build(app: AppContext) -> None:
+    """Build (or refresh) the kit's images from docker/ without starting anything."""
+    config = app.config()
+    project = app.project(config)
+    started = time.monotonic()
+    with _progress() as progress:
+        progress.add_task("Building images (first time: a few minutes)", total=None)
+        build_images(project)
+    _echo_dry_run(project)
+    ui.success(f"images built in {time.monotonic() - started:.0f} s: {config.mlflow_image}, {config.postgres_image}")
+
+
+@cli.command()
 @click.option("--volumes", is_flag=True, help="Also delete the data volumes (database and artifacts).")
 @click.option("--yes", "-y", is_flag=True, envvar="MLOPS_KIT_YES", help="Do not ask for confirmation. [env var: MLOPS_KIT_YES]")
 @pass_app
@@ -232,10 +258,11 @@ def down(app: AppContext, volumes: bool, yes: bool) -> None:
     """Stop the stack. Data is kept unless --volumes is given."""
     config = app.config()
     project = app.project(config)
-    if volumes:
+    if volumes and not yes:
+        _require_interactive()
         names = project.volume_names()
         listed = ", ".join(names) if names else "none found"
-        _confirm(f"Delete ALL data of stack {config.project_name} (volumes: {listed})? This cannot be undone.", yes)
+        _confirm(f"Delete ALL data of stack {config.project_name} (volumes: {listed})? This cannot be undone.")
     take_down(project, volumes=volumes)
     _echo_dry_run(project)
     if volumes:
@@ -244,11 +271,12 @@ def down(app: AppContext, volumes: bool, yes: bool) -> None:
         ui.success(f"stack {config.project_name} stopped; data kept (start again: mlops-kit up)")
 
 
-def _confirm(question: str, yes: bool) -> None:
-    if yes:
-        return
+def _require_interactive() -> None:
     if not sys.stdin.isatty():
         raise AbortedError("refusing to delete data without confirmation", hint="pass --yes to confirm non-interactively")
+
+
+def _confirm(question: str) -> None:
     if not click.confirm(question, default=False, err=True):
         raise AbortedError("cancelled; nothing was deleted")
 
@@ -275,7 +303,7 @@ def status(app: AppContext, as_json: bool) -> None:
         for column in ("service", "state", "health", "image", "published", "version"):
             table.add_column(column)
         for s in result.services:
-            style = "ok" if s.state == "running" and s.health in ("healthy", "") else "fail"
+            style = "ok" if s.state == "running" and s.health == "healthy" else "fail"
             table.add_row(s.service, f"[{style}]{s.state}[/]", f"[{style}]{s.health or '-'}[/]",
                           s.image or "-", ", ".join(s.ports) or "-", s.version or "-")
         ui.out.print(table)

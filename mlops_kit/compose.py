@@ -40,7 +40,8 @@ class ServiceState:
 
     @property
     def is_healthy(self) -> bool:
-        return self.state == "running" and self.health in ("healthy", "")
+        # Every kit service has a healthcheck, so no health status means "not yet".
+        return self.state == "running" and self.health == "healthy"
 
     @classmethod
     def from_ps(cls, entry: dict[str, object]) -> ServiceState:

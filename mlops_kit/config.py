@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 ENV_FILE_NAME = ".env"
 COMPOSE_FILE_NAME = "compose.yaml"
 NFS_OVERLAY = Path("docker/compose/artifacts-nfs.yaml")
+# Site-specific changes, read last, as plain `docker compose` does by default.
+OVERRIDE_FILE_NAME = "compose.override.yaml"
 ARTIFACT_STORES = ("volume", "nfs")
 WILDCARD_ADDRESSES = ("0.0.0.0", "::")
 
@@ -248,6 +250,9 @@ class KitConfig:
         files = [self.project_dir / COMPOSE_FILE_NAME]
         if self.artifact_store == "nfs":
             files.append(self.project_dir / NFS_OVERLAY)
+        override = self.project_dir / OVERRIDE_FILE_NAME
+        if override.is_file():
+            files.append(override)
         return files
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import re
 import shutil
 import socket
 from collections.abc import Callable
@@ -26,6 +27,7 @@ WARN_FREE_DISK_GIB = 20.0
 BOOTSTRAP_HINT = "sudo scripts/bootstrap-host.sh"
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+_VERSION = re.compile(r"v?(\d+(?:\.\d+)*)")
 
 
 @dataclass(frozen=True)
@@ -43,17 +45,8 @@ class CheckResult:
 
 def parse_version(text: str) -> tuple[int, ...]:
     """'v2.40.3' / '20.10.24+dfsg1' -> (2, 40, 3) / (20, 10, 24)."""
-    numbers: list[int] = []
-    for part in text.strip().lstrip("v").split("."):
-        digits = ""
-        for char in part:
-            if not char.isdigit():
-                break
-            digits += char
-        if not digits:
-            break
-        numbers.append(int(digits))
-    return tuple(numbers)
+    match = _VERSION.match(text.strip())
+    return tuple(int(part) for part in match.group(1).split(".")) if match else ()
 
 
 class Preflight:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -52,7 +53,7 @@ class StackStatus:
 
     @property
     def healthy(self) -> bool:
-        return bool(self.services) and all(s.state == "running" and s.health in ("healthy", "") for s in self.services)
+        return bool(self.services) and all(s.state == "running" and s.health == "healthy" for s in self.services)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -112,12 +113,19 @@ def bring_up(
                     start_seconds=start_seconds, preflight=checks)
 
 
+_FAILED_CONTAINER = re.compile(r"container (\S+) (?:is unhealthy|exited|has exited)")
+
+
 def _unhealthy_error(project: ComposeProject, states: list[ServiceState], error: CommandError) -> StackError:
     """Name the service that failed and the last thing its healthcheck or log said."""
-    for state in states:
-        if state.is_healthy:
+    named = _FAILED_CONTAINER.search(error.stderr + error.stdout)
+    # The container Compose names first; a crash-looping one may look "running" for an instant.
+    ordered = sorted(states, key=lambda s: 0 if named and s.container == named.group(1) else 1)
+    for state in ordered:
+        if state.is_healthy and not (named and state.container == named.group(1)):
             continue
-        reason = project.health_log(state.container) or _last_line(project.container_logs(state.container))
+        reason = _last_line(project.container_logs(state.container)) if state.state != "running" else ""
+        reason = reason or project.health_log(state.container) or _last_line(project.container_logs(state.container))
         what = f"{state.state}, {state.health}" if state.health else state.state
         detail = f": {reason}" if reason else ""
         return StackError(
@@ -130,6 +138,11 @@ def _unhealthy_error(project: ComposeProject, states: list[ServiceState], error:
 def _last_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
+
+
+def build_images(project: ComposeProject) -> None:
+    """Build every kit image from the Dockerfiles (cached layers make a rebuild quick)."""
+    project.build([s.name for s in SERVICES])
 
 
 def take_down(project: ComposeProject, *, volumes: bool) -> None:

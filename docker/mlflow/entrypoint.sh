@@ -18,6 +18,11 @@ if [[ "$(id -u)" == "0" ]]; then
     install -o mlflow -g mlflow -m 0600 /dev/null "${PGPASSFILE}"
     printf '*:*:*:%s:%s\n' "${MLFLOW_DB_USER:-mlflow}" "${password}" >"${PGPASSFILE}"
     unset password
+    artifacts="${MLFLOW_ARTIFACTS_DESTINATION:-}"
+    if [[ "${artifacts}" == /* ]] && ! setpriv --reuid=mlflow --regid=mlflow --init-groups test -w "${artifacts}"; then
+        echo "mlflow-entrypoint: the artifact store ${artifacts} is not writable by uid $(id -u mlflow); for NFS, export it with all_squash,anonuid=$(id -u mlflow),anongid=$(id -g mlflow) or chown the export to that uid" >&2
+        exit 73
+    fi
     exec setpriv --reuid=mlflow --regid=mlflow --init-groups "$@"
 fi
 

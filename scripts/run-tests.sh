@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Run the whole test suite: unit tests, then integration tests against the real
+# Docker engine (scripts/bootstrap-host.sh must have run). Extra arguments go to
+# pytest, e.g. `scripts/run-tests.sh -m "not integration"` for the fast layer only.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=lib/venv.sh
+source scripts/lib/venv.sh
+ensure_venv "[test]"
+started=$(date +%s)
+set +e
+"${VENV_DIR}/bin/python" -m pytest "$@"
+status=$?
+set -e
+echo "[run-tests] pytest exit ${status} after $(( $(date +%s) - started )) s"
+# Exit code 5 means no test was collected: that is a failure, never a pass.
+if [[ ${status} -eq 5 ]]; then
+    echo "[run-tests] error: no tests were collected" >&2
+fi
+exit "${status}"

@@ -1,0 +1,61 @@
+"""Bad input against the real engine: one clear line, non-zero exit, nothing started."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+from tests.integration.conftest import Stack
+
+
+def assert_one_line_error(stderr: str, *needles: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error:"), lines[0]
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def containers_of(project: str) -> list[str]:
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def test_port_already_taken_is_named_and_nothing_starts(stack_factory) -> None:  # type: ignore[no-untyped-def]
+    stack: Stack = stack_factory()
+    stack.init()
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", stack.port))
+        holder.listen()
+        result = stack.kit("up", check=False)
+    assert result.returncode == 3
+    assert_one_line_error(result.stderr, f"port {stack.port}", "MLOPS_KIT_PORT")
+    assert containers_of(stack.project) == []
+
+
+def test_up_without_env_file_runs_init_first(stack_factory) -> None:  # type: ignore[no-untyped-def]
+    """No .env is not an error for `up`: it initialises, then starts (other commands refuse)."""
+    stack: Stack = stack_factory()
+    status = stack.kit("status", check=False)
+    assert status.returncode == 2
+    assert_one_line_error(status.stderr, ".env", "mlops-kit init")
+    result = stack.kit("up", env={"COMPOSE_PROJECT_NAME": stack.project, "MLOPS_KIT_PORT": str(stack.port)})
+    assert "running init first" in result.stdout
+    assert (stack.directory / ".env").stat().st_mode & 0o777 == 0o600
+    assert stack.status()["healthy"] is True
+
+
+def test_second_stack_on_the_same_host_does_not_collide(stack_factory) -> None:  # type: ignore[no-untyped-def]
+    first: Stack = stack_factory()
+    second: Stack = stack_factory()
+    for stack in (first, second):
+        stack.init()
+        stack.kit("up")
+    for stack in (first, second):
+        status = stack.status()
+        assert status["healthy"] is True
+        assert status["project"] == stack.project
+    assert set(first.volumes()).isdisjoint(second.volumes())

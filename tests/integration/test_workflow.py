@@ -1,0 +1,167 @@
+"""Fresh folder → init → up → healthy → what a data scientist does → restart keeps it → --volumes deletes it.
+
+The tests in this module run in order on one stack, as an operator's day would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Stack, new_stack
+
+ARTIFACT_SIZE = 9 * 2**20  # over 8 MiB: the client's multipart/chunking threshold
+MODEL_NAME = "kit-adder"
+
+
+@pytest.fixture(scope="module")
+def stack(kit_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = new_stack(tmp_path_factory.mktemp("workflow"))
+    stack.init()
+    try:
+        yield stack
+    finally:
+        stack.destroy()
+
+
+@pytest.fixture(scope="module")
+def recorded() -> dict[str, Any]:
+    """What the workflow wrote, to compare after a restart."""
+    return {}
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_client_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
+
+
+def test_up_from_a_fresh_folder_reaches_healthy(stack: Stack) -> None:
+    assert (stack.directory / ".env").stat().st_mode & 0o777 == 0o600
+    result = stack.kit("up")
+    assert "is healthy" in result.stdout
+    status = stack.status()
+    assert status["healthy"] is True
+    by_name = {s["service"]: s for s in status["services"]}
+    assert by_name["mlflow"]["health"] == "healthy"
+    assert by_name["postgres"]["health"] == "healthy"
+    assert by_name["mlflow"]["version"] == "3.17.2"
+    assert by_name["mlflow"]["ports"] == [f"127.0.0.1:{stack.port}->5000"]
+    assert by_name["postgres"]["ports"] == []
+
+
+def _sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_data_scientist_workflow(stack: Stack, tmp_path: Path, recorded: dict[str, Any]) -> None:
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    class AddN(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+            return model_input + 5
+
+    mlflow.set_tracking_uri(stack.tracking_uri)
+    client = MlflowClient(stack.tracking_uri)
+    experiment = mlflow.set_experiment("ds-workflow")
+
+    payload = tmp_path / "weights.bin"
+    payload.write_bytes(os.urandom(ARTIFACT_SIZE))
+    with mlflow.start_run(run_name="parent") as parent:
+        mlflow.log_params({"lr": "0.01", "layers": "3"})
+        mlflow.set_tags({"team": "vision", "stage": "dev"})
+        for step in range(50):
+            mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+        with mlflow.start_run(run_name="child", nested=True) as child:
+            mlflow.log_metric("accuracy", 0.93)
+        mlflow.log_artifact(str(payload), artifact_path="data")
+        model_info = mlflow.pyfunc.log_model(
+            name="model", python_model=AddN(), registered_model_name=MODEL_NAME,
+            pip_requirements=["mlflow==3.17.2", "pandas"],
+        )
+
+    version = model_info.registered_model_version
+    client.set_registered_model_alias(MODEL_NAME, "champion", str(version))
+
+    @mlflow.trace(name="predict-pipeline")
+    def pipeline(x: int) -> int:
+        with mlflow.start_span(name="inner"):
+            return x * 2
+
+    assert pipeline(21) == 42
+    mlflow.flush_trace_async_logging()
+
+    recorded.update(
+        experiment_id=experiment.experiment_id, parent_id=parent.info.run_id, child_id=child.info.run_id,
+        payload_sha=_sha256(payload), model_version=str(version),
+    )
+    _assert_workflow_data(stack, tmp_path, recorded)
+
+
+def _assert_workflow_data(stack: Stack, tmp_path: Path, recorded: dict[str, Any]) -> None:
+    """Everything the workflow wrote reads back through the public API, bytes included."""
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(stack.tracking_uri)
+    client = MlflowClient(stack.tracking_uri)
+
+    parent = client.get_run(recorded["parent_id"])
+    assert parent.data.params == {"lr": "0.01", "layers": "3"}
+    assert parent.data.tags["team"] == "vision"
+    history = client.get_metric_history(parent.info.run_id, "loss")
+    assert [m.step for m in history] == list(range(50))
+    assert history[-1].value == pytest.approx(1 / 50)
+
+    child = client.get_run(recorded["child_id"])
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert child.data.metrics["accuracy"] == pytest.approx(0.93)
+
+    downloaded = client.download_artifacts(parent.info.run_id, "data/weights.bin", dst_path=str(tmp_path / "dl"))
+    assert Path(downloaded).stat().st_size == ARTIFACT_SIZE
+    assert _sha256(downloaded) == recorded["payload_sha"]
+
+    alias_version = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    assert alias_version.version == recorded["model_version"]
+    loaded = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    prediction = loaded.predict(pd.DataFrame({"x": [1, 2]}))
+    assert list(prediction["x"]) == [6, 7]
+
+    traces = mlflow.search_traces(locations=[recorded["experiment_id"]], return_type="list")
+    names = [t.info.request_metadata.get("mlflow.traceName", "") or t.data.spans[0].name for t in traces]
+    assert len(traces) >= 1, names
+    root_spans = [s for t in traces for s in t.data.spans if s.parent_id is None]
+    assert any(s.name == "predict-pipeline" for s in root_spans)
+    assert any(s.name == "inner" for t in traces for s in t.data.spans)
+
+
+def test_check_passes(stack: Stack) -> None:
+    result = stack.kit("check")
+    assert "works end to end" in result.stdout
+
+
+def test_down_then_up_keeps_everything(stack: Stack, tmp_path: Path, recorded: dict[str, Any]) -> None:
+    assert recorded, "the workflow test must run first"
+    stack.kit("down")
+    assert stack.volumes(), "down without --volumes must keep the data volumes"
+    stack.kit("up")
+    _assert_workflow_data(stack, tmp_path, recorded)
+
+
+def test_down_volumes_deletes_the_data(stack: Stack, recorded: dict[str, Any]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    stack.kit("down", "--volumes", "--yes")
+    assert stack.volumes() == []
+    stack.kit("up")
+    client = MlflowClient(stack.tracking_uri)
+    assert client.get_experiment_by_name("ds-workflow") is None
+    assert client.search_registered_models() == []

@@ -1,0 +1,174 @@
+"""The compose driver (runner patched) and the rendered compose.yaml (real `docker compose config`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from mlops_kit.compose import ComposeProject, ServiceState
+from mlops_kit.config import SETTINGS_BY_ENV, load_config
+from mlops_kit.envfile import HostFacts, init_env_file
+from mlops_kit.errors import CommandError, EngineUnavailableError, PreflightError
+from mlops_kit.runner import CommandResult, CommandRunner
+
+HOST = HostFacts(memory_bytes=8 * 2**30, cpus=2, hostname="mlhost", fqdn="mlhost", addresses=())
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class FakeRunner(CommandRunner):
+    """Records argv and environment; answers with canned results."""
+
+    calls: list[tuple[list[str], dict[str, str]]] = field(default_factory=list)
+    answers: list[CommandResult | CommandError] = field(default_factory=list)
+
+    def run(self, argv, **kwargs):  # type: ignore[no-untyped-def, override]
+        self.calls.append(([str(a) for a in argv], dict(kwargs.get("env") or {})))
+        if self.answers:
+            answer = self.answers.pop(0)
+            if isinstance(answer, CommandError):
+                raise answer
+            return answer
+        return CommandResult(argv=[str(a) for a in argv], returncode=0)
+
+
+@pytest.fixture
+def project(kit_dir: Path) -> tuple[ComposeProject, FakeRunner]:
+    init_env_file(kit_dir, {"COMPOSE_PROJECT_NAME": "unit-stack", "MLOPS_KIT_PORT": "5999"}, host=HOST)
+    config = load_config(kit_dir, environ={})
+    runner = FakeRunner()
+    return ComposeProject(config, runner), runner
+
+
+def test_up_argv_names_project_files_and_waits(project: tuple[ComposeProject, FakeRunner]) -> None:
+    compose, runner = project
+    compose.up(wait_timeout=123)
+    argv, env = runner.calls[0]
+    assert argv[:4] == ["docker", "compose", "--project-name", "unit-stack"]
+    assert argv[argv.index("--file") + 1].endswith("compose.yaml")
+    assert argv[argv.index("--env-file") + 1].endswith(".env")
+    assert argv[-5:] == ["--detach", "--wait", "--wait-timeout", "123", "--remove-orphans"]
+    assert env["MLOPS_KIT_PORT"] == "5999"
+    # The password is a secret file: never in argv or the environment.
+    password = compose.config.postgres_password
+    assert password not in " ".join(argv)
+    assert password not in json.dumps(env)
+
+
+def test_down_keeps_volumes_unless_asked(project: tuple[ComposeProject, FakeRunner]) -> None:
+    compose, runner = project
+    compose.down(volumes=False)
+    compose.down(volumes=True)
+    assert "--volumes" not in runner.calls[0][0]
+    assert runner.calls[1][0][-1] == "--volumes"
+
+
+def test_ps_parses_json_lines(project: tuple[ComposeProject, FakeRunner]) -> None:
+    compose, runner = project
+    lines = [
+        {"Service": "mlflow", "Name": "s-mlflow-1", "State": "running", "Health": "healthy", "Image": "m:1",
+         "Publishers": [{"URL": "127.0.0.1", "PublishedPort": 5999, "TargetPort": 5000, "Protocol": "tcp"}]},
+        {"Service": "postgres", "Name": "s-postgres-1", "State": "running", "Health": "starting", "Image": "p:1",
+         "Publishers": None},
+    ]
+    runner.answers.append(CommandResult([], 0, "\n".join(json.dumps(x) for x in lines)))
+    states = compose.ps()
+    assert states[0] == ServiceState("mlflow", "s-mlflow-1", "running", "healthy", "m:1", ("127.0.0.1:5999->5000",))
+    assert states[1].is_healthy is False
+
+
+def test_engine_down_becomes_a_preflight_error(project: tuple[ComposeProject, FakeRunner]) -> None:
+    compose, runner = project
+    runner.answers.append(CommandError(["docker"], 1, "", "Cannot connect to the Docker daemon at unix:///x.sock."))
+    with pytest.raises(EngineUnavailableError) as caught:
+        compose.ps()
+    assert "bootstrap-host.sh" in (caught.value.hint or "")
+
+
+def test_port_taken_names_the_port(project: tuple[ComposeProject, FakeRunner]) -> None:
+    compose, runner = project
+    runner.answers.append(CommandError(["docker"], 1, "", "Bind for 127.0.0.1:5999 failed: port is already allocated"))
+    with pytest.raises(PreflightError) as caught:
+        compose.up(wait_timeout=10)
+    assert "5999" in caught.value.message
+    assert "MLOPS_KIT_PORT" in (caught.value.hint or "")
+
+
+def test_dry_run_prints_instead_of_running(kit_dir: Path) -> None:
+    init_env_file(kit_dir, {}, host=HOST)
+    runner = CommandRunner(dry_run=True)
+    ComposeProject(load_config(kit_dir, environ={}), runner).down(volumes=True)
+    assert runner.dry_run_log[0].startswith("docker compose --project-name mlops-kit")
+    assert runner.dry_run_log[0].endswith("--volumes")
+
+
+def test_compose_defaults_match_config_defaults() -> None:
+    """compose.yaml's ${VAR:-default} fallbacks (for plain Compose) equal the kit's defaults."""
+    text = (REPO_ROOT / "compose.yaml").read_text() + (REPO_ROOT / "docker/compose/artifacts-nfs.yaml").read_text()
+    found = dict(re.findall(r"\$\{([A-Z0-9_]+):-([^}]*)\}", text))
+    assert found
+    for name, default in found.items():
+        if name in SETTINGS_BY_ENV and name != "MLOPS_KIT_SECRETS_DIR":
+            assert SETTINGS_BY_ENV[name].default == default, name
+    assert found["MLOPS_KIT_SECRETS_DIR"] == "./" + SETTINGS_BY_ENV["MLOPS_KIT_SECRETS_DIR"].default
+
+
+def compose_config(kit_dir: Path, *files: str, env: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]
+    argv = ["docker", "compose", "--project-directory", str(kit_dir), "--env-file", str(kit_dir / ".env")]
+    for name in files:
+        argv += ["-f", str(kit_dir / name)]
+    result = subprocess.run([*argv, "config", "--format", "json"], capture_output=True, text=True,
+                            env={"PATH": "/usr/local/bin:/usr/bin:/bin", **(env or {})}, check=False)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_rendered_compose_is_wired_as_documented(kit_dir: Path) -> None:
+    init_env_file(kit_dir, {"MLOPS_KIT_PORT": "5998"}, host=HOST)
+    model = compose_config(kit_dir, "compose.yaml")
+    mlflow, postgres = model["services"]["mlflow"], model["services"]["postgres"]
+    assert mlflow["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert mlflow["ports"][0]["published"] == "5998"
+    assert mlflow["ports"][0]["host_ip"] == "127.0.0.1"
+    assert "ports" not in postgres
+    assert model["networks"]["backend"]["internal"] is True
+    assert set(postgres["networks"]) == {"backend"}
+    for service in (mlflow, postgres):
+        assert service["healthcheck"]["test"][0] == "CMD"
+        assert service["restart"] == "unless-stopped"
+        assert service["logging"]["driver"] == "json-file"
+    assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://mlflow@postgres")
+    assert "mlhost:*" in mlflow["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"]
+    assert model["secrets"]["postgres_password"]["file"] == str(kit_dir / "secrets" / "postgres_password")
+    password = (kit_dir / "secrets" / "postgres_password").read_text()
+    assert password not in json.dumps(model)
+
+
+def test_rendered_nfs_overlay_mounts_the_export(kit_dir: Path) -> None:
+    init_env_file(kit_dir, {"MLOPS_KIT_ARTIFACT_STORE": "nfs", "MLOPS_KIT_NFS_SERVER": "nas.corp.example",
+                            "MLOPS_KIT_NFS_EXPORT": "/srv/mlflow"}, host=HOST)
+    model = compose_config(kit_dir, "compose.yaml", "docker/compose/artifacts-nfs.yaml")
+    volume = model["volumes"]["artifacts"]
+    assert volume["driver"] == "local"
+    assert volume["driver_opts"] == {
+        "type": "nfs",
+        "o": "addr=nas.corp.example,nfsvers=4.1,rw,hard,timeo=600,retrans=2,noresvport",
+        "device": ":/srv/mlflow",
+    }
+
+
+def test_plain_compose_reads_the_nfs_overlay_from_compose_file_in_env(kit_dir: Path) -> None:
+    """The documented plain-Compose path: COMPOSE_FILE set in .env selects the overlay."""
+    init_env_file(kit_dir, {"MLOPS_KIT_ARTIFACT_STORE": "nfs", "MLOPS_KIT_NFS_SERVER": "10.0.0.9",
+                            "MLOPS_KIT_NFS_EXPORT": "/export/ml"}, host=HOST)
+    with (kit_dir / ".env").open("a") as handle:
+        handle.write("COMPOSE_FILE=compose.yaml:docker/compose/artifacts-nfs.yaml\n")
+    result = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=kit_dir, capture_output=True,
+                            text=True, env={"PATH": "/usr/local/bin:/usr/bin:/bin"}, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["volumes"]["artifacts"]["driver_opts"]["device"] == ":/export/ml"

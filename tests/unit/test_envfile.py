@@ -1,0 +1,90 @@
+"""`init`: .env rendering, secret generation, file modes, refusal to overwrite."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from mlops_kit.config import SETTINGS, load_config, read_env_file
+from mlops_kit.envfile import (
+    HostFacts,
+    allowed_host_patterns,
+    generate_secret,
+    init_env_file,
+    render_env,
+    sized_settings,
+)
+from mlops_kit.errors import ConfigError
+
+HOST = HostFacts(memory_bytes=24 * 2**30, cpus=2, hostname="mlhost", fqdn="mlhost.corp.example", addresses=("10.1.2.3",))
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_init_writes_env_and_secret_with_private_modes(kit_dir: Path) -> None:
+    result = init_env_file(kit_dir, {"MLOPS_KIT_PORT": "5123"}, host=HOST)
+    assert result.env_file == kit_dir / ".env"
+    assert mode(kit_dir / ".env") == 0o600
+    assert mode(kit_dir / "secrets") == 0o700
+    secret = kit_dir / "secrets" / "postgres_password"
+    assert mode(secret) == 0o600
+    assert len(secret.read_text()) >= 40
+    values = read_env_file(kit_dir / ".env")
+    assert values["MLOPS_KIT_PORT"] == "5123"
+    # Comments from .env.example survive.
+    assert "# ---- Network" in (kit_dir / ".env").read_text()
+    load_config(kit_dir, environ={})
+
+
+def test_generated_secrets_are_strong_and_distinct() -> None:
+    values = {generate_secret() for _ in range(50)}
+    assert len(values) == 50
+    assert all(len(v) >= 43 for v in values)
+
+
+def test_init_refuses_to_overwrite_without_force(kit_dir: Path) -> None:
+    init_env_file(kit_dir, {}, host=HOST)
+    before = (kit_dir / ".env").read_text()
+    with pytest.raises(ConfigError) as caught:
+        init_env_file(kit_dir, {"MLOPS_KIT_PORT": "6000"}, host=HOST)
+    assert "already exists" in caught.value.message
+    assert "--force" in (caught.value.hint or "")
+    assert (kit_dir / ".env").read_text() == before
+
+
+def test_force_keeps_a_backup_and_the_existing_secret(kit_dir: Path) -> None:
+    init_env_file(kit_dir, {}, host=HOST)
+    password = (kit_dir / "secrets" / "postgres_password").read_text()
+    result = init_env_file(kit_dir, {"MLOPS_KIT_PORT": "6000"}, force=True, host=HOST)
+    assert result.backup is not None and result.backup.exists()
+    assert mode(result.backup) == 0o600
+    assert (kit_dir / "secrets" / "postgres_password").read_text() == password
+    assert read_env_file(kit_dir / ".env")["MLOPS_KIT_PORT"] == "6000"
+
+
+def test_env_example_documents_exactly_the_settings() -> None:
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    keys = set(read_env_file(example))
+    assert keys == {s.env for s in SETTINGS}
+
+
+def test_render_env_appends_unknown_keys_and_keeps_order() -> None:
+    text = render_env("# head\nA=1\n# B=\nC=3\n", {"B": "2", "D": "4"})
+    assert text == "# head\nA=1\nB=2\nC=3\n\n# Added by mlops-kit init\nD=4\n"
+
+
+def test_sizing_follows_host_memory() -> None:
+    small = sized_settings(HostFacts(memory_bytes=2 * 2**30, cpus=1, hostname="h", fqdn="h"))
+    large = sized_settings(HOST)
+    assert small["POSTGRES_SHARED_BUFFERS"] == "256MB"
+    assert large["POSTGRES_SHARED_BUFFERS"] == "3072MB"
+    assert large["POSTGRES_EFFECTIVE_CACHE_SIZE"] == "12288MB"
+    assert small["MLOPS_KIT_MLFLOW_WORKERS"] == "1"
+
+
+def test_allowed_host_patterns_cover_names_with_and_without_port() -> None:
+    assert allowed_host_patterns(["mlhost", "fd00::1"]) == "mlhost,mlhost:*,[fd00::1],[[]fd00::1]:*"
