@@ -7,6 +7,7 @@ Only this module prints errors and chooses exit codes:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,9 +25,9 @@ from rich.table import Table
 from mlops_kit import MLFLOW_VERSION, __version__
 from mlops_kit import console as ui
 from mlops_kit.compose import ComposeProject, ServiceState
-from mlops_kit.config import ARTIFACT_STORES, SETTINGS_BY_ENV, KitConfig, find_project_dir, load_config
+from mlops_kit.config import ARTIFACT_STORES, SETTINGS, SETTINGS_BY_ENV, KitConfig, find_project_dir, load_config
 from mlops_kit.envfile import init_env_file
-from mlops_kit.errors import AbortedError, ConfigError, KitError, StackError
+from mlops_kit.errors import AbortedError, ConfigError, KitError, PreflightError, StackError
 from mlops_kit.preflight import FAIL, Preflight
 from mlops_kit.runner import CommandRunner
 from mlops_kit.smoke import run_smoke_check
@@ -72,8 +73,13 @@ def _setting_help(env: str, text: str | None = None) -> str:
 
 
 def _json_option(func: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, envvar="MLOPS_KIT_JSON",
-                        help="Print machine-readable JSON. [env var: MLOPS_KIT_JSON]")(func)
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        envvar="MLOPS_KIT_JSON",
+        help="Print machine-readable JSON. [env var: MLOPS_KIT_JSON]",
+    )(func)
 
 
 def _print_json(data: object) -> None:
@@ -81,14 +87,25 @@ def _print_json(data: object) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--project-dir", envvar="MLOPS_KIT_PROJECT_DIR", type=click.Path(file_okay=False),
-              help="Folder with compose.yaml (default: current folder, else the kit's checkout). "
-                   "[env var: MLOPS_KIT_PROJECT_DIR]")
-@click.option("--env-file", envvar="MLOPS_KIT_ENV_FILE", type=click.Path(dir_okay=False),
-              help="Configuration file (default: PROJECT_DIR/.env). [env var: MLOPS_KIT_ENV_FILE]")
-@click.option("--dry-run", is_flag=True, envvar="MLOPS_KIT_DRY_RUN",
-              help="Print the commands that would change something instead of running them. "
-                   "[env var: MLOPS_KIT_DRY_RUN]")
+@click.option(
+    "--project-dir",
+    envvar="MLOPS_KIT_PROJECT_DIR",
+    type=click.Path(file_okay=False),
+    help="Folder with compose.yaml (default: current folder, else the kit's checkout). "
+    "[env var: MLOPS_KIT_PROJECT_DIR]",
+)
+@click.option(
+    "--env-file",
+    envvar="MLOPS_KIT_ENV_FILE",
+    type=click.Path(dir_okay=False),
+    help="Configuration file (default: PROJECT_DIR/.env). [env var: MLOPS_KIT_ENV_FILE]",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    envvar="MLOPS_KIT_DRY_RUN",
+    help="Print the commands that would change something instead of running them. [env var: MLOPS_KIT_DRY_RUN]",
+)
 @click.option("-v", "--verbose", count=True, help="-v: progress details; -vv: every command run (secrets masked).")
 @click.version_option(__version__, prog_name="mlops-kit", message=f"%(prog)s %(version)s (MLflow {MLFLOW_VERSION})")
 @click.pass_context
@@ -102,8 +119,7 @@ def cli(ctx: click.Context, project_dir: str | None, env_file: str | None, dry_r
 
 
 @cli.command()
-@click.option("--artifact-store", type=click.Choice(ARTIFACT_STORES),
-              help=_setting_help("MLOPS_KIT_ARTIFACT_STORE"))
+@click.option("--artifact-store", type=click.Choice(ARTIFACT_STORES), help=_setting_help("MLOPS_KIT_ARTIFACT_STORE"))
 @click.option("--bind-address", help=_setting_help("MLOPS_KIT_BIND_ADDRESS"))
 @click.option("--port", help=_setting_help("MLOPS_KIT_PORT"))
 @click.option("--project-name", help=_setting_help("COMPOSE_PROJECT_NAME"))
@@ -111,10 +127,14 @@ def cli(ctx: click.Context, project_dir: str | None, env_file: str | None, dry_r
 @click.option("--nfs-server", help=_setting_help("MLOPS_KIT_NFS_SERVER"))
 @click.option("--nfs-export", help=_setting_help("MLOPS_KIT_NFS_EXPORT"))
 @click.option("--nfs-options", help=_setting_help("MLOPS_KIT_NFS_OPTIONS"))
-@click.option("--force", is_flag=True, envvar="MLOPS_KIT_FORCE",
-              help="Replace an existing .env (kept as .env.bak-TIME; secrets are kept). [env var: MLOPS_KIT_FORCE]")
+@click.option(
+    "--force",
+    is_flag=True,
+    envvar="MLOPS_KIT_FORCE",
+    help="Replace an existing .env (kept as .env.bak-TIME; secrets are kept). [env var: MLOPS_KIT_FORCE]",
+)
 @pass_app
-def init(app: AppContext, force: bool, **options: str | None) -> None:
+def init(app: AppContext, /, force: bool, **options: str | None) -> None:
     """Write .env for this host and generate the secrets (mode 0600)."""
     _init(app, options, force=force)
 
@@ -132,8 +152,10 @@ def _init(app: AppContext, options: dict[str, str | None], *, force: bool) -> Ki
         ui.success(f"generated secret {path} (mode 0600)")
     for path in result.kept_secrets:
         ui.info(f"kept existing secret {path}")
-    ui.info(f"project {config.project_name}: MLflow on {config.bind_address}:{config.port}, "
-            f"artifacts in {config.artifact_store} store")
+    ui.info(
+        f"project {config.project_name}: MLflow on {config.bind_address}:{config.port}, "
+        f"artifacts in {config.artifact_store} store"
+    )
     return config
 
 
@@ -155,10 +177,10 @@ def _choices_from_options(options: dict[str, str | None]) -> dict[str, str | Non
     Validated before anything is written, so a bad value leaves no file behind.
     """
     choices: dict[str, str | None] = {}
-    for env, value in os.environ.items():
+    for env, from_environment in os.environ.items():
         if env in SETTINGS_BY_ENV:
-            _validate_choice(env, value, f"{env} (from the environment)", f"fix or unset {env}")
-            choices[env] = value
+            _validate_choice(env, from_environment, f"{env} (from the environment)", f"fix or unset {env}")
+            choices[env] = from_environment
     for option, value in options.items():
         if value is None:
             continue
@@ -180,11 +202,21 @@ def _validate_choice(env: str, value: str, shown_as: str, hint: str) -> None:
 
 
 @cli.command()
-@click.option("--build", "force_build", is_flag=True, envvar="MLOPS_KIT_BUILD",
-              help="Rebuild the images even if they exist. [env var: MLOPS_KIT_BUILD]")
-@click.option("--wait-timeout", type=click.IntRange(10, 7200), default=DEFAULT_WAIT_TIMEOUT, show_default=True,
-              envvar="MLOPS_KIT_WAIT_TIMEOUT", help="Seconds to wait for every service to be healthy. "
-              "[env var: MLOPS_KIT_WAIT_TIMEOUT]")
+@click.option(
+    "--build",
+    "force_build",
+    is_flag=True,
+    envvar="MLOPS_KIT_BUILD",
+    help="Rebuild the images even if they exist. [env var: MLOPS_KIT_BUILD]",
+)
+@click.option(
+    "--wait-timeout",
+    type=click.IntRange(10, 7200),
+    default=DEFAULT_WAIT_TIMEOUT,
+    show_default=True,
+    envvar="MLOPS_KIT_WAIT_TIMEOUT",
+    help="Seconds to wait for every service to be healthy. [env var: MLOPS_KIT_WAIT_TIMEOUT]",
+)
 @pass_app
 def up(app: AppContext, force_build: bool, wait_timeout: int) -> None:
     """Preflight, build missing images, start the stack and wait until it is healthy."""
@@ -206,8 +238,9 @@ def up(app: AppContext, force_build: bool, wait_timeout: int) -> None:
                 summary = ", ".join(f"{s.service}: {s.health or s.state}" for s in states)
                 progress.update(task, description=f"Waiting until healthy ({summary})")
 
-        result = bring_up(project, wait_timeout=wait_timeout, force_build=force_build,
-                          on_step=on_step, on_states=on_states)
+        result = bring_up(
+            project, wait_timeout=wait_timeout, force_build=force_build, on_step=on_step, on_states=on_states
+        )
     if app.dry_run:
         for line in project.runner.dry_run_log:
             click.echo(line)
@@ -216,24 +249,31 @@ def up(app: AppContext, force_build: bool, wait_timeout: int) -> None:
         if check.status == "warn":
             ui.warning(f"{check.name}: {check.detail}" + (f" ({check.fix})" if check.fix else ""))
     built = f"built {', '.join(result.built)} in {result.build_seconds:.0f} s, " if result.built else ""
-    ui.success(f"stack {config.project_name} is healthy ({built}healthy {result.start_seconds:.0f} s after start, "
-               f"{time.monotonic() - started:.0f} s in all)")
+    ui.success(
+        f"stack {config.project_name} is healthy ({built}healthy {result.start_seconds:.0f} s after start, "
+        f"{time.monotonic() - started:.0f} s in all)"
+    )
     _print_next_steps(config)
 
 
 def _print_next_steps(config: KitConfig) -> None:
     ui.out.print(f"\n  MLflow UI and tracking URI: [bold]{config.tracking_uri}[/]")
-    ui.out.print("  Data scientists:  [bold]export MLFLOW_TRACKING_URI=" + config.tracking_uri + "[/]"
-                 "   (or: eval \"$(mlops-kit client-env)\")")
+    ui.out.print(
+        "  Data scientists:  [bold]export MLFLOW_TRACKING_URI=" + config.tracking_uri + "[/]"
+        '   (or: eval "$(mlops-kit client-env)")'
+    )
     ui.out.print("  Verify end to end: [bold]mlops-kit check[/]    Status: [bold]mlops-kit status[/]\n")
     if config.bind_address.startswith("127."):
-        ui.out.print("  [muted]Published on this host only. To let other machines connect: "
-                     "mlops-kit init --force --bind-address 0.0.0.0 && mlops-kit up[/]")
+        ui.out.print(
+            "  [muted]Published on this host only. To let other machines connect: "
+            "mlops-kit init --force --bind-address 0.0.0.0 && mlops-kit up[/]"
+        )
 
 
 def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                    console=ui.err, transient=True)
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=ui.err, transient=True
+    )
 
 
 @cli.command()
@@ -252,7 +292,9 @@ def build(app: AppContext) -> None:
 
 @cli.command()
 @click.option("--volumes", is_flag=True, help="Also delete the data volumes (database and artifacts).")
-@click.option("--yes", "-y", is_flag=True, envvar="MLOPS_KIT_YES", help="Do not ask for confirmation. [env var: MLOPS_KIT_YES]")
+@click.option(
+    "--yes", "-y", is_flag=True, envvar="MLOPS_KIT_YES", help="Do not ask for confirmation. [env var: MLOPS_KIT_YES]"
+)
 @pass_app
 def down(app: AppContext, volumes: bool, yes: bool) -> None:
     """Stop the stack. Data is kept unless --volumes is given."""
@@ -273,7 +315,9 @@ def down(app: AppContext, volumes: bool, yes: bool) -> None:
 
 def _require_interactive() -> None:
     if not sys.stdin.isatty():
-        raise AbortedError("refusing to delete data without confirmation", hint="pass --yes to confirm non-interactively")
+        raise AbortedError(
+            "refusing to delete data without confirmation", hint="pass --yes to confirm non-interactively"
+        )
 
 
 def _confirm(question: str) -> None:
@@ -304,18 +348,28 @@ def status(app: AppContext, as_json: bool) -> None:
             table.add_column(column)
         for s in result.services:
             style = "ok" if s.state == "running" and s.health == "healthy" else "fail"
-            table.add_row(s.service, f"[{style}]{s.state}[/]", f"[{style}]{s.health or '-'}[/]",
-                          s.image or "-", ", ".join(s.ports) or "-", s.version or "-")
+            table.add_row(
+                s.service,
+                f"[{style}]{s.state}[/]",
+                f"[{style}]{s.health or '-'}[/]",
+                s.image or "-",
+                ", ".join(s.ports) or "-",
+                s.version or "-",
+            )
         ui.out.print(table)
         ui.out.print(f"tracking URI: {result.tracking_uri}")
     if not result.healthy:
-        raise StackError(f"stack {result.project} is not healthy", hint="see: mlops-kit logs (or start it: mlops-kit up)")
+        raise StackError(
+            f"stack {result.project} is not healthy", hint="see: mlops-kit logs (or start it: mlops-kit up)"
+        )
 
 
 @cli.command()
 @click.argument("services", nargs=-1)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
-@click.option("--tail", default="200", show_default=True, help="Lines to show from the end of each log ('all' for all).")
+@click.option(
+    "--tail", default="200", show_default=True, help="Lines to show from the end of each log ('all' for all)."
+)
 @pass_app
 def logs(app: AppContext, services: tuple[str, ...], follow: bool, tail: str) -> None:
     """Show the logs of the stack's services (all, or the ones named)."""
@@ -325,10 +379,8 @@ def logs(app: AppContext, services: tuple[str, ...], follow: bool, tail: str) ->
     for service in services:
         if service not in known:
             raise ConfigError(f"unknown service {service!r}", hint=f"use one of: {', '.join(sorted(known))}")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends `logs -f`: not an error
         app.project().logs(list(services), follow=follow, tail=tail)
-    except KeyboardInterrupt:
-        pass
 
 
 # ---- check / client-env / doctor -----------------------------------------------------------
@@ -354,8 +406,13 @@ def check(app: AppContext, as_json: bool) -> None:
 
 
 @cli.command("client-env")
-@click.option("--shell", type=click.Choice(["sh", "fish", "dotenv"]), default="sh", show_default=True,
-              help="Syntax of the printed lines.")
+@click.option(
+    "--shell",
+    type=click.Choice(["sh", "fish", "dotenv"]),
+    default="sh",
+    show_default=True,
+    help="Syntax of the printed lines.",
+)
 @pass_app
 def client_env(app: AppContext, shell: str) -> None:
     """Print the variables a data scientist needs: eval "$(mlops-kit client-env)"."""
@@ -392,21 +449,21 @@ def doctor(app: AppContext, as_json: bool) -> None:
         ui.out.print(table)
     failed = [r for r in results if r.status == FAIL]
     if failed:
-        from mlops_kit.errors import PreflightError
-
         first = failed[0]
-        raise PreflightError(f"{len(failed)} check(s) failed, first: {first.name}: {first.detail}", hint=first.fix or None)
+        raise PreflightError(
+            f"{len(failed)} check(s) failed, first: {first.name}: {first.detail}", hint=first.fix or None
+        )
 
 
 def _default_config(project_dir: Path, env_file: Path) -> KitConfig:
-    """A config from defaults only, for doctor before init (no secrets are needed to check the host)."""
-    from dataclasses import replace
-
-    from mlops_kit.config import SETTINGS
-
-    values = {s.attr: s.parse(s.default) for s in SETTINGS}
-    config = KitConfig(project_dir=project_dir, env_file=env_file, postgres_password="", **values)
-    return replace(config)
+    """A config from defaults only, for doctor before init (checking the host needs no secrets)."""
+    values = {s.env: s.parse(s.default) for s in SETTINGS}
+    return KitConfig(
+        project_dir=project_dir,
+        env_file=env_file,
+        postgres_password="",
+        **{SETTINGS_BY_ENV[env].attr: value for env, value in values.items()},
+    )
 
 
 # ---- entry point --------------------------------------------------------------------------
@@ -430,7 +487,8 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:  # last resort: one line, never a traceback (unless -vv)
         logger.debug("unexpected error", exc_info=True)
-        ui.error_line(f"internal error: {exc.__class__.__name__}: {exc}",
-                      "run again with -vv for details and report it")
+        ui.error_line(
+            f"internal error: {exc.__class__.__name__}: {exc}", "run again with -vv for details and report it"
+        )
         sys.exit(1)
     sys.exit(0)

@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mlops_kit.config import KitConfig
 from mlops_kit.errors import CommandError, EngineUnavailableError, PreflightError
@@ -44,9 +45,9 @@ class ServiceState:
         return self.state == "running" and self.health == "healthy"
 
     @classmethod
-    def from_ps(cls, entry: dict[str, object]) -> ServiceState:
+    def from_ps(cls, entry: dict[str, Any]) -> ServiceState:
         ports: list[str] = []
-        for publisher in entry.get("Publishers") or []:  # type: ignore[union-attr]
+        for publisher in entry.get("Publishers") or []:
             if isinstance(publisher, dict) and publisher.get("PublishedPort"):
                 ports.append(f"{publisher.get('URL')}:{publisher['PublishedPort']}->{publisher.get('TargetPort')}")
         return cls(
@@ -56,7 +57,7 @@ class ServiceState:
             health=str(entry.get("Health", "")),
             image=str(entry.get("Image", "")),
             ports=tuple(dict.fromkeys(ports)),
-            exit_code=int(entry.get("ExitCode", 0) or 0),  # type: ignore[call-overload]
+            exit_code=int(entry.get("ExitCode", 0) or 0),
         )
 
 
@@ -81,9 +82,12 @@ class ComposeProject:
 
     def base_argv(self) -> list[str]:
         argv = [
-            "docker", "compose",
-            "--project-name", self.config.project_name,
-            "--project-directory", str(self.config.project_dir),
+            "docker",
+            "compose",
+            "--project-name",
+            self.config.project_name,
+            "--project-directory",
+            str(self.config.project_dir),
         ]
         if self.config.env_file.is_file():
             argv += ["--env-file", str(self.config.env_file)]
@@ -134,7 +138,14 @@ class ComposeProject:
 
     def volume_names(self) -> list[str]:
         result = self.runner.run(
-            ["docker", "volume", "ls", "--quiet", "--filter", f"label=com.docker.compose.project={self.config.project_name}"],
+            [
+                "docker",
+                "volume",
+                "ls",
+                "--quiet",
+                "--filter",
+                f"label=com.docker.compose.project={self.config.project_name}",
+            ],
             changes_state=False,
         )
         return [line for line in result.stdout.split() if line]
@@ -187,7 +198,7 @@ class ComposeProject:
         return (result.stdout + result.stderr).strip()
 
 
-def _parse_json_lines(text: str) -> list[dict[str, object]]:
+def _parse_json_lines(text: str) -> list[dict[str, Any]]:
     """`docker compose ps --format json` prints one object per line (or one array, in old versions)."""
     text = text.strip()
     if not text:

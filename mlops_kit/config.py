@@ -34,7 +34,9 @@ ARTIFACT_STORES = ("volume", "nfs")
 WILDCARD_ADDRESSES = ("0.0.0.0", "::")
 
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
 _HOST_PATTERN = re.compile(r"^[A-Za-z0-9.*\[\]:_-]+$")
 _SIZE = re.compile(r"^[0-9]+(kB|MB|GB|TB)$")
 _LOG_SIZE = re.compile(r"^[0-9]+[kmg]$")
@@ -115,9 +117,7 @@ def _log_size(value: str) -> str:
 
 def _secret(value: str) -> str:
     if not _SECRET.match(value):
-        raise ValueError(
-            "must hold 16 to 128 characters of A-Z a-z 0-9 - _ . ~ on one line"
-        )
+        raise ValueError("must hold 16 to 128 characters of A-Z a-z 0-9 - _ . ~ on one line")
     return value
 
 
@@ -153,50 +153,126 @@ SECRET_FILES: tuple[str, ...] = ("postgres_password",)
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("COMPOSE_PROJECT_NAME", "project_name", "mlops-kit", _project_name,
-            "Compose project name; prefixes containers, networks and volumes."),
-    Setting("MLOPS_KIT_BIND_ADDRESS", "bind_address", "127.0.0.1", _ip_address,
-            "Host address MLflow is published on (0.0.0.0: all interfaces)."),
+    Setting(
+        "COMPOSE_PROJECT_NAME",
+        "project_name",
+        "mlops-kit",
+        _project_name,
+        "Compose project name; prefixes containers, networks and volumes.",
+    ),
+    Setting(
+        "MLOPS_KIT_BIND_ADDRESS",
+        "bind_address",
+        "127.0.0.1",
+        _ip_address,
+        "Host address MLflow is published on (0.0.0.0: all interfaces).",
+    ),
     Setting("MLOPS_KIT_PORT", "port", "5000", _port, "Host port MLflow is published on."),
-    Setting("MLOPS_KIT_PUBLIC_HOST", "public_host", "", _host,
-            "Name clients use to reach this host (printed by client-env)."),
-    Setting("MLOPS_KIT_ALLOWED_HOSTS", "allowed_hosts", "", _host_patterns,
-            "Extra Host-header patterns MLflow accepts, comma-separated (name,name:*)."),
-    Setting("MLOPS_KIT_ARTIFACT_STORE", "artifact_store", "volume", _choice(*ARTIFACT_STORES),
-            "Where artifacts live: volume (named Docker volume) or nfs."),
+    Setting(
+        "MLOPS_KIT_PUBLIC_HOST",
+        "public_host",
+        "",
+        _host,
+        "Name clients use to reach this host (printed by client-env).",
+    ),
+    Setting(
+        "MLOPS_KIT_ALLOWED_HOSTS",
+        "allowed_hosts",
+        "",
+        _host_patterns,
+        "Extra Host-header patterns MLflow accepts, comma-separated (name,name:*).",
+    ),
+    Setting(
+        "MLOPS_KIT_ARTIFACT_STORE",
+        "artifact_store",
+        "volume",
+        _choice(*ARTIFACT_STORES),
+        "Where artifacts live: volume (named Docker volume) or nfs.",
+    ),
     Setting("MLOPS_KIT_NFS_SERVER", "nfs_server", "", _host, "NFS server (nfs mode)."),
     Setting("MLOPS_KIT_NFS_EXPORT", "nfs_export", "", _text, "Exported path on the NFS server (nfs mode)."),
-    Setting("MLOPS_KIT_NFS_OPTIONS", "nfs_options", "nfsvers=4.1,rw,hard,timeo=600,retrans=2,noresvport",
-            _text, "NFS mount options (nfs mode)."),
-    Setting("MLOPS_KIT_MLFLOW_WORKERS", "mlflow_workers", "2", _bounded_int(1, 64),
-            "MLflow server worker processes."),
-    Setting("MLOPS_KIT_BASE_IMAGE", "base_image", "debian:trixie-slim", _text,
-            "Debian base image every kit image is built FROM."),
-    Setting("MLOPS_KIT_MLFLOW_IMAGE", "mlflow_image", "mlops-kit/mlflow:3.17.2-kit0.1.0", _text,
-            "Tag of the MLflow server image."),
-    Setting("MLOPS_KIT_POSTGRES_IMAGE", "postgres_image", "mlops-kit/postgres:17-kit0.1.0", _text,
-            "Tag of the PostgreSQL image."),
-    Setting("MLOPS_KIT_PIP_INDEX_URL", "pip_index_url", "", _text,
-            "Package index for image builds (instead of PyPI)."),
-    Setting("MLOPS_KIT_PIP_EXTRA_INDEX_URL", "pip_extra_index_url", "", _text,
-            "Additional package index for image builds."),
-    Setting("MLOPS_KIT_BUILD_CA_FILE", "build_ca_file", "", _optional_file,
-            "PEM file of extra CA certificates trusted during image builds."),
-    Setting("MLOPS_KIT_LOG_MAX_SIZE", "log_max_size", "20m", _log_size,
-            "Size at which a container log file is rotated."),
-    Setting("MLOPS_KIT_LOG_MAX_FILES", "log_max_files", "5", _bounded_int(1, 100),
-            "Rotated log files kept per container."),
-    Setting("MLOPS_KIT_SECRETS_DIR", "secrets_dir", "secrets", _text,
-            "Folder of secret files (mode 0600), relative to the kit's folder."),
-    Setting("POSTGRES_MAX_CONNECTIONS", "postgres_max_connections", "100", _bounded_int(20, 5000),
-            "PostgreSQL max_connections."),
-    Setting("POSTGRES_SHARED_BUFFERS", "postgres_shared_buffers", "256MB", _pg_size,
-            "PostgreSQL shared_buffers (init sizes it to the host)."),
-    Setting("POSTGRES_EFFECTIVE_CACHE_SIZE", "postgres_effective_cache_size", "768MB", _pg_size,
-            "PostgreSQL effective_cache_size (init sizes it to the host)."),
+    Setting(
+        "MLOPS_KIT_NFS_OPTIONS",
+        "nfs_options",
+        "nfsvers=4.1,rw,hard,timeo=600,retrans=2,noresvport",
+        _text,
+        "NFS mount options (nfs mode).",
+    ),
+    Setting("MLOPS_KIT_MLFLOW_WORKERS", "mlflow_workers", "2", _bounded_int(1, 64), "MLflow server worker processes."),
+    Setting(
+        "MLOPS_KIT_BASE_IMAGE",
+        "base_image",
+        "debian:trixie-slim",
+        _text,
+        "Debian base image every kit image is built FROM.",
+    ),
+    Setting(
+        "MLOPS_KIT_MLFLOW_IMAGE",
+        "mlflow_image",
+        "mlops-kit/mlflow:3.17.2-kit0.1.0",
+        _text,
+        "Tag of the MLflow server image.",
+    ),
+    Setting(
+        "MLOPS_KIT_POSTGRES_IMAGE",
+        "postgres_image",
+        "mlops-kit/postgres:17-kit0.1.0",
+        _text,
+        "Tag of the PostgreSQL image.",
+    ),
+    Setting("MLOPS_KIT_PIP_INDEX_URL", "pip_index_url", "", _text, "Package index for image builds (instead of PyPI)."),
+    Setting(
+        "MLOPS_KIT_PIP_EXTRA_INDEX_URL", "pip_extra_index_url", "", _text, "Additional package index for image builds."
+    ),
+    Setting(
+        "MLOPS_KIT_BUILD_CA_FILE",
+        "build_ca_file",
+        "",
+        _optional_file,
+        "PEM file of extra CA certificates trusted during image builds.",
+    ),
+    Setting(
+        "MLOPS_KIT_LOG_MAX_SIZE", "log_max_size", "20m", _log_size, "Size at which a container log file is rotated."
+    ),
+    Setting(
+        "MLOPS_KIT_LOG_MAX_FILES", "log_max_files", "5", _bounded_int(1, 100), "Rotated log files kept per container."
+    ),
+    Setting(
+        "MLOPS_KIT_SECRETS_DIR",
+        "secrets_dir",
+        "secrets",
+        _text,
+        "Folder of secret files (mode 0600), relative to the kit's folder.",
+    ),
+    Setting(
+        "POSTGRES_MAX_CONNECTIONS",
+        "postgres_max_connections",
+        "100",
+        _bounded_int(20, 5000),
+        "PostgreSQL max_connections.",
+    ),
+    Setting(
+        "POSTGRES_SHARED_BUFFERS",
+        "postgres_shared_buffers",
+        "256MB",
+        _pg_size,
+        "PostgreSQL shared_buffers (init sizes it to the host).",
+    ),
+    Setting(
+        "POSTGRES_EFFECTIVE_CACHE_SIZE",
+        "postgres_effective_cache_size",
+        "768MB",
+        _pg_size,
+        "PostgreSQL effective_cache_size (init sizes it to the host).",
+    ),
     Setting("POSTGRES_WORK_MEM", "postgres_work_mem", "8MB", _pg_size, "PostgreSQL work_mem."),
-    Setting("POSTGRES_MAINTENANCE_WORK_MEM", "postgres_maintenance_work_mem", "64MB", _pg_size,
-            "PostgreSQL maintenance_work_mem (init sizes it to the host)."),
+    Setting(
+        "POSTGRES_MAINTENANCE_WORK_MEM",
+        "postgres_maintenance_work_mem",
+        "64MB",
+        _pg_size,
+        "PostgreSQL maintenance_work_mem (init sizes it to the host).",
+    ),
 )
 SETTINGS_BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
 
@@ -236,8 +312,7 @@ class KitConfig:
     def __repr__(self) -> str:
         # dataclass repr would print the password.
         shown = ", ".join(
-            f"{f.name}={'******' if f.name == 'postgres_password' else getattr(self, f.name)!r}"
-            for f in fields(self)
+            f"{f.name}={'******' if f.name == 'postgres_password' else getattr(self, f.name)!r}" for f in fields(self)
         )
         return f"KitConfig({shown})"
 
@@ -372,8 +447,10 @@ def read_secret(secrets_path: Path, name: str) -> str:
     try:
         value = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read secret file {path}: {exc.__class__.__name__}",
-                          hint="run mlops-kit as the user that ran init (usually root)") from None
+        raise ConfigError(
+            f"cannot read secret file {path}: {exc.__class__.__name__}",
+            hint="run mlops-kit as the user that ran init (usually root)",
+        ) from None
     register_secret(value)
     try:
         _secret(value)
@@ -410,11 +487,10 @@ def _where_to_fix(source: str, env_file: Path) -> str:
 
 def _warn_unknown(from_file: Mapping[str, str], env_file: Path) -> None:
     for key in from_file:
-        if key.startswith(("MLOPS_KIT_", "POSTGRES_")):
-            if key not in SETTINGS_BY_ENV:
-                close = difflib.get_close_matches(key, SETTINGS_BY_ENV, n=1)
-                suggestion = f" (did you mean {close[0]}?)" if close else ""
-                logger.warning("unknown setting %s in %s is ignored%s", key, env_file, suggestion)
+        if key.startswith(("MLOPS_KIT_", "POSTGRES_")) and key not in SETTINGS_BY_ENV:
+            close = difflib.get_close_matches(key, SETTINGS_BY_ENV, n=1)
+            suggestion = f" (did you mean {close[0]}?)" if close else ""
+            logger.warning("unknown setting %s in %s is ignored%s", key, env_file, suggestion)
 
 
 def _check_consistency(config: KitConfig) -> None:
@@ -423,7 +499,7 @@ def _check_consistency(config: KitConfig) -> None:
             if not getattr(config, attr):
                 raise ConfigError(
                     f"{env} is empty but MLOPS_KIT_ARTIFACT_STORE=nfs",
-                    hint=f"set {env} in {config.env_file} (or `mlops-kit init --force --nfs-server ... --nfs-export ...`)",
+                    hint=f"set {env} in {config.env_file} (or: mlops-kit init --force --nfs-server S --nfs-export P)",
                 )
         if not config.nfs_export.startswith("/"):
             raise ConfigError(

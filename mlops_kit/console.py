@@ -11,19 +11,21 @@ from rich.theme import Theme
 
 from mlops_kit.masking import mask
 
-THEME = Theme({
-    "info": "cyan",
-    "success": "bold green",
-    "warning": "yellow",
-    "error": "bold red",
-    "hint": "italic",
-    "step": "bold",
-    "muted": "dim",
-    "ok": "green",
-    "fail": "red",
-    "warn": "yellow",
-    "skip": "dim",
-})
+THEME = Theme(
+    {
+        "info": "cyan",
+        "success": "bold green",
+        "warning": "yellow",
+        "error": "bold red",
+        "hint": "italic",
+        "step": "bold",
+        "muted": "dim",
+        "ok": "green",
+        "fail": "red",
+        "warn": "yellow",
+        "skip": "dim",
+    }
+)
 
 # Human output goes to stdout; errors, warnings and logs to stderr, so that
 # `mlops-kit client-env` and `--json` output can be piped.
@@ -59,8 +61,7 @@ class _MaskingFilter(logging.Filter):
 def setup_logging(verbosity: int) -> None:
     """-v: info, -vv: debug (every command the runner runs, secrets masked)."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    handler = RichHandler(console=err, show_time=verbosity >= 2, show_path=False, markup=False,
-                          rich_tracebacks=False)
+    handler = RichHandler(console=err, show_time=verbosity >= 2, show_path=False, markup=False, rich_tracebacks=False)
     handler.addFilter(_MaskingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -211,6 +211,8 @@ def init_env_file(
     env_file.parent.mkdir(parents=True, exist_ok=True)
     write_private_file(env_file, render_env(example_path.read_text(encoding="utf-8"), values))
     logger.info("wrote %s (mode 0600)", env_file)
-    secrets_dir = choices.get("MLOPS_KIT_SECRETS_DIR") or read_env_file(env_file).get("MLOPS_KIT_SECRETS_DIR") or "secrets"
+    secrets_dir = (
+        choices.get("MLOPS_KIT_SECRETS_DIR") or read_env_file(env_file).get("MLOPS_KIT_SECRETS_DIR") or "secrets"
+    )
     generated, kept = ensure_secret_files((project_dir / secrets_dir).resolve())
     return InitResult(env_file=env_file, backup=backup, generated_secrets=generated, kept_secrets=kept)

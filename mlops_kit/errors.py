@@ -52,9 +52,7 @@ class CommandError(KitError):
         self.stdout = stdout
         self.stderr = stderr
         last_line = _last_line(stderr) or _last_line(stdout) or "no output"
-        super().__init__(
-            f"`{' '.join(command)}` failed with exit code {returncode}: {last_line}", hint=hint
-        )
+        super().__init__(f"`{' '.join(command)}` failed with exit code {returncode}: {last_line}", hint=hint)
 
 
 class StackError(KitError):

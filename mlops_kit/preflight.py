@@ -70,7 +70,9 @@ class Preflight:
 
     def check_docker_cli(self) -> CheckResult:
         if shutil.which("docker") is None:
-            return CheckResult("docker CLI", FAIL, "the docker command is not installed", f"install it: {BOOTSTRAP_HINT}")
+            return CheckResult(
+                "docker CLI", FAIL, "the docker command is not installed", f"install it: {BOOTSTRAP_HINT}"
+            )
         return CheckResult("docker CLI", OK, shutil.which("docker") or "docker")
 
     def check_engine(self) -> CheckResult:
@@ -79,30 +81,51 @@ class Preflight:
             info = json.loads(result.stdout)
         except (CommandError, json.JSONDecodeError) as exc:
             text = str(exc)
-            if isinstance(exc, CommandError) and not any(m in exc.stderr for m in ENGINE_DOWN_MARKERS):
-                if "permission denied" in exc.stderr.lower():
-                    return CheckResult("Docker engine", FAIL, "permission denied on the Docker socket",
-                                       "run as root, or add your user to the docker group")
+            if (
+                isinstance(exc, CommandError)
+                and not any(m in exc.stderr for m in ENGINE_DOWN_MARKERS)
+                and "permission denied" in exc.stderr.lower()
+            ):
+                return CheckResult(
+                    "Docker engine",
+                    FAIL,
+                    "permission denied on the Docker socket",
+                    "run as root, or add your user to the docker group",
+                )
             logger.debug("docker info failed: %s", text)
-            return CheckResult("Docker engine", FAIL, "the Docker engine is not reachable",
-                               f"start it: {BOOTSTRAP_HINT} (or: systemctl start docker)")
+            return CheckResult(
+                "Docker engine",
+                FAIL,
+                "the Docker engine is not reachable",
+                f"start it: {BOOTSTRAP_HINT} (or: systemctl start docker)",
+            )
         version = str(info.get("ServerVersion", ""))
         self._docker_root = str(info.get("DockerRootDir", ""))
         self._engine_up = True
         if parse_version(version) < MIN_ENGINE:
-            return CheckResult("Docker engine", FAIL, f"engine {version} is older than {'.'.join(map(str, MIN_ENGINE))}",
-                               "upgrade the Docker engine")
+            return CheckResult(
+                "Docker engine",
+                FAIL,
+                f"engine {version} is older than {'.'.join(map(str, MIN_ENGINE))}",
+                "upgrade the Docker engine",
+            )
         return CheckResult("Docker engine", OK, f"engine {version}, storage {info.get('Driver', '?')}")
 
     def check_compose(self) -> CheckResult:
         try:
             result = self.runner.run(["docker", "compose", "version", "--short"], changes_state=False, timeout=20)
         except CommandError:
-            return CheckResult("Compose v2", FAIL, "`docker compose` (v2) is not installed", f"install it: {BOOTSTRAP_HINT}")
+            return CheckResult(
+                "Compose v2", FAIL, "`docker compose` (v2) is not installed", f"install it: {BOOTSTRAP_HINT}"
+            )
         version = result.stdout.strip()
         if parse_version(version) < MIN_COMPOSE:
-            return CheckResult("Compose v2", FAIL, f"Compose {version} is older than {'.'.join(map(str, MIN_COMPOSE))}",
-                               f"upgrade it: {BOOTSTRAP_HINT}")
+            return CheckResult(
+                "Compose v2",
+                FAIL,
+                f"Compose {version} is older than {'.'.join(map(str, MIN_COMPOSE))}",
+                f"upgrade it: {BOOTSTRAP_HINT}",
+            )
         return CheckResult("Compose v2", OK, f"Compose {version}")
 
     def check_port(self) -> CheckResult:
@@ -117,13 +140,25 @@ class Preflight:
                 probe.bind((address, port))
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
-                    return CheckResult(name, FAIL, f"port {port} on {address} is already in use",
-                                       "stop what uses it, or choose another: mlops-kit init --force --port PORT (MLOPS_KIT_PORT)")
+                    return CheckResult(
+                        name,
+                        FAIL,
+                        f"port {port} on {address} is already in use",
+                        "stop what uses it, or choose another: mlops-kit init --force --port PORT (MLOPS_KIT_PORT)",
+                    )
                 if exc.errno == errno.EADDRNOTAVAIL:
-                    return CheckResult(name, FAIL, f"{address} is not an address of this host",
-                                       "fix MLOPS_KIT_BIND_ADDRESS in .env (127.0.0.1, 0.0.0.0 or one of this host's addresses)")
-                return CheckResult(name, FAIL, f"cannot bind {address}:{port}: {exc.strerror}",
-                                   "choose another port or address (MLOPS_KIT_PORT, MLOPS_KIT_BIND_ADDRESS)")
+                    return CheckResult(
+                        name,
+                        FAIL,
+                        f"{address} is not an address of this host",
+                        "fix MLOPS_KIT_BIND_ADDRESS in .env (127.0.0.1, 0.0.0.0 or one of this host's addresses)",
+                    )
+                return CheckResult(
+                    name,
+                    FAIL,
+                    f"cannot bind {address}:{port}: {exc.strerror}",
+                    "choose another port or address (MLOPS_KIT_PORT, MLOPS_KIT_BIND_ADDRESS)",
+                )
         return CheckResult(name, OK, "free")
 
     def _published_by_this_stack(self, port: int) -> bool:
@@ -131,8 +166,9 @@ class Preflight:
             states = self.project.ps()
         except CommandError:
             return False
-        return any(s.service == "mlflow" and s.state == "running" and any(f":{port}->" in p for p in s.ports)
-                   for s in states)
+        return any(
+            s.service == "mlflow" and s.state == "running" and any(f":{port}->" in p for p in s.ports) for s in states
+        )
 
     def check_disk(self) -> CheckResult:
         path = Path(self._docker_root) if self._docker_root else None
@@ -141,8 +177,12 @@ class Preflight:
         free_gib = shutil.disk_usage(path).free / 2**30
         detail = f"{free_gib:.1f} GiB free in {path}"
         if free_gib < MIN_FREE_DISK_GIB:
-            return CheckResult("disk space", FAIL, detail,
-                               f"free at least {MIN_FREE_DISK_GIB:.0f} GiB (images need ~2 GiB; data grows with use)")
+            return CheckResult(
+                "disk space",
+                FAIL,
+                detail,
+                f"free at least {MIN_FREE_DISK_GIB:.0f} GiB (images need ~2 GiB; data grows with use)",
+            )
         if free_gib < WARN_FREE_DISK_GIB:
             return CheckResult("disk space", WARN, detail, "plan more space for artifacts and backups")
         return CheckResult("disk space", OK, detail)
@@ -157,9 +197,12 @@ class Preflight:
         base_ok = self.runner.run(["docker", "image", "inspect", base], check=False, changes_state=False).ok
         if base_ok:
             return CheckResult("images", OK, f"{', '.join(missing)} will be built from {base}")
-        return CheckResult("images", WARN,
-                           f"{', '.join(missing)} must be built and the base image {base} is not on this host",
-                           f"without a registry, build it: {BOOTSTRAP_HINT} (MLOPS_KIT_BASE_IMAGE)")
+        return CheckResult(
+            "images",
+            WARN,
+            f"{', '.join(missing)} must be built and the base image {base} is not on this host",
+            f"without a registry, build it: {BOOTSTRAP_HINT} (MLOPS_KIT_BASE_IMAGE)",
+        )
 
     def check_env_file_mode(self) -> CheckResult:
         env_file = self.config.env_file

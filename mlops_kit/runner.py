@@ -87,12 +87,18 @@ class CommandRunner:
             )
         except FileNotFoundError as exc:
             raise CommandError(
-                [shown], 127, "", f"{args[0]}: command not found",
+                [shown],
+                127,
+                "",
+                f"{args[0]}: command not found",
                 hint=f"install {args[0]} (on Debian: sudo scripts/bootstrap-host.sh)",
             ) from exc
         except subprocess.TimeoutExpired as exc:
             raise CommandError(
-                [shown], 124, "", f"timed out after {timeout:.0f} s",
+                [shown],
+                124,
+                "",
+                f"timed out after {timeout:.0f} s",
             ) from exc
         result = CommandResult(
             argv=args,

@@ -76,8 +76,9 @@ def run_smoke_check(tracking_uri: str, on_step: Callable[[str], None] = lambda _
 
     def connect() -> None:
         if not is_ready(tracking_uri):
-            raise SmokeCheckError("connect", f"no healthy MLflow server at {tracking_uri}",
-                                  hint="is the stack up? mlops-kit status")
+            raise SmokeCheckError(
+                "connect", f"no healthy MLflow server at {tracking_uri}", hint="is the stack up? mlops-kit status"
+            )
 
     step("connect", connect, tracking_uri)
 
@@ -94,7 +95,7 @@ def run_smoke_check(tracking_uri: str, on_step: Callable[[str], None] = lambda _
 
             for run_id in run_ids:
                 artifact_uri = client.get_run(run_id).info.artifact_uri
-                get_artifact_repository(artifact_uri, tracking_uri=tracking_uri).delete_artifacts()
+                get_artifact_repository(artifact_uri, tracking_uri=tracking_uri).delete_artifacts()  # type: ignore[no-untyped-call]
                 client.delete_run(run_id)
             client.delete_experiment(experiment_id)
 
@@ -103,12 +104,17 @@ def run_smoke_check(tracking_uri: str, on_step: Callable[[str], None] = lambda _
             run_id = run.info.run_id
             run_ids.append(run_id)
             step("log param", lambda: client.log_param(run_id, "kit_check", "ok"))
-            step("log metric", lambda: [client.log_metric(run_id, "kit_metric", v, step=i) for i, v in enumerate((0.5, 0.25))])
+            step(
+                "log metric",
+                lambda: [client.log_metric(run_id, "kit_metric", v, step=i) for i, v in enumerate((0.5, 0.25))],
+            )
 
             def verify_logged() -> None:
                 data = client.get_run(run_id).data
                 if data.params.get("kit_check") != "ok" or data.metrics.get("kit_metric") != 0.25:
-                    raise SmokeCheckError("read back run", f"param/metric not stored as logged: {data.params} {data.metrics}")
+                    raise SmokeCheckError(
+                        "read back run", f"param/metric not stored as logged: {data.params} {data.metrics}"
+                    )
                 history = client.get_metric_history(run_id, "kit_metric")
                 if [m.value for m in history] != [0.5, 0.25]:
                     raise SmokeCheckError("read back run", "metric history differs from what was logged")
@@ -119,15 +125,20 @@ def run_smoke_check(tracking_uri: str, on_step: Callable[[str], None] = lambda _
             upload_dir = Path(workdir, "upload")
             upload_dir.mkdir()
             (upload_dir / "payload.bin").write_bytes(payload)
-            step("upload artifact", lambda: client.log_artifacts(run_id, str(upload_dir), artifact_path="check"),
-                 f"{ARTIFACT_BYTES // 2**20} MiB")
+            step(
+                "upload artifact",
+                lambda: client.log_artifacts(run_id, str(upload_dir), artifact_path="check"),
+                f"{ARTIFACT_BYTES // 2**20} MiB",
+            )
 
             def download_and_compare() -> None:
                 local = client.download_artifacts(run_id, "check/payload.bin", dst_path=str(Path(workdir, "download")))
                 got = hashlib.sha256(Path(local).read_bytes()).hexdigest()
                 want = hashlib.sha256(payload).hexdigest()
                 if got != want:
-                    raise SmokeCheckError("download artifact", f"downloaded bytes differ (sha256 {got[:12]} != {want[:12]})")
+                    raise SmokeCheckError(
+                        "download artifact", f"downloaded bytes differ (sha256 {got[:12]} != {want[:12]})"
+                    )
 
             step("download artifact", download_and_compare, "sha256 matches")
             step("finish run", lambda: client.set_terminated(run_id))

@@ -40,8 +40,12 @@ class ServiceStatus:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "service": self.service, "state": self.state, "health": self.health,
-            "image": self.image, "ports": list(self.ports), "version": self.version,
+            "service": self.service,
+            "state": self.state,
+            "health": self.health,
+            "image": self.image,
+            "ports": list(self.ports),
+            "version": self.version,
         }
 
 
@@ -57,7 +61,9 @@ class StackStatus:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "project": self.project, "tracking_uri": self.tracking_uri, "healthy": self.healthy,
+            "project": self.project,
+            "tracking_uri": self.tracking_uri,
+            "healthy": self.healthy,
             "services": [s.to_dict() for s in self.services],
         }
 
@@ -109,8 +115,9 @@ def bring_up(
         if isinstance(error, CommandError):
             raise _unhealthy_error(project, states, error) from error
         raise error
-    return UpResult(states=states, built=built, build_seconds=build_seconds,
-                    start_seconds=start_seconds, preflight=checks)
+    return UpResult(
+        states=states, built=built, build_seconds=build_seconds, start_seconds=start_seconds, preflight=checks
+    )
 
 
 _FAILED_CONTAINER = re.compile(r"container (\S+) (?:is unhealthy|exited|has exited)")
@@ -163,10 +170,16 @@ def collect_status(project: ComposeProject) -> StackStatus:
         if state is None:
             services.append(ServiceStatus(spec.name, "absent", "", "", (), None))
             continue
-        services.append(ServiceStatus(
-            service=spec.name, state=state.state, health=state.health, image=state.image,
-            ports=state.ports, version=version if spec is MLFLOW else None,
-        ))
+        services.append(
+            ServiceStatus(
+                service=spec.name,
+                state=state.state,
+                health=state.health,
+                image=state.image,
+                ports=state.ports,
+                version=version if spec is MLFLOW else None,
+            )
+        )
     return StackStatus(project=project.config.project_name, tracking_uri=project.config.tracking_uri, services=services)
 
 
@@ -175,6 +188,7 @@ def require_running(project: ComposeProject) -> StackStatus:
     status = collect_status(project)
     mlflow = next(s for s in status.services if s.service == MLFLOW.name)
     if mlflow.state != "running":
-        raise StackError(f"the stack {status.project} is not running (mlflow: {mlflow.state})",
-                         hint="start it: mlops-kit up")
+        raise StackError(
+            f"the stack {status.project} is not running (mlflow: {mlflow.state})", hint="start it: mlops-kit up"
+        )
     return status

@@ -52,13 +52,23 @@ class Stack:
     project: str
     port: int
 
-    def kit(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
-            timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "mlops_kit", *args], cwd=self.directory,
-                                capture_output=True, text=True, env=clean_env(env), timeout=timeout, check=False)
+    def kit(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "mlops_kit", *args],
+            cwd=self.directory,
+            capture_output=True,
+            text=True,
+            env=clean_env(env),
+            timeout=timeout,
+            check=False,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"mlops-kit {' '.join(args)} exited {result.returncode}\n"
-                                 f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+            raise AssertionError(
+                f"mlops-kit {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
         return result
 
     @property
@@ -69,8 +79,12 @@ class Stack:
         self.kit("init", "--project-name", self.project, "--port", str(self.port), *extra)
 
     def volumes(self) -> list[str]:
-        out = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={self.project}"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={self.project}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return sorted(out.split())
 
     def status(self) -> dict:  # type: ignore[type-arg]
@@ -81,8 +95,11 @@ class Stack:
         if (self.directory / ".env").exists():
             self.kit("down", "--volumes", "--yes", check=False)
         # Safety net for a test that changed .env: Compose v2 finds a project by its labels.
-        subprocess.run(["docker", "compose", "--project-name", self.project, "down", "--volumes", "--remove-orphans"],
-                       capture_output=True, check=False)
+        subprocess.run(
+            ["docker", "compose", "--project-name", self.project, "down", "--volumes", "--remove-orphans"],
+            capture_output=True,
+            check=False,
+        )
 
 
 def new_stack(base: Path, prefix: str = "mlkt") -> Stack:
@@ -95,7 +112,9 @@ def docker_engine() -> None:
     """The suite needs a real engine: fail loudly (never skip) when there is none."""
     if shutil.which("docker") is None:
         pytest.fail("the docker CLI is not installed: run scripts/bootstrap-host.sh first")
-    result = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         pytest.fail(f"no Docker engine answers ({result.stderr.strip()}): run scripts/bootstrap-host.sh first")
 

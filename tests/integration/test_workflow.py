@@ -83,7 +83,9 @@ def test_data_scientist_workflow(stack: Stack, tmp_path: Path, recorded: dict[st
             mlflow.log_metric("accuracy", 0.93)
         mlflow.log_artifact(str(payload), artifact_path="data")
         model_info = mlflow.pyfunc.log_model(
-            name="model", python_model=AddN(), registered_model_name=MODEL_NAME,
+            name="model",
+            python_model=AddN(),
+            registered_model_name=MODEL_NAME,
             pip_requirements=["mlflow==3.17.2", "pandas"],
         )
 
@@ -99,8 +101,11 @@ def test_data_scientist_workflow(stack: Stack, tmp_path: Path, recorded: dict[st
     mlflow.flush_trace_async_logging()
 
     recorded.update(
-        experiment_id=experiment.experiment_id, parent_id=parent.info.run_id, child_id=child.info.run_id,
-        payload_sha=_sha256(payload), model_version=str(version),
+        experiment_id=experiment.experiment_id,
+        parent_id=parent.info.run_id,
+        child_id=child.info.run_id,
+        payload_sha=_sha256(payload),
+        model_version=str(version),
     )
     _assert_workflow_data(stack, tmp_path, recorded)
 

@@ -11,14 +11,24 @@ import pytest
 from mlops_kit.envfile import HostFacts, init_env_file
 
 
-def kit(kit_dir: Path, *args: str, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def kit(
+    kit_dir: Path, *args: str, env: dict[str, str] | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
     """Run the real console entry point in ``kit_dir``, as an operator would."""
     import os
 
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_KIT_", "COMPOSE_"))}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "mlops_kit", *args], cwd=kit_dir, capture_output=True, text=True,
-                          env=full_env, input=stdin, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "mlops_kit", *args],
+        cwd=kit_dir,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=stdin,
+        timeout=120,
+        check=False,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -101,8 +111,9 @@ def test_down_volumes_refuses_without_confirmation_when_not_interactive(kit_dir:
 
 
 def test_down_volumes_dry_run_with_yes_prints_the_command(kit_dir: Path) -> None:
-    init_env_file(kit_dir, {"COMPOSE_PROJECT_NAME": "dry"},
-                  host=HostFacts(memory_bytes=2**33, cpus=2, hostname="h", fqdn="h"))
+    init_env_file(
+        kit_dir, {"COMPOSE_PROJECT_NAME": "dry"}, host=HostFacts(memory_bytes=2**33, cpus=2, hostname="h", fqdn="h")
+    )
     result = kit(kit_dir, "--dry-run", "down", "--volumes", "--yes")
     assert result.returncode == 0, result.stderr
     assert "docker compose --project-name dry" in result.stdout

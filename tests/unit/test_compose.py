@@ -71,10 +71,22 @@ def test_down_keeps_volumes_unless_asked(project: tuple[ComposeProject, FakeRunn
 def test_ps_parses_json_lines(project: tuple[ComposeProject, FakeRunner]) -> None:
     compose, runner = project
     lines = [
-        {"Service": "mlflow", "Name": "s-mlflow-1", "State": "running", "Health": "healthy", "Image": "m:1",
-         "Publishers": [{"URL": "127.0.0.1", "PublishedPort": 5999, "TargetPort": 5000, "Protocol": "tcp"}]},
-        {"Service": "postgres", "Name": "s-postgres-1", "State": "running", "Health": "starting", "Image": "p:1",
-         "Publishers": None},
+        {
+            "Service": "mlflow",
+            "Name": "s-mlflow-1",
+            "State": "running",
+            "Health": "healthy",
+            "Image": "m:1",
+            "Publishers": [{"URL": "127.0.0.1", "PublishedPort": 5999, "TargetPort": 5000, "Protocol": "tcp"}],
+        },
+        {
+            "Service": "postgres",
+            "Name": "s-postgres-1",
+            "State": "running",
+            "Health": "starting",
+            "Image": "p:1",
+            "Publishers": None,
+        },
     ]
     runner.answers.append(CommandResult([], 0, "\n".join(json.dumps(x) for x in lines)))
     states = compose.ps()
@@ -122,8 +134,13 @@ def compose_config(kit_dir: Path, *files: str, env: dict[str, str] | None = None
     argv = ["docker", "compose", "--project-directory", str(kit_dir), "--env-file", str(kit_dir / ".env")]
     for name in files:
         argv += ["-f", str(kit_dir / name)]
-    result = subprocess.run([*argv, "config", "--format", "json"], capture_output=True, text=True,
-                            env={"PATH": "/usr/local/bin:/usr/bin:/bin", **(env or {})}, check=False)
+    result = subprocess.run(
+        [*argv, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", **(env or {})},
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
@@ -150,8 +167,15 @@ def test_rendered_compose_is_wired_as_documented(kit_dir: Path) -> None:
 
 
 def test_rendered_nfs_overlay_mounts_the_export(kit_dir: Path) -> None:
-    init_env_file(kit_dir, {"MLOPS_KIT_ARTIFACT_STORE": "nfs", "MLOPS_KIT_NFS_SERVER": "nas.corp.example",
-                            "MLOPS_KIT_NFS_EXPORT": "/srv/mlflow"}, host=HOST)
+    init_env_file(
+        kit_dir,
+        {
+            "MLOPS_KIT_ARTIFACT_STORE": "nfs",
+            "MLOPS_KIT_NFS_SERVER": "nas.corp.example",
+            "MLOPS_KIT_NFS_EXPORT": "/srv/mlflow",
+        },
+        host=HOST,
+    )
     model = compose_config(kit_dir, "compose.yaml", "docker/compose/artifacts-nfs.yaml")
     volume = model["volumes"]["artifacts"]
     assert volume["driver"] == "local"
@@ -164,11 +188,20 @@ def test_rendered_nfs_overlay_mounts_the_export(kit_dir: Path) -> None:
 
 def test_plain_compose_reads_the_nfs_overlay_from_compose_file_in_env(kit_dir: Path) -> None:
     """The documented plain-Compose path: COMPOSE_FILE set in .env selects the overlay."""
-    init_env_file(kit_dir, {"MLOPS_KIT_ARTIFACT_STORE": "nfs", "MLOPS_KIT_NFS_SERVER": "10.0.0.9",
-                            "MLOPS_KIT_NFS_EXPORT": "/export/ml"}, host=HOST)
+    init_env_file(
+        kit_dir,
+        {"MLOPS_KIT_ARTIFACT_STORE": "nfs", "MLOPS_KIT_NFS_SERVER": "10.0.0.9", "MLOPS_KIT_NFS_EXPORT": "/export/ml"},
+        host=HOST,
+    )
     with (kit_dir / ".env").open("a") as handle:
         handle.write("COMPOSE_FILE=compose.yaml:docker/compose/artifacts-nfs.yaml\n")
-    result = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=kit_dir, capture_output=True,
-                            text=True, env={"PATH": "/usr/local/bin:/usr/bin:/bin"}, check=False)
+    result = subprocess.run(
+        ["docker", "compose", "config", "--format", "json"],
+        cwd=kit_dir,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["volumes"]["artifacts"]["driver_opts"]["device"] == ":/export/ml"

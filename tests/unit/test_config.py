@@ -130,7 +130,9 @@ def test_compose_override_file_is_read_last(initialised: Path) -> None:
     assert config.compose_files[-1].name == "compose.override.yaml"
 
 
-def test_unknown_setting_in_env_file_is_reported_with_suggestion(initialised: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_setting_in_env_file_is_reported_with_suggestion(
+    initialised: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     set_in_env_file(initialised, "MLOPS_KIT_PROT", "5001")
     load_config(initialised, environ={})
     assert "MLOPS_KIT_PROT" in caplog.text

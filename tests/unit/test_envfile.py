@@ -18,7 +18,9 @@ from mlops_kit.envfile import (
 )
 from mlops_kit.errors import ConfigError
 
-HOST = HostFacts(memory_bytes=24 * 2**30, cpus=2, hostname="mlhost", fqdn="mlhost.corp.example", addresses=("10.1.2.3",))
+HOST = HostFacts(
+    memory_bytes=24 * 2**30, cpus=2, hostname="mlhost", fqdn="mlhost.corp.example", addresses=("10.1.2.3",)
+)
 
 
 def mode(path: Path) -> int:

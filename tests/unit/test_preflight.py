@@ -19,7 +19,12 @@ HOST = HostFacts(memory_bytes=8 * 2**30, cpus=2, hostname="h", fqdn="h", address
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("v2.40.3", (2, 40, 3)), ("20.10.24+dfsg1", (20, 10, 24)), ("28.2.2", (28, 2, 2)), ("2.24.0-desktop.1", (2, 24, 0))],
+    [
+        ("v2.40.3", (2, 40, 3)),
+        ("20.10.24+dfsg1", (20, 10, 24)),
+        ("28.2.2", (28, 2, 2)),
+        ("2.24.0-desktop.1", (2, 24, 0)),
+    ],
 )
 def test_parse_version(text: str, expected: tuple[int, ...]) -> None:
     assert parse_version(text) == expected
