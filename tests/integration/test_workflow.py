@@ -17,12 +17,14 @@ from tests.integration.conftest import Stack, new_stack
 
 ARTIFACT_SIZE = 9 * 2**20  # over 8 MiB: the client's multipart/chunking threshold
 MODEL_NAME = "kit-adder"
+# The name other machines would use; requests reach it through loopback with this Host header.
+PUBLIC_HOST = "mlflow.kit-test.example"
 
 
 @pytest.fixture(scope="module")
 def stack(kit_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = new_stack(tmp_path_factory.mktemp("workflow"))
-    stack.init()
+    stack.init("--public-host", PUBLIC_HOST)
     try:
         yield stack
     finally:
@@ -53,6 +55,16 @@ def test_up_from_a_fresh_folder_reaches_healthy(stack: Stack) -> None:
     assert by_name["mlflow"]["version"] == "3.17.2"
     assert by_name["mlflow"]["ports"] == [f"127.0.0.1:{stack.port}->5000"]
     assert by_name["postgres"]["ports"] == []
+
+
+def test_clients_using_the_public_name_are_accepted_and_unknown_names_refused(stack: Stack) -> None:
+    import requests
+
+    url = f"{stack.tracking_uri}/api/2.0/mlflow/experiments/get?experiment_id=0"
+    accepted = requests.get(url, headers={"Host": f"{PUBLIC_HOST}:{stack.port}"}, timeout=10)
+    assert accepted.status_code == 200
+    refused = requests.get(url, headers={"Host": f"attacker.example:{stack.port}"}, timeout=10)
+    assert refused.status_code == 403
 
 
 def _sha256(path: str | Path) -> str:
