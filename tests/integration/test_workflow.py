@@ -57,6 +57,15 @@ def test_up_from_a_fresh_folder_reaches_healthy(stack: Stack) -> None:
     assert by_name["postgres"]["ports"] == []
 
 
+def test_logs_show_requests_but_not_healthcheck_probes(stack: Stack) -> None:
+    import requests
+
+    requests.get(f"{stack.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+    log = stack.kit("logs", "mlflow", "--tail", "all").stdout
+    assert "GET /api/2.0/mlflow/experiments/search?max_results=1" in log
+    assert "GET /health" not in log
+
+
 def test_clients_using_the_public_name_are_accepted_and_unknown_names_refused(stack: Stack) -> None:
     import requests
 
