@@ -3,6 +3,7 @@
 Only this module prints errors and chooses exit codes:
 0 ok · 1 failure · 2 bad configuration or usage · 3 host not ready (preflight)
 4 an external command failed · 5 stack not running or unhealthy · 6 smoke check failed
+7 backup/restore failed or refused · 8 another backup or restore is running
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rich.table import Table
 
 from mlops_kit import MLFLOW_VERSION, __version__
 from mlops_kit import console as ui
+from mlops_kit.backup import human_age, human_bytes, list_backups, run_backup
 from mlops_kit.compose import ComposeProject, ServiceState
 from mlops_kit.config import ARTIFACT_STORES, SETTINGS, SETTINGS_BY_ENV, KitConfig, find_project_dir, load_config
 from mlops_kit.envfile import init_env_file
@@ -373,9 +375,9 @@ def status(app: AppContext, as_json: bool) -> None:
 @pass_app
 def logs(app: AppContext, services: tuple[str, ...], follow: bool, tail: str) -> None:
     """Show the logs of the stack's services (all, or the ones named)."""
-    from mlops_kit.services import SERVICES
+    from mlops_kit.services import STACK_SERVICES
 
-    known = {s.name for s in SERVICES}
+    known = {s.name for s in STACK_SERVICES}
     for service in services:
         if service not in known:
             raise ConfigError(f"unknown service {service!r}", hint=f"use one of: {', '.join(sorted(known))}")
@@ -464,6 +466,62 @@ def _default_config(project_dir: Path, env_file: Path) -> KitConfig:
         postgres_password="",
         **{SETTINGS_BY_ENV[env].attr: value for env, value in values.items()},
     )
+
+
+# ---- backup / restore ------------------------------------------------------------------------
+
+
+@cli.group(invoke_without_command=True)
+@_json_option
+@pass_app
+@click.pass_context
+def backup(ctx: click.Context, app: AppContext, as_json: bool) -> None:
+    """Make a backup set now (database, artifacts, manifest) in the encrypted repository.
+
+    Subcommands: list, verify, schedule.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    project = app.project()
+    with _progress() as progress:
+        task = progress.add_task("Backing up", total=None)
+        summary = run_backup(project, on_step=lambda message: progress.update(task, description=message))
+    if as_json:
+        _print_json(summary.to_dict())
+        return
+    ui.success(
+        f"backup {summary.set_id} (snapshot {summary.snapshot_id[:8]}): {summary.database_rows} rows, "
+        f"{summary.artifact_files} artifact files ({human_bytes(summary.artifact_bytes)}); "
+        f"new data {human_bytes(summary.data_added_bytes)}, repository {human_bytes(summary.repository_bytes)}, "
+        f"{summary.seconds:.1f} s" + (f"; copied to {summary.offsite}" if summary.offsite else "")
+    )
+
+
+@backup.command("list")
+@_json_option
+@pass_app
+def backup_list(app: AppContext, as_json: bool) -> None:
+    """Show the backup sets in the repository: id, time, age, size."""
+    sets = list_backups(app.project())
+    if as_json:
+        _print_json([s.to_dict() for s in sets])
+        return
+    if not sets:
+        ui.info("no backup sets yet (make one: mlops-kit backup)")
+        return
+    table = Table(title="backup sets", title_justify="left")
+    for column in ("snapshot", "set", "time", "age", "size", "new data"):
+        table.add_column(column)
+    for s in sets:
+        table.add_row(
+            s.snapshot_id,
+            s.set_id,
+            s.time,
+            human_age(s.age_seconds),
+            human_bytes(s.size_bytes),
+            human_bytes(s.added_bytes),
+        )
+    ui.out.print(table)
 
 
 # ---- entry point --------------------------------------------------------------------------

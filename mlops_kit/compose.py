@@ -123,7 +123,11 @@ class ComposeProject:
         return self.run(["config"], changes_state=False).stdout
 
     def service_images(self) -> dict[str, str]:
-        return {"mlflow": self.config.mlflow_image, "postgres": self.config.postgres_image}
+        return {
+            "mlflow": self.config.mlflow_image,
+            "postgres": self.config.postgres_image,
+            "backup": self.config.backup_image,
+        }
 
     def missing_images(self) -> list[str]:
         """Services whose image is not on the engine yet."""
@@ -135,6 +139,25 @@ class ComposeProject:
                     raise_if_engine_down(CommandError(result.argv, result.returncode, result.stdout, result.stderr))
                 missing.append(service)
         return missing
+
+    def create_volume(self, name: str, key: str) -> None:
+        """Create a volume labelled as this project's, so Compose adopts it (and `down -v` removes it)."""
+        self.runner.run(
+            [
+                "docker",
+                "volume",
+                "create",
+                "--label",
+                f"com.docker.compose.project={self.config.project_name}",
+                "--label",
+                f"com.docker.compose.volume={key}",
+                name,
+            ]
+        )
+
+    def remove_volumes(self, names: Sequence[str]) -> None:
+        if names:
+            self.runner.run(["docker", "volume", "rm", "--force", *names], check=False)
 
     def volume_names(self) -> list[str]:
         result = self.runner.run(
@@ -168,6 +191,25 @@ class ComposeProject:
     def up(self, *, wait_timeout: int) -> None:
         """Create/start every service and wait until all are healthy (`up --wait`)."""
         self.run(["up", "--detach", "--wait", "--wait-timeout", str(wait_timeout), "--remove-orphans"])
+
+    def run_job(
+        self,
+        service: str,
+        command: Sequence[str],
+        *,
+        mounts: Sequence[str] = (),
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """`docker compose run --rm` a one-shot job; ``mounts`` are extra `-v SRC:DST` pairs."""
+        args = ["run", "--rm", "--no-deps", "-T"]
+        for mount in mounts:
+            args += ["--volume", mount]
+        return self.run([*args, service, *command], check=check, timeout=timeout)
+
+    def start_services(self, services: Sequence[str], *, wait_timeout: int) -> None:
+        """Start only some services (e.g. the database during a restore) and wait for health."""
+        self.run(["up", "--detach", "--wait", "--wait-timeout", str(wait_timeout), *services])
 
     def down(self, *, volumes: bool) -> None:
         args = ["down", "--remove-orphans"]

@@ -71,6 +71,18 @@ class SmokeCheckError(KitError):
         super().__init__(f"check failed at step '{step}': {detail}", hint=hint)
 
 
+class BackupError(KitError):
+    """A backup, restore or verification failed or was refused; the stack is as it was."""
+
+    exit_code = 7
+
+
+class BackupLockedError(BackupError):
+    """Another backup, restore or verification of the same stack holds the lock."""
+
+    exit_code = 8
+
+
 class AbortedError(KitError):
     """The user declined a confirmation."""
 

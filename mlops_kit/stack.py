@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from mlops_kit.compose import ComposeProject, ServiceState
 from mlops_kit.errors import CommandError, KitError, StackError
 from mlops_kit.preflight import CheckResult, Preflight, raise_on_failure
-from mlops_kit.services import MLFLOW, SERVICES
+from mlops_kit.services import MLFLOW, SERVICES, STACK_SERVICES
 from mlops_kit.services.mlflow import server_version
 
 logger = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def collect_status(project: ComposeProject) -> StackStatus:
     if mlflow_state and mlflow_state.state == "running":
         version = server_version(project.config.local_url)
     services = []
-    for spec in SERVICES:
+    for spec in STACK_SERVICES:
         state = states.get(spec.name)
         if state is None:
             services.append(ServiceStatus(spec.name, "absent", "", "", (), None))

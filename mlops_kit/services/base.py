@@ -11,7 +11,8 @@ class ServiceSpec:
 
     ``name`` is the Compose service name; ``image_setting`` the variable that
     names its image; ``dockerfile`` where the kit builds it (build context
-    `docker/`); ``healthcheck`` the command its container runs to report health.
+    `docker/`); ``healthcheck`` the command its container runs to report health
+    (empty for jobs).
     """
 
     name: str
@@ -19,3 +20,5 @@ class ServiceSpec:
     dockerfile: str
     healthcheck: str
     description: str
+    #: False for one-shot job images (run with `docker compose run`, not started by `up`).
+    long_running: bool = True

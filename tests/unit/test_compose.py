@@ -119,15 +119,21 @@ def test_dry_run_prints_instead_of_running(kit_dir: Path) -> None:
     assert runner.dry_run_log[0].endswith("--volumes")
 
 
+# Paths get "./" in compose.yaml; volume names default to a nested ${COMPOSE_PROJECT_NAME} expression.
+NOT_PLAIN_DEFAULTS = {"MLOPS_KIT_SECRETS_DIR", "MLOPS_KIT_BACKUP_DIR", "MLOPS_KIT_POSTGRES_VOLUME",
+                      "MLOPS_KIT_ARTIFACTS_VOLUME"}
+
+
 def test_compose_defaults_match_config_defaults() -> None:
     """compose.yaml's ${VAR:-default} fallbacks (for plain Compose) equal the kit's defaults."""
     text = (REPO_ROOT / "compose.yaml").read_text() + (REPO_ROOT / "docker/compose/artifacts-nfs.yaml").read_text()
     found = dict(re.findall(r"\$\{([A-Z0-9_]+):-([^}]*)\}", text))
     assert found
     for name, default in found.items():
-        if name in SETTINGS_BY_ENV and name != "MLOPS_KIT_SECRETS_DIR":
+        if name in SETTINGS_BY_ENV and name not in NOT_PLAIN_DEFAULTS:
             assert SETTINGS_BY_ENV[name].default == default, name
     assert found["MLOPS_KIT_SECRETS_DIR"] == "./" + SETTINGS_BY_ENV["MLOPS_KIT_SECRETS_DIR"].default
+    assert found["MLOPS_KIT_BACKUP_DIR"] == "./" + SETTINGS_BY_ENV["MLOPS_KIT_BACKUP_DIR"].default
 
 
 def compose_config(kit_dir: Path, *files: str, env: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]

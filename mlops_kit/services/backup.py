@@ -1,0 +1,21 @@
+"""The backup job image: restic, the PostgreSQL client and the kit's agent."""
+
+from __future__ import annotations
+
+from mlops_kit.services.base import ServiceSpec
+
+BACKUP = ServiceSpec(
+    name="backup",
+    image_setting="MLOPS_KIT_BACKUP_IMAGE",
+    dockerfile="docker/backup/Dockerfile",
+    healthcheck="",
+    description="backup and restore jobs (restic, pg_dump, manifest agent)",
+    long_running=False,
+)
+
+#: Where the job container sees things (see the backup service in compose.yaml).
+ARTIFACTS_MOUNT = "/data/artifacts"
+STAGING_MOUNT = "/staging"
+REPOSITORY_MOUNT = "/repository"
+OFFSITE_MOUNT = "/offsite"
+AGENT = "kit-backup-agent"
