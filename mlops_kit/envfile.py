@@ -116,7 +116,7 @@ def initial_values(choices: dict[str, str | None], host: HostFacts) -> dict[str,
     return values
 
 
-def render_env(example: str, values: dict[str, str]) -> str:
+def render_env(example: str, values: dict[str, str], added_by: str = "mlops-kit init") -> str:
     """Fill ``values`` into the text of `.env.example`, keeping its comments and order."""
     remaining = dict(values)
     lines: list[str] = []
@@ -129,7 +129,7 @@ def render_env(example: str, values: dict[str, str]) -> str:
             lines.append(line)
     if remaining:
         lines.append("")
-        lines.append("# Added by mlops-kit init")
+        lines.append(f"# Added by {added_by}")
         lines += [f"{key}={value}" for key, value in remaining.items()]
     return "\n".join(lines) + "\n"
 
@@ -216,3 +216,9 @@ def init_env_file(
     )
     generated, kept = ensure_secret_files((project_dir / secrets_dir).resolve())
     return InitResult(env_file=env_file, backup=backup, generated_secrets=generated, kept_secrets=kept)
+
+
+def update_env_file(env_file: Path, values: dict[str, str], added_by: str) -> None:
+    """Set ``values`` in an existing `.env`, keeping every other line; atomic, mode 0600."""
+    text = env_file.read_text(encoding="utf-8") if env_file.exists() else ""
+    write_private_file(env_file, render_env(text, values, added_by))

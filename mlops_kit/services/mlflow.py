@@ -15,6 +15,8 @@ MLFLOW = ServiceSpec(
 )
 
 PROBE_TIMEOUT_SECONDS = 5.0
+#: As in compose.yaml: no password (libpq reads it from the entrypoint's .pgpass).
+BACKEND_STORE_URI = "postgresql+psycopg2://mlflow@postgres:5432/mlflow"
 
 
 def server_version(base_url: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> str | None:

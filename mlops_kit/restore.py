@@ -1,0 +1,289 @@
+"""`mlops-kit restore` and `mlops-kit backup verify` (the restore drill).
+
+A restore never touches the running stack until the set has been proven whole:
+the repository passes `restic check`, the set is restored into fresh volumes and
+every checksum in its manifest matches. Only then is the stack switched over to
+the fresh volumes (database loaded, row counts and alembic revision compared,
+schema migrated with `mlflow db upgrade`). If anything fails after the switch
+began, the stack is switched back to its previous volumes, which were never
+written to. The previous volumes are kept; the summary names them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import requests
+from packaging.version import InvalidVersion, Version
+
+from mlops_kit import MLFLOW_VERSION, __version__
+from mlops_kit.backup import Repository, _agent_json, _set_id, backup_lock
+from mlops_kit.compose import ComposeProject
+from mlops_kit.envfile import update_env_file
+from mlops_kit.errors import BackupError, KitError
+from mlops_kit.services.backup import AGENT, STAGING_MOUNT
+from mlops_kit.services.mlflow import BACKEND_STORE_URI
+
+logger = logging.getLogger(__name__)
+
+WAIT_TIMEOUT = 600
+Step = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RestoreSummary:
+    snapshot_id: str
+    set_id: str
+    seconds: float
+    database_rows: int
+    artifact_files: int
+    backup_mlflow_version: str
+    postgres_volume: str
+    artifacts_volume: str
+    previous_volumes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DrillReport:
+    snapshot_id: str
+    set_id: str
+    rto_seconds: float
+    database_rows: int
+    alembic_revision: str
+    artifacts_sampled: int
+    artifacts_total: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Restored:
+    """A set restored into fresh volumes and verified, not yet switched to."""
+
+    snapshot: dict[str, Any]
+    manifest: dict[str, Any]
+    work: Path
+    job_set_dir: str
+    postgres_volume: str
+    artifacts_volume: str
+
+
+def restore_backup(
+    project: ComposeProject, snapshot: str = "latest", *, on_step: Step = lambda _s: None
+) -> RestoreSummary:
+    """Restore ``snapshot`` (default: the latest set) into the stack, as described above."""
+    config = project.config
+    started = time.monotonic()
+    with backup_lock(config, "restore"):
+        restored = _restore_and_verify(project, snapshot, on_step)
+        previous = (config.postgres_volume, config.artifacts_volume)
+        was_running = bool(project.ps())
+        try:
+            _switch(project, restored, on_step, rollback_to_previous=was_running)
+            update_env_file(
+                config.env_file,
+                {
+                    "MLOPS_KIT_POSTGRES_VOLUME": restored.postgres_volume,
+                    "MLOPS_KIT_ARTIFACTS_VOLUME": restored.artifacts_volume,
+                },
+                added_by="mlops-kit restore",
+            )
+        finally:
+            shutil.rmtree(restored.work, ignore_errors=True)
+    existing = set(project.runner.run(["docker", "volume", "ls", "-q"], changes_state=False).stdout.split())
+    return RestoreSummary(
+        snapshot_id=str(restored.snapshot["id"])[:8],
+        set_id=_set_id(restored.snapshot),
+        seconds=time.monotonic() - started,
+        database_rows=_rows(restored.manifest),
+        artifact_files=int(restored.manifest["artifacts"]["file_count"]),
+        backup_mlflow_version=str(restored.manifest.get("mlflow_version", "")),
+        postgres_volume=restored.postgres_volume,
+        artifacts_volume=restored.artifacts_volume,
+        previous_volumes=tuple(v for v in previous if v in existing),
+    )
+
+
+def drill(project: ComposeProject, *, sample: int = 20, on_step: Step = lambda _s: None) -> DrillReport:
+    """Restore the latest set into a throwaway stack, check it through the MLflow API, remove it."""
+    config = project.config
+    throwaway = ComposeProject(
+        replace(
+            config,
+            project_name=f"{config.project_name}-drill",
+            port=_free_port(),
+            bind_address="127.0.0.1",
+            postgres_volume_name="",
+            artifacts_volume_name="",
+        ),
+        project.runner,
+    )
+    started = time.monotonic()
+    with backup_lock(config, "verify backups"):
+        restored = _restore_and_verify(throwaway, "latest", on_step)
+        try:
+            _switch(throwaway, restored, on_step, rollback_to_previous=False)
+            on_step("Fetching sample artifacts through the MLflow API")
+            files = restored.manifest["artifacts"]["files"]
+            sampled = _check_artifacts_over_api(throwaway.config.local_url, files, sample)
+            rto = time.monotonic() - started
+        finally:
+            on_step("Removing the throwaway stack")
+            throwaway.down(volumes=True)
+            throwaway.remove_volumes([restored.postgres_volume, restored.artifacts_volume])
+            shutil.rmtree(restored.work, ignore_errors=True)
+    database = next(iter(restored.manifest["databases"].values()))
+    return DrillReport(
+        snapshot_id=str(restored.snapshot["id"])[:8],
+        set_id=_set_id(restored.snapshot),
+        rto_seconds=rto,
+        database_rows=_rows(restored.manifest),
+        alembic_revision=str(database.get("alembic_revision")),
+        artifacts_sampled=sampled,
+        artifacts_total=len(files),
+    )
+
+
+# ---- the two phases --------------------------------------------------------------------
+
+
+def _restore_and_verify(project: ComposeProject, snapshot: str, on_step: Step) -> _Restored:
+    """Phase 1: nothing the stack uses is touched. Raises BackupError on any doubt."""
+    config = project.config
+    repository = Repository(project)
+    if not repository.exists():
+        raise BackupError(
+            f"there is no backup repository at {config.backup_path / 'repository'}",
+            hint="set MLOPS_KIT_BACKUP_DIR to the folder holding it (its repository/ subfolder)",
+        )
+    on_step("Checking the repository's integrity")
+    repository.check()
+    chosen = repository.find(snapshot)
+    generation = time.strftime("r%Y%m%d%H%M%S")
+    postgres_volume = f"{config.project_name}_postgres-data-{generation}"
+    artifacts_volume = f"{config.project_name}_artifacts-{generation}"
+    work = config.backup_path / "staging" / f"restore-{generation}"
+    work.mkdir(parents=True)
+    project.create_volume(postgres_volume, "postgres-data")
+    project.create_volume(artifacts_volume, "artifacts")
+    try:
+        on_step(f"Restoring set {_set_id(chosen) or chosen['id'][:8]} into fresh volumes and verifying checksums")
+        script = (
+            f"restic restore {chosen['id']} --target /restore "
+            f"&& {AGENT} verify --set /restore/staging/current --artifacts /restore/data/artifacts"
+        )
+        try:
+            answer = _agent_json(
+                project,
+                ["sh", "-c", script],
+                "restoring the backup set",
+                mounts=(f"{work}:/restore/staging", f"{artifacts_volume}:/restore/data/artifacts"),
+            )
+        except BackupError as error:
+            raise BackupError(
+                f"backup set {_set_id(chosen) or chosen['id'][:8]} cannot be restored: {error.message}",
+                hint="the stack was not touched; try an older set (mlops-kit backup list) or the offsite copy",
+            ) from error
+        logger.info("verified %s artifact files", answer.get("artifacts_checked"))
+        manifest: dict[str, Any] = json.loads((work / "current" / "manifest.json").read_text())
+        _check_versions(manifest)
+    except BaseException:
+        project.remove_volumes([postgres_volume, artifacts_volume])
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return _Restored(chosen, manifest, work, f"{STAGING_MOUNT}/{work.name}/current", postgres_volume, artifacts_volume)
+
+
+def _switch(project: ComposeProject, restored: _Restored, on_step: Step, *, rollback_to_previous: bool) -> None:
+    """Phase 2: point the stack at the fresh volumes; on failure, back to the previous ones."""
+    switched = ComposeProject(
+        replace(
+            project.config,
+            postgres_volume_name=restored.postgres_volume,
+            artifacts_volume_name=restored.artifacts_volume,
+        ),
+        project.runner,
+    )
+    on_step("Stopping the stack")
+    project.down(volumes=False)
+    try:
+        on_step("Starting PostgreSQL on the fresh volume and loading the dump")
+        switched.start_services(["postgres"], wait_timeout=WAIT_TIMEOUT)
+        _agent_json(switched, [AGENT, "load", "--set", restored.job_set_dir], "loading the database")
+        on_step("Migrating the schema to this MLflow release (mlflow db upgrade)")
+        switched.run_job("mlflow", ["mlflow", "db", "upgrade", BACKEND_STORE_URI])
+        on_step("Starting the stack on the restored data")
+        switched.up(wait_timeout=WAIT_TIMEOUT)
+    except KitError as error:
+        on_step("Restore failed: switching back to the previous data")
+        switched.down(volumes=False)
+        switched.remove_volumes([restored.postgres_volume, restored.artifacts_volume])
+        if rollback_to_previous:
+            project.up(wait_timeout=WAIT_TIMEOUT)
+        raise BackupError(
+            f"restore failed ({error.message}); "
+            + ("the stack runs on its previous data again" if rollback_to_previous else "nothing was changed"),
+            hint="see: mlops-kit logs",
+        ) from error
+
+
+def _check_versions(manifest: dict[str, Any]) -> None:
+    """Refuse sets from a newer kit or MLflow; older MLflow sets are migrated after loading."""
+    for field, current, what in (
+        ("kit_version", __version__, "mlops-kit"),
+        ("mlflow_version", MLFLOW_VERSION, "MLflow"),
+    ):
+        made_with = str(manifest.get(field, "0"))
+        try:
+            newer = Version(made_with) > Version(current)
+        except InvalidVersion:
+            raise BackupError(f"the backup set names an unreadable {what} version {made_with!r}") from None
+        if newer:
+            raise BackupError(
+                f"the backup set was made by {what} {made_with}, newer than this {what} {current}",
+                hint=f"upgrade this host's {what} first; a restore never downgrades a schema",
+            )
+
+
+def _check_artifacts_over_api(base_url: str, files: dict[str, dict[str, Any]], sample: int) -> int:
+    """Download a sample (always including the largest file) through the artifact proxy; compare sha256."""
+    if not files:
+        return 0
+    names = sorted(files)
+    largest = max(names, key=lambda n: int(files[n]["size"]))
+    chosen = {largest, *random.sample(names, min(sample, len(names)) - 1)} if len(names) > 1 else {largest}
+    for name in chosen:
+        digest = hashlib.sha256()
+        url = f"{base_url}/api/2.0/mlflow-artifacts/artifacts/{name}"
+        with requests.get(url, stream=True, timeout=120) as response:
+            if response.status_code != 200:
+                raise BackupError(f"restore drill: artifact {name} is not served (HTTP {response.status_code})")
+            for block in response.iter_content(2**20):
+                digest.update(block)
+        if digest.hexdigest() != files[name]["sha256"]:
+            raise BackupError(f"restore drill: artifact {name} served with other bytes than backed up")
+    return len(chosen)
+
+
+def _rows(manifest: dict[str, Any]) -> int:
+    return sum(sum(db["row_counts"].values()) for db in manifest["databases"].values())
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
