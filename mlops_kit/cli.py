@@ -25,7 +25,7 @@ from rich.table import Table
 
 from mlops_kit import MLFLOW_VERSION, __version__
 from mlops_kit import console as ui
-from mlops_kit.backup import human_age, human_bytes, list_backups, run_backup
+from mlops_kit.backup import human_age, human_bytes, last_success, list_backups, run_backup
 from mlops_kit.compose import ComposeProject, ServiceState
 from mlops_kit.config import ARTIFACT_STORES, SETTINGS, SETTINGS_BY_ENV, KitConfig, find_project_dir, load_config
 from mlops_kit.envfile import init_env_file
@@ -351,8 +351,9 @@ def status(app: AppContext, as_json: bool) -> None:
     """Show each service's state, health, image, ports and MLflow version (exit 5 if unhealthy)."""
     project = app.project()
     result = collect_status(project)
+    backup_info = last_success(project.config)
     if as_json:
-        _print_json(result.to_dict())
+        _print_json({**result.to_dict(), "last_backup": backup_info})
     else:
         table = Table(title=f"mlops-kit stack {result.project}", title_justify="left")
         for column in ("service", "state", "health", "image", "published", "version"):
@@ -369,6 +370,11 @@ def status(app: AppContext, as_json: bool) -> None:
             )
         ui.out.print(table)
         ui.out.print(f"tracking URI: {result.tracking_uri}")
+        if backup_info:
+            age = human_age(time.time() - float(backup_info["finished_at"]))
+            ui.out.print(f"last good backup: {age} ago (set {backup_info['set_id']})")
+        else:
+            ui.out.print("last good backup: none yet (mlops-kit backup)")
     if not result.healthy:
         raise StackError(
             f"stack {result.project} is not healthy", hint="see: mlops-kit logs (or start it: mlops-kit up)"

@@ -120,8 +120,12 @@ def test_dry_run_prints_instead_of_running(kit_dir: Path) -> None:
 
 
 # Paths get "./" in compose.yaml; volume names default to a nested ${COMPOSE_PROJECT_NAME} expression.
-NOT_PLAIN_DEFAULTS = {"MLOPS_KIT_SECRETS_DIR", "MLOPS_KIT_BACKUP_DIR", "MLOPS_KIT_POSTGRES_VOLUME",
-                      "MLOPS_KIT_ARTIFACTS_VOLUME"}
+NOT_PLAIN_DEFAULTS = {
+    "MLOPS_KIT_SECRETS_DIR",
+    "MLOPS_KIT_BACKUP_DIR",
+    "MLOPS_KIT_POSTGRES_VOLUME",
+    "MLOPS_KIT_ARTIFACTS_VOLUME",
+}
 
 
 def test_compose_defaults_match_config_defaults() -> None:

@@ -1,0 +1,271 @@
+"""Backups that restore, byte for byte, and refuse what they should.
+
+One populated stack ("A") is backed up, wiped and restored; then a second stack
+("B", a new host with only the kit, the repository and its key) restores from
+A's repository. Every refusal leaves the running stack as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from mlops_kit.compose import ComposeProject
+from mlops_kit.config import load_config
+from mlops_kit.runner import CommandRunner
+from tests.integration.conftest import Stack, clean_env, new_stack
+from tests.integration.mlflow_data import digest, populate
+
+PREFIX = "bk"
+
+
+@pytest.fixture(scope="module")
+def stack_a(kit_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = new_stack(tmp_path_factory.mktemp("backup-a"), prefix="mlkt-a")
+    stack.init()
+    stack.kit("up")
+    try:
+        yield stack
+    finally:
+        stack.destroy()
+
+
+@pytest.fixture(scope="module")
+def populated(stack_a: Stack) -> dict[str, Any]:
+    populate(stack_a.tracking_uri, PREFIX)
+    return digest(stack_a.tracking_uri)
+
+
+@pytest.fixture(autouse=True)
+def _client_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+
+
+def job(stack: Stack, script: str) -> str:
+    """Run a shell script in the stack's backup job container (the real image, real repository)."""
+    project = ComposeProject(load_config(stack.directory, environ=clean_env()), CommandRunner())
+    return project.run_job("backup", ["sh", "-c", script]).stdout
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 7, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_backup_writes_a_manifested_set(stack_a: Stack, populated: dict[str, Any]) -> None:
+    result = json.loads(stack_a.kit("backup", "--json").stdout)
+    assert result["artifact_files"] >= 8
+    assert result["database_rows"] > 100
+    assert result["snapshot_id"]
+    sets = json.loads(stack_a.kit("backup", "list", "--json").stdout)
+    assert [s["set_id"] for s in sets] == [result["set_id"]]
+    status = json.loads(stack_a.kit("status", "--json").stdout)
+    assert status["last_backup"]["set_id"] == result["set_id"]
+    # The key lives apart from the backups.
+    key = stack_a.directory / "secrets" / "restic_password"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert not list((stack_a.directory / "backups").rglob("restic_password"))
+
+
+def test_second_backup_is_incremental(stack_a: Stack) -> None:
+    result = json.loads(stack_a.kit("backup", "--json").stdout)
+    assert result["files_new"] <= 3  # the new dump and manifest, not the artifacts again
+    assert result["data_added_bytes"] < 2 * 2**20
+
+
+def test_round_trip_down_volumes_restore_gives_identical_digest(stack_a: Stack, populated: dict[str, Any]) -> None:
+    stack_a.kit("down", "--volumes", "--yes")
+    assert stack_a.volumes() == []
+    stack_a.kit("restore", "--yes")
+    assert digest(stack_a.tracking_uri) == populated
+
+
+def test_wrong_key_is_refused_and_the_stack_untouched(stack_a: Stack, populated: dict[str, Any]) -> None:
+    key = stack_a.directory / "secrets" / "restic_password"
+    original = key.read_text()
+    key.write_text("a-different-key-that-opens-nothing-123")
+    try:
+        result = stack_a.kit("restore", "--yes", check=False)
+    finally:
+        key.write_text(original)
+    assert_refused(result, "does not open the backup repository")
+    assert original not in result.stderr
+    assert stack_a.status()["healthy"] is True
+    assert digest(stack_a.tracking_uri) == populated
+
+
+def test_corrupt_repository_byte_is_refused(stack_a: Stack, populated: dict[str, Any]) -> None:
+    packs = sorted((stack_a.directory / "backups" / "repository" / "data").rglob("*"), key=lambda p: p.stat().st_size)
+    pack = [p for p in packs if p.is_file()][-1]  # the largest pack holds artifact data
+    data = bytearray(pack.read_bytes())
+    middle = len(data) // 2
+    data[middle] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    try:
+        result = stack_a.kit("restore", "--yes", check=False)
+    finally:
+        data[middle] ^= 0xFF
+        pack.write_bytes(bytes(data))
+    assert_refused(result)
+    # restic's structure check, or the restore's own MAC verification, catches it.
+    assert "cannot be restored" in result.stderr or "failed its integrity check" in result.stderr
+    assert stack_a.status()["healthy"] is True
+    assert digest(stack_a.tracking_uri) == populated
+
+
+def _doctored_latest(stack: Stack, edit: str) -> str:
+    """Store a new latest set whose staged files were changed by ``edit`` (a shell snippet in /x/staging/current)."""
+    out = job(
+        stack,
+        (
+            "set -e; restic restore latest --target /x --include /staging/current >/dev/null; "
+            f"cd /x/staging/current && {edit}; "
+            "rm -rf /staging/current && cp -a /x/staging/current /staging/current; "
+            f"restic backup --json --quiet --host {stack.project} --tag mlops-kit --tag set:doctored "
+            "/staging/current /data/artifacts; rm -rf /staging/current"
+        ),
+    )
+    return str(json.loads(out.strip().splitlines()[-1])["snapshot_id"])
+
+
+def _forget(stack: Stack, snapshot_id: str) -> None:
+    job(stack, f"restic forget {snapshot_id} >/dev/null")
+
+
+def test_truncated_dump_is_refused(stack_a: Stack, populated: dict[str, Any]) -> None:
+    doctored = _doctored_latest(stack_a, "truncate -s 4096 postgres/mlflow.dump")
+    try:
+        result = stack_a.kit("restore", "--yes", check=False)
+    finally:
+        _forget(stack_a, doctored)
+    assert_refused(result, "dump of mlflow does not match its checksum")
+    assert digest(stack_a.tracking_uri) == populated
+
+
+def test_set_from_a_newer_mlflow_is_refused(stack_a: Stack) -> None:
+    edit = (
+        "python3 -c \"import json; p = 'manifest.json'; m = json.load(open(p)); "
+        "m['mlflow_version'] = '9.0.0'; json.dump(m, open(p, 'w'))\""
+    )
+    doctored = _doctored_latest(stack_a, edit)
+    try:
+        result = stack_a.kit("restore", "--yes", check=False)
+    finally:
+        _forget(stack_a, doctored)
+    assert_refused(result, "made by MLflow 9.0.0, newer than this MLflow 3.17.2")
+    assert stack_a.status()["healthy"] is True
+
+
+def test_two_backups_at_once_one_is_refused(stack_a: Stack) -> None:
+    lock = stack_a.directory / "backups" / ".lock"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "mlops_kit", "backup"],
+        cwd=stack_a.directory,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while f"pid {first.pid}" not in (lock.read_text() if lock.exists() else ""):
+            assert time.monotonic() < deadline, "the first backup never took the lock"
+            time.sleep(0.05)
+        second = stack_a.kit("backup", check=False)
+    finally:
+        _out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert second.returncode == 8
+    assert "holds the backup lock" in second.stderr
+    assert "Traceback" not in second.stderr
+
+
+def test_backup_while_a_client_writes_and_restore_on_a_new_host(
+    stack_a: Stack, populated: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    finished: list[str] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        client = MlflowClient(stack_a.tracking_uri)
+        experiment_id = client.create_experiment("concurrent-writes")
+        payload = tmp_path_factory.mktemp("writer") / "payload.bin"
+        for index in range(200):  # bounded in count and (below) in time
+            if stop.is_set():
+                break
+            run = client.create_run(experiment_id, run_name=f"w{index}")
+            payload.write_bytes(bytes([index % 256]) * 65536)
+            client.log_artifact(run.info.run_id, str(payload))
+            client.set_terminated(run.info.run_id)
+            finished.append(run.info.run_id)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    time.sleep(2)
+    try:
+        stack_a.kit("backup")
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    assert finished
+
+    # A new host: the kit, a copy of the repository and its key, nothing else.
+    stack_b = new_stack(tmp_path_factory.mktemp("backup-b"), prefix="mlkt-b")
+    try:
+        stack_b.init()
+        shutil.copytree(stack_a.directory / "backups" / "repository", stack_b.directory / "backups" / "repository")
+        shutil.copyfile(
+            stack_a.directory / "secrets" / "restic_password", stack_b.directory / "secrets" / "restic_password"
+        )
+        stack_b.kit("restore", "--yes")
+        restored = digest(stack_b.tracking_uri, experiment_names=[f"{PREFIX}-experiment-0", f"{PREFIX}-experiment-1"])
+        original = {
+            k: v
+            for k, v in populated["experiments"].items()
+            if v["name"] in (f"{PREFIX}-experiment-0", f"{PREFIX}-experiment-1")
+        }
+        assert restored["experiments"] == original
+        assert restored["registered_models"] == populated["registered_models"]
+
+        mlflow.set_tracking_uri(stack_b.tracking_uri)
+        client = MlflowClient(stack_b.tracking_uri)
+        experiment = client.get_experiment_by_name("concurrent-writes")
+        restored_runs = client.search_runs([experiment.experiment_id], max_results=1000)
+        done = [r for r in restored_runs if r.info.status == "FINISHED"]
+        assert done, "the backup should have caught some finished runs"
+        for run in done:
+            names = [a.path for a in client.list_artifacts(run.info.run_id)]
+            assert names == ["payload.bin"], (run.info.run_name, names)
+    finally:
+        stack_b.destroy()
+
+
+def test_restore_drill_reports_rto_and_removes_its_stack(stack_a: Stack) -> None:
+    report = json.loads(stack_a.kit("backup", "verify", "--json").stdout)
+    assert report["artifacts_sampled"] >= 1
+    assert report["rto_seconds"] > 0
+    drill_project = f"{stack_a.project}-drill"
+    leftovers = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={drill_project}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert leftovers == []
+    volumes = subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True, check=True).stdout
+    assert drill_project not in volumes
