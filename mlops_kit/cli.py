@@ -33,6 +33,7 @@ from mlops_kit.errors import AbortedError, ConfigError, KitError, PreflightError
 from mlops_kit.preflight import FAIL, Preflight
 from mlops_kit.restore import drill, restore_backup
 from mlops_kit.runner import CommandRunner
+from mlops_kit.schedule import DEFAULT_CRON_DIR, install_schedule, remove_schedule, render_schedule
 from mlops_kit.smoke import run_smoke_check
 from mlops_kit.stack import bring_up, build_images, collect_status, require_running, take_down
 
@@ -563,6 +564,44 @@ def backup_verify(app: AppContext, sample: int, as_json: bool) -> None:
         f"{report.alembic_revision} as in its manifest, {report.artifacts_sampled} of {report.artifacts_total} "
         f"artifacts fetched through the MLflow API with matching sha256; RTO {report.rto_seconds:.0f} s"
     )
+
+
+@backup.command("schedule")
+@click.option(
+    "--at",
+    "at",
+    default="02:30",
+    show_default=True,
+    envvar="MLOPS_KIT_BACKUP_AT",
+    help="Time of the nightly backup (HH:MM, host time). [env var: MLOPS_KIT_BACKUP_AT]",
+)
+@click.option(
+    "--verify-weekly",
+    metavar="DAY",
+    envvar="MLOPS_KIT_BACKUP_VERIFY_DAY",
+    help="Also run the restore drill weekly on DAY (sun..sat), an hour after the backup. "
+    "[env var: MLOPS_KIT_BACKUP_VERIFY_DAY]",
+)
+@click.option("--remove", is_flag=True, help="Take the scheduled jobs out of cron.")
+@click.option(
+    "--cron-dir",
+    type=click.Path(file_okay=False),
+    default=str(DEFAULT_CRON_DIR),
+    show_default=True,
+    envvar="MLOPS_KIT_CRON_DIR",
+    help="cron's drop-in folder. [env var: MLOPS_KIT_CRON_DIR]",
+)
+@pass_app
+def backup_schedule(app: AppContext, at: str, verify_weekly: str | None, remove: bool, cron_dir: str) -> None:
+    """Install (or --remove) a nightly backup in the host's cron, logging to BACKUP_DIR/logs/backup.log."""
+    config = app.config()
+    if remove:
+        removed = remove_schedule(config, Path(cron_dir))
+        ui.success(f"removed {removed}" if removed else f"no schedule was installed for stack {config.project_name}")
+        return
+    schedule = render_schedule(config, at, verify_day=verify_weekly, cron_dir=Path(cron_dir))
+    install_schedule(schedule)
+    ui.success(f"nightly backup at {at} installed in {schedule.path}; log: {schedule.log_file}")
 
 
 @cli.command()

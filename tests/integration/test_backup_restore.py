@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -253,6 +254,29 @@ def test_backup_while_a_client_writes_and_restore_on_a_new_host(
             assert names == ["payload.bin"], (run.info.run_name, names)
     finally:
         stack_b.destroy()
+
+
+def test_scheduled_line_runs_under_a_cron_like_environment(stack_a: Stack, tmp_path: Path) -> None:
+    cron_dir = tmp_path / "cron.d"
+    cron_dir.mkdir()
+    stack_a.kit("backup", "schedule", "--at", "03:00", "--verify-weekly", "sun", "--cron-dir", str(cron_dir))
+    text = (cron_dir / f"mlops-kit-{stack_a.project}").read_text()
+    path = next(line.split("=", 1)[1] for line in text.splitlines() if line.startswith("PATH="))
+    nightly = next(line for line in text.splitlines() if line.startswith("0 3 * * * root "))
+    command = nightly.split(None, 6)[6]
+    before = json.loads(stack_a.kit("status", "--json").stdout)["last_backup"]["set_id"]
+    # What cron gives a job: these four variables, / as working folder, no virtualenv.
+    cron_env = {"PATH": path, "SHELL": "/bin/sh", "HOME": "/root", "LOGNAME": "root"}
+    result = subprocess.run(
+        ["/bin/sh", "-c", command], cwd="/", env=cron_env, capture_output=True, text=True, timeout=900, check=False
+    )
+    log = (stack_a.directory / "backups" / "logs" / "backup.log").read_text()
+    assert result.returncode == 0, log
+    assert "== exit 0" in log
+    after = json.loads(stack_a.kit("status", "--json").stdout)["last_backup"]["set_id"]
+    assert after != before
+    stack_a.kit("backup", "schedule", "--remove", "--cron-dir", str(cron_dir))
+    assert not list(cron_dir.iterdir())
 
 
 def test_restore_drill_reports_rto_and_removes_its_stack(stack_a: Stack) -> None:

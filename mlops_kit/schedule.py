@@ -1,0 +1,109 @@
+"""`mlops-kit backup schedule`: a nightly backup (and optional weekly drill) in the host's cron.
+
+cron runs jobs with a bare environment: no virtualenv, no working folder, a short
+PATH. The installed line therefore names the Python interpreter of this
+installation, the kit's folder and its `.env` by absolute path, sets PATH itself,
+and appends to a log file. The backup lock makes an overlapping run exit 8.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops_kit.config import KitConfig
+from mlops_kit.envfile import write_private_file
+from mlops_kit.errors import ConfigError
+
+DEFAULT_CRON_DIR = Path("/etc/cron.d")
+CRON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    path: Path
+    text: str
+    log_file: Path
+
+    def commands(self) -> list[str]:
+        """The command part of every job line (what cron hands to /bin/sh)."""
+        jobs = [line for line in self.text.splitlines() if line and line[0].isdigit()]
+        return [line.split(None, 6)[6] for line in jobs]
+
+
+def parse_time(value: str) -> tuple[int, int]:
+    match = _TIME.match(value)
+    if not match:
+        raise ConfigError(f"--at {value!r} is not a time of day", hint="use HH:MM in 24-hour form, e.g. --at 02:30")
+    return int(match.group(1)), int(match.group(2))
+
+
+def cron_file_name(config: KitConfig) -> str:
+    # cron ignores files in cron.d whose names contain dots.
+    return f"mlops-kit-{config.project_name}".replace(".", "-")
+
+
+def render_schedule(config: KitConfig, at: str, *, verify_day: str | None, cron_dir: Path) -> Schedule:
+    """The cron.d file for this stack: one nightly backup line, optionally a weekly drill line."""
+    hour, minute = parse_time(at)
+    log_file = config.backup_path / "logs" / "backup.log"
+    kit = " ".join(
+        shlex.quote(part)
+        for part in (
+            sys.executable,
+            "-m",
+            "mlops_kit",
+            "--project-dir",
+            str(config.project_dir),
+            "--env-file",
+            str(config.env_file),
+        )
+    )
+    log = shlex.quote(str(log_file))
+
+    def job(command: str) -> str:
+        # `date -Is` has no '%' (cron turns a bare '%' into a newline); the subshell
+        # exits with the kit's own exit code, so cron and monitoring see failures.
+        return (
+            f'( echo "== $(date -Is) {command}"; {kit} {command}; rc=$?; echo "== exit $rc"; exit $rc ) >> {log} 2>&1'
+        )
+
+    lines = [
+        f"# mlops-kit: scheduled backups of stack {config.project_name}.",
+        "# Installed by `mlops-kit backup schedule`; remove with `mlops-kit backup schedule --remove`.",
+        "SHELL=/bin/sh",
+        f"PATH={CRON_PATH}",
+        f"{minute} {hour} * * * root {job('backup')}",
+    ]
+    if verify_day:
+        day = verify_day.lower()[:3]
+        if day not in WEEKDAYS:
+            raise ConfigError(f"--verify-weekly {verify_day!r} is not a weekday", hint="use sun, mon, ..., sat")
+        # An hour after the backup, so the drill checks the newest set.
+        lines.append(f"{minute} {(hour + 1) % 24} * * {WEEKDAYS.index(day)} root {job('backup verify')}")
+    return Schedule(path=cron_dir / cron_file_name(config), text="\n".join(lines) + "\n", log_file=log_file)
+
+
+def install_schedule(schedule: Schedule) -> None:
+    if not schedule.path.parent.is_dir():
+        raise ConfigError(
+            f"{schedule.path.parent} does not exist: cron is not installed",
+            hint="install it (apt-get install cron) or pass --cron-dir",
+        )
+    schedule.log_file.parent.mkdir(parents=True, exist_ok=True)
+    write_private_file(schedule.path, schedule.text)
+    # cron.d files must not be group- or world-writable; 0644 is the convention.
+    schedule.path.chmod(0o644)
+
+
+def remove_schedule(config: KitConfig, cron_dir: Path) -> Path | None:
+    path = cron_dir / cron_file_name(config)
+    if path.exists():
+        path.unlink()
+        return path
+    return None
