@@ -168,7 +168,7 @@ class Repository:
         if snapshot in ("", "latest"):
             return self.latest()
         for candidate in self.snapshots():
-            if str(candidate["id"]).startswith(snapshot) or _set_id(candidate) == snapshot:
+            if str(candidate["id"]).startswith(snapshot) or set_id_of(candidate) == snapshot:
                 return candidate
         raise BackupError(f"no backup set {snapshot!r} in the repository", hint="list them: mlops-kit backup list")
 
@@ -198,7 +198,7 @@ def _last_json_line(output: str, opener: str) -> str:
     raise BackupError("restic printed no JSON result", hint="run again with -vv to see its output")
 
 
-def _set_id(snapshot: dict[str, Any]) -> str:
+def set_id_of(snapshot: dict[str, Any]) -> str:
     for tag in snapshot.get("tags") or []:
         if str(tag).startswith("set:"):
             return str(tag)[4:]
@@ -249,7 +249,7 @@ def run_backup(project: ComposeProject, *, on_step: Callable[[str], None] = lamb
             ]
             for database in DATABASES:
                 prepare += ["--database", database]
-            prepared = _agent_json(project, prepare, "preparing the backup set")
+            prepared = run_agent(project, prepare, "preparing the backup set")
 
             on_step("Storing the set in the repository (encrypted, deduplicated)")
             output = repository.restic(
@@ -313,7 +313,7 @@ def run_backup(project: ComposeProject, *, on_step: Callable[[str], None] = lamb
         return summary
 
 
-def _agent_json(project: ComposeProject, command: list[str], what: str, mounts: tuple[str, ...] = ()) -> dict[str, Any]:
+def run_agent(project: ComposeProject, command: list[str], what: str, mounts: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run the agent in a backup job container and return its JSON answer."""
     try:
         result = project.run_job("backup", command, mounts=mounts)
@@ -397,7 +397,7 @@ def list_backups(project: ComposeProject) -> list[BackupSet]:
         sets.append(
             BackupSet(
                 snapshot_id=str(snapshot.get("short_id") or snapshot["id"])[:8],
-                set_id=_set_id(snapshot),
+                set_id=set_id_of(snapshot),
                 time=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)),
                 age_seconds=max(0.0, now - stamp),
                 size_bytes=int(summary.get("total_bytes_processed", 0)),

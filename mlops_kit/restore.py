@@ -27,7 +27,7 @@ import requests
 from packaging.version import InvalidVersion, Version
 
 from mlops_kit import MLFLOW_VERSION, __version__
-from mlops_kit.backup import Repository, _agent_json, _set_id, backup_lock
+from mlops_kit.backup import Repository, backup_lock, run_agent, set_id_of
 from mlops_kit.compose import ComposeProject
 from mlops_kit.envfile import update_env_file
 from mlops_kit.errors import BackupError, KitError
@@ -107,7 +107,7 @@ def restore_backup(
     existing = set(project.runner.run(["docker", "volume", "ls", "-q"], changes_state=False).stdout.split())
     return RestoreSummary(
         snapshot_id=str(restored.snapshot["id"])[:8],
-        set_id=_set_id(restored.snapshot),
+        set_id=set_id_of(restored.snapshot),
         seconds=time.monotonic() - started,
         database_rows=_rows(restored.manifest),
         artifact_files=int(restored.manifest["artifacts"]["file_count"]),
@@ -149,7 +149,7 @@ def drill(project: ComposeProject, *, sample: int = 20, on_step: Step = lambda _
     database = next(iter(restored.manifest["databases"].values()))
     return DrillReport(
         snapshot_id=str(restored.snapshot["id"])[:8],
-        set_id=_set_id(restored.snapshot),
+        set_id=set_id_of(restored.snapshot),
         rto_seconds=rto,
         database_rows=_rows(restored.manifest),
         alembic_revision=str(database.get("alembic_revision")),
@@ -181,13 +181,13 @@ def _restore_and_verify(project: ComposeProject, snapshot: str, on_step: Step) -
     project.create_volume(postgres_volume, "postgres-data")
     project.create_volume(artifacts_volume, "artifacts")
     try:
-        on_step(f"Restoring set {_set_id(chosen) or chosen['id'][:8]} into fresh volumes and verifying checksums")
+        on_step(f"Restoring set {set_id_of(chosen) or chosen['id'][:8]} into fresh volumes and verifying checksums")
         script = (
             f"restic restore {chosen['id']} --target /restore "
             f"&& {AGENT} verify --set /restore/staging/current --artifacts /restore/data/artifacts"
         )
         try:
-            answer = _agent_json(
+            answer = run_agent(
                 project,
                 ["sh", "-c", script],
                 "restoring the backup set",
@@ -195,7 +195,7 @@ def _restore_and_verify(project: ComposeProject, snapshot: str, on_step: Step) -
             )
         except BackupError as error:
             raise BackupError(
-                f"backup set {_set_id(chosen) or chosen['id'][:8]} cannot be restored: {error.message}",
+                f"backup set {set_id_of(chosen) or chosen['id'][:8]} cannot be restored: {error.message}",
                 hint="the stack was not touched; try an older set (mlops-kit backup list) or the offsite copy",
             ) from error
         logger.info("verified %s artifact files", answer.get("artifacts_checked"))
@@ -223,7 +223,7 @@ def _switch(project: ComposeProject, restored: _Restored, on_step: Step, *, roll
     try:
         on_step("Starting PostgreSQL on the fresh volume and loading the dump")
         switched.start_services(["postgres"], wait_timeout=WAIT_TIMEOUT)
-        _agent_json(switched, [AGENT, "load", "--set", restored.job_set_dir], "loading the database")
+        run_agent(switched, [AGENT, "load", "--set", restored.job_set_dir], "loading the database")
         on_step("Migrating the schema to this MLflow release (mlflow db upgrade)")
         switched.run_job("mlflow", ["mlflow", "db", "upgrade", BACKEND_STORE_URI])
         on_step("Starting the stack on the restored data")

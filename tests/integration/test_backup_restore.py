@@ -86,6 +86,18 @@ def test_second_backup_is_incremental(stack_a: Stack) -> None:
     assert result["data_added_bytes"] < 2 * 2**20
 
 
+def test_offsite_copy_holds_the_same_sets(stack_a: Stack, tmp_path: Path) -> None:
+    offsite = tmp_path / "offsite-disk"
+    result = json.loads(stack_a.kit("backup", "--json", env={"MLOPS_KIT_BACKUP_OFFSITE": str(offsite)}).stdout)
+    assert result["offsite"] == str(offsite)
+    project = ComposeProject(load_config(stack_a.directory, environ=clean_env()), CommandRunner())
+    listed = project.run_job(
+        "backup", ["restic", "--repo", "/offsite", "snapshots", "--json"], mounts=(f"{offsite}:/offsite",)
+    ).stdout
+    snapshot_ids = {s["id"] for s in json.loads(listed.strip().splitlines()[-1])}
+    assert result["snapshot_id"] in snapshot_ids
+
+
 def test_round_trip_down_volumes_restore_gives_identical_digest(stack_a: Stack, populated: dict[str, Any]) -> None:
     stack_a.kit("down", "--volumes", "--yes")
     assert stack_a.volumes() == []
