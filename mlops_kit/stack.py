@@ -153,8 +153,14 @@ def build_images(project: ComposeProject) -> None:
 
 
 def take_down(project: ComposeProject, *, volumes: bool) -> None:
-    """Stop and remove the containers; with ``volumes``, delete the data volumes too."""
+    """Stop and remove the containers; with ``volumes``, delete every data volume of the stack.
+
+    Compose removes the volumes the file declares now; the volumes a restore kept
+    (the data from before it) carry the project's label too and go with them.
+    """
     project.down(volumes=volumes)
+    if volumes and not project.runner.dry_run:
+        project.remove_volumes(project.volume_names())
 
 
 def collect_status(project: ComposeProject) -> StackStatus:

@@ -291,6 +291,19 @@ def test_scheduled_line_runs_under_a_cron_like_environment(stack_a: Stack, tmp_p
     assert not list(cron_dir.iterdir())
 
 
+def test_down_volumes_also_deletes_volumes_a_restore_kept(stack_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    stack: Stack = stack_factory("mlkt-c")
+    stack.init()
+    stack.kit("up")
+    stack.kit("backup")
+    restored = json.loads(stack.kit("restore", "--yes", "--json").stdout)
+    kept = restored["previous_volumes"]
+    assert sorted(kept) == sorted([f"{stack.project}_postgres-data", f"{stack.project}_artifacts"])
+    assert set(kept) <= set(stack.volumes())
+    stack.kit("down", "--volumes", "--yes")
+    assert stack.volumes() == []
+
+
 def test_restore_drill_reports_rto_and_removes_its_stack(stack_a: Stack) -> None:
     report = json.loads(stack_a.kit("backup", "verify", "--json").stdout)
     assert report["artifacts_sampled"] >= 1
