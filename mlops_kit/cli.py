@@ -25,7 +25,7 @@ from rich.table import Table
 
 from mlops_kit import MLFLOW_VERSION, __version__
 from mlops_kit import console as ui
-from mlops_kit.backup import human_age, human_bytes, last_success, list_backups, run_backup
+from mlops_kit.backup import last_success, list_backups, run_backup
 from mlops_kit.compose import ComposeProject, ServiceState
 from mlops_kit.config import ARTIFACT_STORES, SETTINGS, SETTINGS_BY_ENV, KitConfig, find_project_dir, load_config
 from mlops_kit.envfile import init_env_file
@@ -372,7 +372,7 @@ def status(app: AppContext, as_json: bool) -> None:
         ui.out.print(table)
         ui.out.print(f"tracking URI: {result.tracking_uri}")
         if backup_info:
-            age = human_age(time.time() - float(backup_info["finished_at"]))
+            age = ui.human_age(time.time() - float(backup_info["finished_at"]))
             ui.out.print(f"last good backup: {age} ago (set {backup_info['set_id']})")
         else:
             ui.out.print("last good backup: none yet (mlops-kit backup)")
@@ -507,8 +507,8 @@ def backup(ctx: click.Context, app: AppContext, as_json: bool) -> None:
         return
     ui.success(
         f"backup {summary.set_id} (snapshot {summary.snapshot_id[:8]}): {summary.database_rows} rows, "
-        f"{summary.artifact_files} artifact files ({human_bytes(summary.artifact_bytes)}); "
-        f"new data {human_bytes(summary.data_added_bytes)}, repository {human_bytes(summary.repository_bytes)}, "
+        f"{summary.artifact_files} artifact files ({ui.human_bytes(summary.artifact_bytes)}); "
+        f"new data {ui.human_bytes(summary.data_added_bytes)}, repository {ui.human_bytes(summary.repository_bytes)}, "
         f"{summary.seconds:.1f} s" + (f"; copied to {summary.offsite}" if summary.offsite else "")
     )
 
@@ -533,9 +533,9 @@ def backup_list(app: AppContext, as_json: bool) -> None:
             s.snapshot_id,
             s.set_id,
             s.time,
-            human_age(s.age_seconds),
-            human_bytes(s.size_bytes),
-            human_bytes(s.added_bytes),
+            ui.human_age(s.age_seconds),
+            ui.human_bytes(s.size_bytes),
+            ui.human_bytes(s.added_bytes),
         )
     ui.out.print(table)
 

@@ -69,3 +69,23 @@ def setup_logging(verbosity: int) -> None:
     logging.getLogger("mlops_kit").setLevel(level)
     if not sys.stderr.isatty():
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+
+def human_bytes(count: float) -> str:
+    """1536 -> "1.5 KiB"."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
+def human_age(seconds: float) -> str:
+    """Seconds as the largest sensible unit: "42 s", "17 min", "3.5 h", "2.0 days"."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
