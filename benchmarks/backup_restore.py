@@ -17,12 +17,15 @@ What it does, in one run, on the real Docker engine with the kit's own images:
    the stack to them): wall time; then the runs are counted through the API as a sanity figure;
 6. ``mlops-kit backup verify --json`` (the restore drill into a throwaway stack): wall time and RTO;
 7. ``mlops-kit down --volumes --yes`` and ``docker compose --project-name mlkt-bench down
-   --volumes --remove-orphans``; the volumes the restore kept (the pre-restore data) are removed too.
+   --volumes --remove-orphans`` (from the kit folder) as a safety net; any mlkt-bench* volume still
+   there (such as the pre-restore data a restore keeps) is removed too.
 
 Also recorded: how long data generation took, machine facts (nproc, memory, Docker and Compose
 versions), the date, the parameters, free disk space and the backup repository's size on disk.
 
-Run it from the repository root (full size: 20-40 minutes, ~8 GB of free disk at the peak):
+Run it from the repository root (full size: about 16 minutes on 2 cores, 12 of them writing the data
+set; it needs about 11 GB of free disk at the peak: the data, the repository, and the restored copy
+next to the data the restore keeps):
 
     .venv/bin/python benchmarks/backup_restore.py                       # 10,000 runs, 3M points, 2 GB
     .venv/bin/python benchmarks/backup_restore.py --runs 200 --metric-points 20000 --artifact-mb 50  # smoke
@@ -173,6 +176,18 @@ def tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+def volume_bytes() -> dict[str, int | None]:
+    """Bytes in each mlkt-bench volume (read from its mountpoint; None if that is not readable here)."""
+    sizes: dict[str, int | None] = {}
+    for name in leftovers()["volumes"]:
+        mountpoint = Path(command_output(["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", name]))
+        try:
+            sizes[name] = tree_bytes(mountpoint) if os.access(mountpoint, os.R_OK | os.X_OK) else None
+        except OSError:
+            sizes[name] = None
+    return sizes
+
+
 def machine_facts() -> dict[str, Any]:
     meminfo = Path("/proc/meminfo").read_text().splitlines()
     memory = {line.split(":")[0]: line.split(":")[1].strip() for line in meminfo if ":" in line}
@@ -256,9 +271,13 @@ def tear_down(stack: BenchStack) -> dict[str, list[str]]:
         result = stack.kit("down", "--volumes", "--yes", check=False)
         if result.returncode != 0:
             log(f"mlops-kit down --volumes failed ({result.returncode}): {result.stderr.strip()}")
+    # Safety net, from the kit folder (its .env names mlkt-bench volumes; from elsewhere Compose
+    # would resolve the volume names with the defaults of whatever .env it found there).
     for project in (PROJECT, f"{PROJECT}-drill"):
         subprocess.run(
             ["docker", "compose", "--project-name", project, "down", "--volumes", "--remove-orphans"],
+            cwd=stack.directory,
+            env=clean_env(),
             capture_output=True,
             check=False,
         )
@@ -280,6 +299,8 @@ class Writer:
         self.tracking_uri = tracking_uri
         self.params = params
         self._local = threading.local()
+        # set_terminated would print two "View run" lines per run (and fetch the run to do so).
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
     def client(self) -> Any:
         from mlflow.tracking import MlflowClient
@@ -474,12 +495,15 @@ def run_benchmark(params: Params, workdir: Path, keep: bool, results: dict[str, 
                 "runs_counted_after_restore": runs_after,
                 "runs_written": base.runs + change.runs,
                 "count_seconds": round(count_seconds, 1),
+                "volumes_on_disk_bytes": volume_bytes(),
             }
 
         measure("restore", "restore", "--yes", extra=count_after_restore)
         measure("verify", "backup", "verify")
         results["backup_dir_on_disk_bytes"] = tree_bytes(stack.directory / "backups")
     results["leftovers_after_teardown"] = leftovers()
+    # The kit is installed editable: a commit during the run would change what was measured.
+    results["git_commit_at_end"] = command_output(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"])
     results["total_seconds"] = round(time.monotonic() - total_started, 1)
 
 
@@ -515,7 +539,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         (
             "incremental backup",
             f"{inc['wall_seconds']:.0f} s",
-            f"kit reports {inc['result']['seconds']} s; {inc['result']['files_new']} new files, added "
+            f"kit reports {inc['result']['seconds']} s; {inc['result']['files_new']} new and "
+            f"{inc['result']['files_changed']} changed files, added "
             f"{human(inc['result']['data_added_bytes'])} (dump {human(inc['result']['dump_bytes'])}), "
             f"repository {human(inc['result']['repository_bytes'])}",
         ),

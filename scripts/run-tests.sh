@@ -9,8 +9,8 @@ source scripts/lib/venv.sh
 ensure_venv "[test]"
 started=$(date +%s)
 echo "[run-tests] static checks: ruff, mypy --strict"
-"${VENV_DIR}/bin/ruff" check mlops_kit tests
-"${VENV_DIR}/bin/ruff" format --check --quiet mlops_kit tests
+"${VENV_DIR}/bin/ruff" check mlops_kit tests benchmarks
+"${VENV_DIR}/bin/ruff" format --check --quiet mlops_kit tests benchmarks
 "${VENV_DIR}/bin/mypy"
 set +e
 "${VENV_DIR}/bin/python" -m pytest "$@"
