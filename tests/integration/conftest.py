@@ -97,6 +97,7 @@ class Stack:
         # Safety net for a test that changed .env: Compose v2 finds a project by its labels.
         subprocess.run(
             ["docker", "compose", "--project-name", self.project, "down", "--volumes", "--remove-orphans"],
+            cwd=self.directory,
             capture_output=True,
             check=False,
         )
