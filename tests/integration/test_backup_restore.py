@@ -94,8 +94,10 @@ def test_offsite_copy_holds_the_same_sets(stack_a: Stack, tmp_path: Path) -> Non
     listed = project.run_job(
         "backup", ["restic", "--repo", "/offsite", "snapshots", "--json"], mounts=(f"{offsite}:/offsite",)
     ).stdout
-    snapshot_ids = {s["id"] for s in json.loads(listed.strip().splitlines()[-1])}
-    assert result["snapshot_id"] in snapshot_ids
+    copied = json.loads(listed.strip().splitlines()[-1])
+    # restic copy gives the copy a new id and keeps the source id in "original".
+    assert result["snapshot_id"] in {s.get("original") for s in copied}
+    assert f"set:{result['set_id']}" in {tag for s in copied for tag in s["tags"]}
 
 
 def test_round_trip_down_volumes_restore_gives_identical_digest(stack_a: Stack, populated: dict[str, Any]) -> None:
