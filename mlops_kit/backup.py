@@ -162,14 +162,16 @@ class Repository:
         snapshots = self.snapshots()
         if not snapshots:
             raise BackupError("the backup repository holds no backup set yet", hint="make one: mlops-kit backup")
-        return max(snapshots, key=lambda s: str(s["time"]))
+        return max(snapshots, key=lambda s: _parse_time(str(s["time"])))
 
     def find(self, snapshot: str) -> dict[str, Any]:
         if snapshot in ("", "latest"):
             return self.latest()
-        for candidate in self.snapshots():
-            if str(candidate["id"]).startswith(snapshot) or set_id_of(candidate) == snapshot:
-                return candidate
+        matches = [c for c in self.snapshots() if str(c["id"]).startswith(snapshot) or set_id_of(c) == snapshot]
+        if len(matches) > 1:
+            raise BackupError(f"{snapshot!r} matches {len(matches)} backup sets", hint="give more of the id")
+        if matches:
+            return matches[0]
         raise BackupError(f"no backup set {snapshot!r} in the repository", hint="list them: mlops-kit backup list")
 
     def check(self, *, read_data_subset: str | None = None) -> None:

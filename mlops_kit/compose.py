@@ -140,20 +140,25 @@ class ComposeProject:
                 missing.append(service)
         return missing
 
-    def create_volume(self, name: str, key: str) -> None:
+    def create_volume(self, name: str, key: str, driver_opts: dict[str, str] | None = None) -> None:
         """Create a volume labelled as this project's, so Compose adopts it (and `down -v` removes it)."""
-        self.runner.run(
-            [
-                "docker",
-                "volume",
-                "create",
-                "--label",
-                f"com.docker.compose.project={self.config.project_name}",
-                "--label",
-                f"com.docker.compose.volume={key}",
-                name,
-            ]
-        )
+        argv = [
+            "docker",
+            "volume",
+            "create",
+            "--label",
+            f"com.docker.compose.project={self.config.project_name}",
+            "--label",
+            f"com.docker.compose.volume={key}",
+        ]
+        if driver_opts:
+            argv += ["--driver", "local"]
+            for option, value in driver_opts.items():
+                argv += ["--opt", f"{option}={value}"]
+        self.runner.run([*argv, name])
+
+    def volume_exists(self, name: str) -> bool:
+        return self.runner.run(["docker", "volume", "inspect", name], check=False, changes_state=False).ok
 
     def remove_volumes(self, names: Sequence[str]) -> None:
         if names:

@@ -118,13 +118,20 @@ def initial_values(choices: dict[str, str | None], host: HostFacts) -> dict[str,
 
 def render_env(example: str, values: dict[str, str], added_by: str = "mlops-kit init") -> str:
     """Fill ``values`` into the text of `.env.example`, keeping its comments and order."""
+    source = example.splitlines()
+    # A real assignment wins over a commented-out one; every real one is updated.
+    assigned = {m.group(1) for line in source if (m := _ASSIGNMENT.match(line)) and not line.startswith("#")}
     remaining = dict(values)
+    done: set[str] = set()
     lines: list[str] = []
-    for line in example.splitlines():
+    for line in source:
         match = _ASSIGNMENT.match(line)
-        if match and match.group(1) in remaining:
-            key = match.group(1)
-            lines.append(f"{key}={remaining.pop(key)}")
+        key = match.group(1) if match else ""
+        commented = line.startswith("#")
+        if key in values and (not commented or (key not in assigned and key not in done)):
+            lines.append(f"{key}={values[key]}")
+            remaining.pop(key, None)
+            done.add(key)
         else:
             lines.append(line)
     if remaining:

@@ -18,6 +18,7 @@ import random
 import shutil
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from packaging.version import InvalidVersion, Version
 from mlops_kit import MLFLOW_VERSION, __version__
 from mlops_kit.backup import Repository, backup_lock, run_agent, set_id_of
 from mlops_kit.compose import ComposeProject
+from mlops_kit.config import KitConfig
 from mlops_kit.envfile import update_env_file
 from mlops_kit.errors import BackupError, KitError
 from mlops_kit.services.backup import AGENT, STAGING_MOUNT
@@ -93,15 +95,7 @@ def restore_backup(
         previous = (config.postgres_volume, config.artifacts_volume)
         was_running = bool(project.ps())
         try:
-            _switch(project, restored, on_step, rollback_to_previous=was_running)
-            update_env_file(
-                config.env_file,
-                {
-                    "MLOPS_KIT_POSTGRES_VOLUME": restored.postgres_volume,
-                    "MLOPS_KIT_ARTIFACTS_VOLUME": restored.artifacts_volume,
-                },
-                added_by="mlops-kit restore",
-            )
+            _switch(project, restored, on_step, rollback_to_previous=was_running, persist=True)
         finally:
             shutil.rmtree(restored.work, ignore_errors=True)
     existing = set(project.runner.run(["docker", "volume", "ls", "-q"], changes_state=False).stdout.split())
@@ -124,7 +118,7 @@ def drill(project: ComposeProject, *, sample: int = 20, on_step: Step = lambda _
     throwaway = ComposeProject(
         replace(
             config,
-            project_name=f"{config.project_name}-drill",
+            project_name=f"{config.project_name}-drill-{uuid.uuid4().hex[:6]}",
             port=_free_port(),
             bind_address="127.0.0.1",
             postgres_volume_name="",
@@ -132,11 +126,13 @@ def drill(project: ComposeProject, *, sample: int = 20, on_step: Step = lambda _
         ),
         project.runner,
     )
+    if throwaway.volume_names() or throwaway.ps():
+        raise BackupError(f"a project named {throwaway.config.project_name} already exists", hint="try again")
     started = time.monotonic()
     with backup_lock(config, "verify backups"):
         restored = _restore_and_verify(throwaway, "latest", on_step)
         try:
-            _switch(throwaway, restored, on_step, rollback_to_previous=False)
+            _switch(throwaway, restored, on_step, rollback_to_previous=False, persist=False)
             on_step("Fetching sample artifacts through the MLflow API")
             files = restored.manifest["artifacts"]["files"]
             sampled = _check_artifacts_over_api(throwaway.config.local_url, files, sample)
@@ -177,10 +173,13 @@ def _restore_and_verify(project: ComposeProject, snapshot: str, on_step: Step) -
     postgres_volume = f"{config.project_name}_postgres-data-{generation}"
     artifacts_volume = f"{config.project_name}_artifacts-{generation}"
     work = config.backup_path / "staging" / f"restore-{generation}"
-    work.mkdir(parents=True)
-    project.create_volume(postgres_volume, "postgres-data")
-    project.create_volume(artifacts_volume, "artifacts")
+    for volume in (postgres_volume, artifacts_volume):
+        if project.volume_exists(volume):
+            raise BackupError(f"volume {volume} already exists", hint="another restore just ran; try again")
     try:
+        work.mkdir(parents=True)
+        project.create_volume(postgres_volume, "postgres-data")
+        project.create_volume(artifacts_volume, "artifacts", driver_opts=artifacts_driver_opts(config))
         on_step(f"Restoring set {set_id_of(chosen) or chosen['id'][:8]} into fresh volumes and verifying checksums")
         script = (
             f"restic restore {chosen['id']} --target /restore "
@@ -208,19 +207,26 @@ def _restore_and_verify(project: ComposeProject, snapshot: str, on_step: Step) -
     return _Restored(chosen, manifest, work, f"{STAGING_MOUNT}/{work.name}/current", postgres_volume, artifacts_volume)
 
 
-def _switch(project: ComposeProject, restored: _Restored, on_step: Step, *, rollback_to_previous: bool) -> None:
-    """Phase 2: point the stack at the fresh volumes; on failure, back to the previous ones."""
+def _switch(
+    project: ComposeProject, restored: _Restored, on_step: Step, *, rollback_to_previous: bool, persist: bool
+) -> None:
+    """Phase 2: point the stack at the fresh volumes; on any failure, back to the previous ones.
+
+    With ``persist``, `.env` names the fresh volumes once the stack is healthy on them;
+    that write is inside the protected part, so `.env` and the running stack agree.
+    """
+    config = project.config
     switched = ComposeProject(
-        replace(
-            project.config,
-            postgres_volume_name=restored.postgres_volume,
-            artifacts_volume_name=restored.artifacts_volume,
-        ),
+        replace(config, postgres_volume_name=restored.postgres_volume, artifacts_volume_name=restored.artifacts_volume),
         project.runner,
     )
-    on_step("Stopping the stack")
-    project.down(volumes=False)
+    previous = {
+        "MLOPS_KIT_POSTGRES_VOLUME": config.postgres_volume_name,
+        "MLOPS_KIT_ARTIFACTS_VOLUME": config.artifacts_volume_name,
+    }
     try:
+        on_step("Stopping the stack")
+        project.down(volumes=False)
         on_step("Starting PostgreSQL on the fresh volume and loading the dump")
         switched.start_services(["postgres"], wait_timeout=WAIT_TIMEOUT)
         run_agent(switched, [AGENT, "load", "--set", restored.job_set_dir], "loading the database")
@@ -228,17 +234,63 @@ def _switch(project: ComposeProject, restored: _Restored, on_step: Step, *, roll
         switched.run_job("mlflow", ["mlflow", "db", "upgrade", BACKEND_STORE_URI])
         on_step("Starting the stack on the restored data")
         switched.up(wait_timeout=WAIT_TIMEOUT)
-    except KitError as error:
+        if persist:
+            update_env_file(
+                config.env_file,
+                {
+                    "MLOPS_KIT_POSTGRES_VOLUME": restored.postgres_volume,
+                    "MLOPS_KIT_ARTIFACTS_VOLUME": restored.artifacts_volume,
+                },
+                added_by="mlops-kit restore",
+            )
+    except BaseException as error:  # Ctrl-C and OS errors too: never leave the stack half-switched
         on_step("Restore failed: switching back to the previous data")
-        switched.down(volumes=False)
-        switched.remove_volumes([restored.postgres_volume, restored.artifacts_volume])
-        if rollback_to_previous:
-            project.up(wait_timeout=WAIT_TIMEOUT)
+        _rollback(project, switched, restored, previous, rollback_to_previous=rollback_to_previous, persist=persist)
+        if not isinstance(error, (KitError, OSError)):
+            raise
+        message = error.message if isinstance(error, KitError) else str(error)
         raise BackupError(
-            f"restore failed ({error.message}); "
+            f"restore failed ({message}); "
             + ("the stack runs on its previous data again" if rollback_to_previous else "nothing was changed"),
             hint="see: mlops-kit logs",
         ) from error
+
+
+def _rollback(
+    project: ComposeProject,
+    switched: ComposeProject,
+    restored: _Restored,
+    previous: dict[str, str],
+    *,
+    rollback_to_previous: bool,
+    persist: bool,
+) -> None:
+    """Each step on its own: one failing must not stop the next (above all, the restart)."""
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("stop the restored stack", lambda: switched.down(volumes=False)),
+        (
+            "remove the fresh volumes",
+            lambda: switched.remove_volumes([restored.postgres_volume, restored.artifacts_volume]),
+        ),
+    ]
+    if persist:
+        steps.append(
+            ("put .env back", lambda: update_env_file(project.config.env_file, previous, added_by="mlops-kit restore"))
+        )
+    if rollback_to_previous:
+        steps.append(("start the stack on its previous data", lambda: project.up(wait_timeout=WAIT_TIMEOUT)))
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:
+            logger.error("rollback: could not %s: %s", what, exc)
+
+
+def artifacts_driver_opts(config: KitConfig) -> dict[str, str]:
+    """The fresh artifacts volume must be what compose.yaml would make: an NFS mount in nfs mode."""
+    if config.artifact_store != "nfs":
+        return {}
+    return {"type": "nfs", "o": f"addr={config.nfs_server},{config.nfs_options}", "device": f":{config.nfs_export}"}
 
 
 def _check_versions(manifest: dict[str, Any]) -> None:

@@ -67,11 +67,10 @@ def render_schedule(config: KitConfig, at: str, *, verify_day: str | None, cron_
     log = shlex.quote(str(log_file))
 
     def job(command: str) -> str:
-        # `date -Is` has no '%' (cron turns a bare '%' into a newline); the subshell
-        # exits with the kit's own exit code, so cron and monitoring see failures.
-        return (
-            f'( echo "== $(date -Is) {command}"; {kit} {command}; rc=$?; echo "== exit $rc"; exit $rc ) >> {log} 2>&1'
-        )
+        # cron turns a bare '%' into a newline (`date -Is` needs none; paths are escaped);
+        # the subshell exits with the kit's own exit code, so cron and monitoring see failures.
+        run = f'echo "== $(date -Is) {command}"; {kit} {command}; rc=$?; echo "== exit $rc"; exit $rc'
+        return f"( {run} ) >> {log} 2>&1".replace("%", "\\%")
 
     lines = [
         f"# mlops-kit: scheduled backups of stack {config.project_name}.",

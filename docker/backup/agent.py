@@ -189,19 +189,38 @@ def cmd_verify(args: argparse.Namespace) -> None:
         elif dump.stat().st_size != info["dump_size"] or sha256_file(dump) != info["dump_sha256"]:
             problems.append(f"dump of {name} does not match its checksum (size {dump.stat().st_size}, "
                             f"expected {info['dump_size']})")
-    artifacts = Path(args.artifacts)
+    result = verify_artifacts(Path(args.artifacts), manifest["artifacts"]["files"])
+    problems += result["problems"]
+    print(json.dumps({"ok": not problems, "problems": problems[:20], "artifacts_checked": result["checked"],
+                      "changed_during_backup": result["changed"]}))
+    sys.exit(0 if not problems else 1)
+
+
+def verify_artifacts(root: Path, files: dict[str, dict[str, object]]) -> dict[str, object]:
+    """Compare restored artifacts with the manifest.
+
+    The manifest hashes a file before restic stores it; a file still being written
+    then (an upload in progress) is stored with another size or mtime. That is not
+    damage (restic authenticates what it stored), so such files are only counted.
+    A file with the manifest's size and mtime but other bytes is damage.
+    """
+    problems: list[str] = []
+    changed = 0
     checked = 0
-    for rel, info in manifest["artifacts"]["files"].items():
-        path = artifacts / rel
+    for rel, info in files.items():
+        path = root / rel
         if not path.is_file():
             problems.append(f"artifact {rel} is missing")
-        elif path.stat().st_size != info["size"] or sha256_file(path) != info["sha256"]:
-            problems.append(f"artifact {rel} does not match its checksum")
-        checked += 1
+        else:
+            stat = path.stat()
+            if stat.st_size != info["size"] or stat.st_mtime_ns != info["mtime_ns"]:
+                changed += 1
+            elif sha256_file(path) != info["sha256"]:
+                problems.append(f"artifact {rel} does not match its checksum")
+            checked += 1
         if len(problems) > 20:
             break
-    print(json.dumps({"ok": not problems, "problems": problems[:20], "artifacts_checked": checked}))
-    sys.exit(0 if not problems else 1)
+    return {"problems": problems, "checked": checked, "changed": changed}
 
 
 def cmd_load(args: argparse.Namespace) -> None:
