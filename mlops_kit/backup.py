@@ -41,6 +41,8 @@ STAGING_SET = "current"
 LAST_SUCCESS = "last-success.json"
 PREVIOUS_MANIFEST = "previous-manifest.json"
 _WRONG_KEY = ("wrong password", "no key found")
+# What `restic check` prints when the repository itself is damaged.
+_DAMAGE = ("contains errors", "ciphertext verification failed", "does not match", "pack file", "invalid data returned")
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,14 @@ class Repository:
                 f"there is no backup repository at {self.config.backup_path / 'repository'}",
                 hint="make a backup first (mlops-kit backup), or set MLOPS_KIT_BACKUP_DIR to the folder that holds it",
             )
-        return BackupError(f"restic failed: {error.message}", hint="run again with -vv to see the full output")
+        if "already locked" in text:
+            return BackupError(
+                "the backup repository is locked by another restic process",
+                hint="if no backup or restore is running (a killed one leaves its lock), remove the stale lock: "
+                "docker compose run --rm backup restic unlock",
+            )
+        restic_line = _restic_message(error.stderr) or error.message
+        return BackupError(f"restic failed: {restic_line}", hint="run again with -vv to see the full output")
 
     def exists(self) -> bool:
         return (self.config.backup_path / "repository" / "config").is_file()
@@ -181,7 +190,10 @@ class Repository:
         try:
             self.restic(*args)
         except BackupError as error:
-            if "does not open" in error.message or "no backup repository" in error.message:
+            # Only restic's own verdict means damage; a lock or a Docker error does not.
+            cause = error.__cause__
+            said = f"{cause.stderr}\n{cause.stdout}".lower() if isinstance(cause, CommandError) else ""
+            if not any(marker in said for marker in _DAMAGE):
                 raise
             raise BackupError(
                 "the backup repository failed its integrity check (restic check)",
@@ -191,6 +203,15 @@ class Repository:
     def size_bytes(self) -> int:
         output = self.restic("stats", "--mode", "raw-data", "--json")
         return int(json.loads(_last_json_line(output, "{")).get("total_size", 0))
+
+
+def _restic_message(stderr: str) -> str:
+    """restic's own last error line (Fatal: ...), without Compose's noise."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.lower().startswith(("fatal:", "error:")):
+            return line
+    return lines[-1] if lines else ""
 
 
 def _last_json_line(output: str, opener: str) -> str:
