@@ -58,7 +58,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-KIT_FILES = ("compose.yaml", ".env.example", "docker")
+# One copy of the harness serves tests and benchmarks: the kit folder and the clean environment.
+sys.path.insert(0, str(REPO_ROOT))
+from tests.conftest import copy_kit  # noqa: E402
+from tests.integration.conftest import clean_env  # noqa: E402
+
 PROJECT = "mlkt-bench"
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 CLI_TIMEOUT = 3 * 3600
@@ -150,11 +154,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def clean_env() -> dict[str, str]:
-    """This environment without kit, Compose or MLflow settings (as tests/integration/conftest.py does)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_KIT_", "COMPOSE_", "MLFLOW_"))}
-
-
 def command_output(args: Sequence[str]) -> str:
     try:
         result = subprocess.run(list(args), capture_output=True, text=True, check=False, timeout=60)
@@ -241,18 +240,6 @@ class BenchStack:
 
     def disk_free(self) -> int:
         return shutil.disk_usage(self.directory).free
-
-
-def copy_kit(target: Path) -> Path:
-    """As tests/conftest.py::copy_kit: what a deployment needs, in a fresh folder."""
-    target.mkdir(parents=True, exist_ok=True)
-    for name in KIT_FILES:
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, target / name)
-    return target
 
 
 def leftovers() -> dict[str, list[str]]:
