@@ -98,7 +98,6 @@ def restore_backup(
             _switch(project, restored, on_step, rollback_to_previous=was_running, persist=True)
         finally:
             shutil.rmtree(restored.work, ignore_errors=True)
-    existing = set(project.runner.run(["docker", "volume", "ls", "-q"], changes_state=False).stdout.split())
     return RestoreSummary(
         snapshot_id=str(restored.snapshot["id"])[:8],
         set_id=set_id_of(restored.snapshot),
@@ -108,7 +107,7 @@ def restore_backup(
         backup_mlflow_version=str(restored.manifest.get("mlflow_version", "")),
         postgres_volume=restored.postgres_volume,
         artifacts_volume=restored.artifacts_volume,
-        previous_volumes=tuple(v for v in previous if v in existing),
+        previous_volumes=tuple(v for v in previous if project.volume_exists(v)),
     )
 
 
