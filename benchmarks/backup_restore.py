@@ -213,7 +213,12 @@ class BenchStack:
 
     @property
     def tracking_uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://localhost:{self.port}"
+
+    def login_as_admin(self) -> None:
+        """Point this process's MLflow client at the stack as its admin (what `client-env --user` prints)."""
+        variables = json.loads(self.kit("client-env", "--user", "admin", "--shell", "json").stdout)
+        os.environ.update(variables)
 
     def kit(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -440,6 +445,7 @@ def run_benchmark(params: Params, workdir: Path, keep: bool, results: dict[str, 
         stack.kit("init", "--project-name", PROJECT, "--port", str(stack.port))
         _, results["up_seconds"] = timed(lambda: stack.kit("up"))
         log(f"stack up in {results['up_seconds']:.0f} s")
+        stack.login_as_admin()
 
         writer = Writer(stack.tracking_uri, params)
         experiment_ids = writer.experiments()

@@ -31,12 +31,13 @@ from mlops_kit.envfile import ensure_secret_files
 from mlops_kit.errors import BackupError, BackupLockedError, CommandError
 from mlops_kit.services.backup import AGENT, ARTIFACTS_MOUNT, OFFSITE_MOUNT, STAGING_MOUNT
 from mlops_kit.services.mlflow import server_version
+from mlops_kit.services.postgres import DATABASES
 from mlops_kit.stack import require_running
+from mlops_kit.users import admin_access
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_TAG = "mlops-kit"
-DATABASES = ("mlflow",)
 STAGING_SET = "current"
 LAST_SUCCESS = "last-success.json"
 PREVIOUS_MANIFEST = "previous-manifest.json"
@@ -253,7 +254,7 @@ def run_backup(project: ComposeProject, *, on_step: Callable[[str], None] = lamb
             "set_id": set_id,
             "project": config.project_name,
             "kit_version": __version__,
-            "mlflow_version": server_version(config.local_url) or MLFLOW_VERSION,
+            "mlflow_version": server_version(admin_access(config)) or MLFLOW_VERSION,
             "started_at": started,
         }
         try:

@@ -4,6 +4,7 @@ Only this module prints errors and chooses exit codes:
 0 ok · 1 failure · 2 bad configuration or usage · 3 host not ready (preflight)
 4 an external command failed · 5 stack not running or unhealthy · 6 smoke check failed
 7 backup/restore failed or refused · 8 another backup or restore is running
+9 a user or permission change failed (MLflow refused it, or the admin login failed)
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from mlops_kit.restore import drill, restore_backup
 from mlops_kit.runner import CommandRunner
 from mlops_kit.schedule import DEFAULT_CRON_DIR, install_schedule, remove_schedule, render_schedule
 from mlops_kit.smoke import run_smoke_check
-from mlops_kit.stack import bring_up, build_images, collect_status, require_running, take_down
+from mlops_kit.stack import bring_up, build_images, collect_status, require_running, restart_proxy, take_down
+from mlops_kit.tls import ensure_certificates, public_ca_path, read_certificate, rotate_ca, uses_kit_ca
+from mlops_kit.users import GRANTABLE, RESOURCE_TYPES, UserAdmin, admin_access, client_variables
 
 logger = logging.getLogger("mlops_kit.cli")
 
@@ -166,9 +169,11 @@ def _init(app: AppContext, options: dict[str, str | None], *, force: bool) -> Ki
         ui.success(f"generated secret {path} (mode 0600)")
     for path in result.kept_secrets:
         ui.info(f"kept existing secret {path}")
+    for done in ensure_certificates(config):
+        ui.success(done)
     ui.info(
-        f"project {config.project_name}: MLflow on {config.bind_address}:{config.port}, "
-        f"artifacts in {config.artifact_store} store"
+        f"project {config.project_name}: MLflow at {config.tracking_uri} (HTTPS), "
+        f"admin user {config.admin_user}, artifacts in {config.artifact_store} store"
     )
     return config
 
@@ -259,6 +264,8 @@ def up(app: AppContext, force_build: bool, wait_timeout: int) -> None:
         for line in project.runner.dry_run_log:
             click.echo(line)
         return
+    for done in result.prepared:
+        ui.info(done)
     for check in result.preflight:
         if check.status == "warn":
             ui.warning(f"{check.name}: {check.detail}" + (f" ({check.fix})" if check.fix else ""))
@@ -271,11 +278,10 @@ def up(app: AppContext, force_build: bool, wait_timeout: int) -> None:
 
 
 def _print_next_steps(config: KitConfig) -> None:
-    ui.out.print(f"\n  MLflow UI and tracking URI: [bold]{config.tracking_uri}[/]")
-    ui.out.print(
-        "  Data scientists:  [bold]export MLFLOW_TRACKING_URI=" + config.tracking_uri + "[/]"
-        '   (or: eval "$(mlops-kit client-env)")'
-    )
+    ui.out.print(f"\n  MLflow UI and tracking URI: [bold]{config.tracking_uri}[/] (login required)")
+    ui.out.print(f"  Admin login: {config.admin_user}, password in {config.secrets_path / 'mlflow_admin_password'}")
+    ui.out.print("  Add a data scientist: [bold]mlops-kit users add NAME[/], then hand them the output of")
+    ui.out.print("    [bold]mlops-kit client-env --user NAME[/] and the CA: [bold]mlops-kit tls export-ca[/]")
     ui.out.print("  Verify end to end: [bold]mlops-kit check[/]    Status: [bold]mlops-kit status[/]\n")
     if config.bind_address.startswith("127."):
         ui.out.print(
@@ -413,7 +419,7 @@ def check(app: AppContext, as_json: bool) -> None:
     require_running(app.project(config))
     with _progress() as progress:
         task = progress.add_task("connect", total=None)
-        steps = run_smoke_check(config.local_url, on_step=lambda name: progress.update(task, description=name))
+        steps = run_smoke_check(admin_access(config), on_step=lambda name: progress.update(task, description=name))
     if as_json:
         _print_json({"ok": True, "tracking_uri": config.local_url, "steps": [s.to_dict() for s in steps]})
         return
@@ -425,17 +431,37 @@ def check(app: AppContext, as_json: bool) -> None:
 
 @cli.command("client-env")
 @click.option(
+    "--user",
+    "username",
+    envvar="MLOPS_KIT_CLIENT_USER",
+    help="Include this user's login (the password the kit stored for it). [env var: MLOPS_KIT_CLIENT_USER]",
+)
+@click.option(
     "--shell",
-    type=click.Choice(["sh", "fish", "dotenv"]),
+    type=click.Choice(["sh", "fish", "dotenv", "json"]),
     default="sh",
     show_default=True,
     help="Syntax of the printed lines.",
 )
 @pass_app
-def client_env(app: AppContext, shell: str) -> None:
-    """Print the variables a data scientist needs: eval "$(mlops-kit client-env)"."""
+def client_env(app: AppContext, username: str | None, shell: str) -> None:
+    """Print the variables a data scientist needs: eval "$(mlops-kit client-env --user NAME)".
+
+    MLFLOW_TRACKING_SERVER_CERT_PATH names this host's copy of the CA: on another
+    machine, copy that file (mlops-kit tls export-ca) and adjust the path.
+    """
     config = app.config()
-    variables = {"MLFLOW_TRACKING_URI": config.tracking_uri}
+    if username:
+        variables = client_variables(config, username)
+    else:
+        variables = {"MLFLOW_TRACKING_URI": config.tracking_uri}
+        if uses_kit_ca(config):
+            variables["MLFLOW_TRACKING_SERVER_CERT_PATH"] = str(public_ca_path(config))
+        elif config.tls_ca_file:
+            variables["MLFLOW_TRACKING_SERVER_CERT_PATH"] = str(config.tls_ca_file)
+    if shell == "json":
+        _print_json(variables)
+        return
     for name, value in variables.items():
         if shell == "fish":
             click.echo(f"set -gx {name} {shlex.quote(value)};")
@@ -482,6 +508,231 @@ def _default_config(project_dir: Path, env_file: Path) -> KitConfig:
         postgres_password="",
         **{SETTINGS_BY_ENV[env].attr: value for env, value in values.items()},
     )
+
+
+# ---- users / tls -----------------------------------------------------------------------------
+
+
+@cli.group()
+def users() -> None:
+    """Manage MLflow users and their permissions (through MLflow's auth API, as the admin)."""
+
+
+def _read_password_stdin(password_stdin: bool) -> str | None:
+    """A password piped on stdin (never on the command line, where `ps` would show it)."""
+    if not password_stdin:
+        return None
+    password = sys.stdin.readline().strip()
+    if not password:
+        raise ConfigError("--password-stdin was given but stdin had no password", hint="pipe the password in")
+    return password
+
+
+_password_stdin_option = click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from stdin instead of generating one (it is never taken as an argument).",
+)
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--admin", is_flag=True, help="Make the user an MLflow admin (every permission).")
+@_password_stdin_option
+@pass_app
+def users_add(app: AppContext, username: str, admin: bool, password_stdin: bool) -> None:
+    """Create USERNAME with a generated password (stored in secrets/users/USERNAME, mode 0600)."""
+    config = app.config()
+    _check_user_name(username)
+    path = UserAdmin(config).add(username, admin=admin, password=_read_password_stdin(password_stdin))
+    ui.success(f"user {username} created{' (admin)' if admin else ''}; password stored in {path} (mode 0600)")
+    ui.info(f"give them: mlops-kit client-env --user {username}  (and the CA: mlops-kit tls export-ca)")
+
+
+@users.command("list")
+@_json_option
+@pass_app
+def users_list(app: AppContext, as_json: bool) -> None:
+    """List MLflow's users."""
+    found = UserAdmin(app.config()).list_users()
+    if as_json:
+        _print_json([u.to_dict() for u in found])
+        return
+    table = Table(title="MLflow users", title_justify="left")
+    for column in ("user", "admin", "password stored by the kit"):
+        table.add_column(column)
+    for u in found:
+        table.add_row(u.username, "yes" if u.is_admin else "", "yes" if u.password_stored else "")
+    ui.out.print(table)
+
+
+@users.command("passwd")
+@click.argument("username")
+@_password_stdin_option
+@pass_app
+def users_passwd(app: AppContext, username: str, password_stdin: bool) -> None:
+    """Give USERNAME a new password (generated unless piped in) and store it."""
+    config = app.config()
+    path = UserAdmin(config).set_password(username, _read_password_stdin(password_stdin))
+    ui.success(f"password of {username} changed; stored in {path} (mode 0600)")
+
+
+@users.command("remove")
+@click.argument("username")
+@_yes_option
+@pass_app
+def users_remove(app: AppContext, username: str, yes: bool) -> None:
+    """Delete USERNAME from MLflow (their experiments and runs stay)."""
+    config = app.config()
+    if not yes:
+        _require_interactive()
+        _confirm(f"Delete MLflow user {username}? Their experiments and runs stay.")
+    UserAdmin(config).remove(username)
+    ui.success(f"user {username} removed")
+
+
+_kind_argument = click.argument("kind", type=click.Choice(sorted(RESOURCE_TYPES)))
+
+
+@users.command("grant")
+@click.argument("username")
+@click.argument("permission", type=click.Choice(GRANTABLE, case_sensitive=False))
+@_kind_argument
+@click.argument("target")
+@pass_app
+def users_grant(app: AppContext, username: str, permission: str, kind: str, target: str) -> None:
+    """Give USERNAME PERMISSION on an experiment (id or name) or a registered model (name).
+
+    \b
+    READ: see it · USE: see and use it · EDIT: also change it · MANAGE: also grant others.
+    Example: mlops-kit users grant alice EDIT experiment churn-model
+    """
+    resource_id = UserAdmin(app.config()).grant(username, kind, target, permission.upper())
+    ui.success(
+        f"{username} has {permission.upper()} on {kind} {target}"
+        + (f" (id {resource_id})" if resource_id != target else "")
+    )
+
+
+@users.command("revoke")
+@click.argument("username")
+@_kind_argument
+@click.argument("target")
+@pass_app
+def users_revoke(app: AppContext, username: str, kind: str, target: str) -> None:
+    """Remove USERNAME's grant on an experiment (id or name) or a registered model (name)."""
+    UserAdmin(app.config()).revoke(username, kind, target)
+    ui.success(f"{username}'s grant on {kind} {target} removed")
+
+
+@users.command("permissions")
+@click.argument("username")
+@_json_option
+@pass_app
+def users_permissions(app: AppContext, username: str, as_json: bool) -> None:
+    """Show USERNAME's grants."""
+    rows = UserAdmin(app.config()).permissions(username)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title=f"grants of {username}", title_justify="left")
+    for column in ("resource", "id", "permission"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row.get("resource_type", "")), str(row.get("resource_pattern", "")), str(row.get("permission", ""))
+        )
+    ui.out.print(table)
+
+
+def _check_user_name(username: str) -> None:
+    try:
+        SETTINGS_BY_ENV["MLOPS_KIT_ADMIN_USER"].parse(username)
+    except ValueError as exc:
+        raise ConfigError(f"user name {username!r} {exc}", hint="choose another name") from None
+
+
+@cli.group()
+def tls() -> None:
+    """The proxy's certificate and the CA clients trust."""
+
+
+@tls.command("export-ca")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the CA certificate here (default: stdout).")
+@pass_app
+def tls_export_ca(app: AppContext, out: str | None) -> None:
+    """Print (or write) the CA certificate clients need: MLFLOW_TRACKING_SERVER_CERT_PATH points at it."""
+    config = app.config()
+    ensure_certificates(config)
+    source = public_ca_path(config) if uses_kit_ca(config) else config.tls_ca_file
+    if source is None:
+        raise ConfigError(
+            "the proxy uses the operator's certificate and MLOPS_KIT_TLS_CA_FILE is empty",
+            hint="clients trust it through their system CAs; or set MLOPS_KIT_TLS_CA_FILE",
+        )
+    pem = source.read_text(encoding="ascii")
+    if out:
+        Path(out).write_text(pem, encoding="ascii")
+        ui.success(f"CA certificate written to {out}")
+    else:
+        click.echo(pem, nl=False)
+
+
+@tls.command("show")
+@_json_option
+@pass_app
+def tls_show(app: AppContext, as_json: bool) -> None:
+    """Show the proxy's certificate: names, issuer and expiry."""
+    config = app.config()
+    from mlops_kit.tls import SERVER_CERT, tls_path
+
+    path = config.tls_cert_file or tls_path(config) / SERVER_CERT
+    facts = read_certificate(path)
+    data = {
+        "file": str(path),
+        "subject": facts.subject,
+        "issuer": facts.issuer,
+        "names": list(facts.names),
+        "not_after": facts.not_after.isoformat(),
+        "kit_ca": uses_kit_ca(config),
+    }
+    if as_json:
+        _print_json(data)
+        return
+    for key, value in data.items():
+        ui.out.print(f"{key:>10}: {', '.join(value) if isinstance(value, list) else value}")
+
+
+@tls.command("renew")
+@pass_app
+def tls_renew(app: AppContext) -> None:
+    """Issue the proxy a new certificate from the kit's CA now (clients keep working); restart with `up`."""
+    config = app.config()
+    if not uses_kit_ca(config):
+        raise ConfigError(
+            "MLOPS_KIT_TLS_CERT_FILE is set: the operator's certificate is renewed by its issuer",
+            hint="replace the files, then run mlops-kit up",
+        )
+    for done in ensure_certificates(config, force_renew=True):
+        ui.success(done)
+    if restart_proxy(app.project(config)):
+        ui.success("the proxy serves the new certificate")
+
+
+@tls.command("rotate-ca")
+@_yes_option
+@pass_app
+def tls_rotate_ca(app: AppContext, yes: bool) -> None:
+    """Replace the kit's CA (e.g. after its key leaked). Every client must import the new CA."""
+    config = app.config()
+    if not yes:
+        _require_interactive()
+        _confirm("Replace the CA? Clients trusting the old one fail until they import the new one.")
+    path = rotate_ca(config)
+    ui.success(f"new CA in {path}; the old files are kept as *.old in the secrets folder")
+    if restart_proxy(app.project(config)):
+        ui.success("the proxy serves a certificate from the new CA")
+    ui.info("hand out the new CA: mlops-kit tls export-ca")
 
 
 # ---- backup / restore ------------------------------------------------------------------------

@@ -193,9 +193,20 @@ class ComposeProject:
         self.stage_build_ca()
         self.run(["build", *services])
 
-    def up(self, *, wait_timeout: int) -> None:
-        """Create/start every service and wait until all are healthy (`up --wait`)."""
+    def up(self, *, wait_timeout: int, recreate: Sequence[str] = ()) -> None:
+        """Create/start every service and wait until all are healthy (`up --wait`).
+
+        ``recreate`` names services to recreate even if their configuration is
+        unchanged (a secret file's content changed: Compose cannot see that).
+        """
         self.run(["up", "--detach", "--wait", "--wait-timeout", str(wait_timeout), "--remove-orphans"])
+        if recreate:
+            self.recreate(recreate, wait_timeout=wait_timeout)
+
+    def recreate(self, services: Sequence[str], *, wait_timeout: int) -> None:
+        """Replace the containers of ``services`` (dependencies untouched) and wait until healthy."""
+        args = ["up", "--detach", "--wait", "--wait-timeout", str(wait_timeout), "--no-deps", "--force-recreate"]
+        self.run([*args, *services])
 
     def run_job(
         self,

@@ -81,6 +81,14 @@ def sized_settings(host: HostFacts) -> dict[str, str]:
         "POSTGRES_MAINTENANCE_WORK_MEM": f"{clamp(mem_mb // 32, 64, 2048)}MB",
         "POSTGRES_WORK_MEM": "16MB" if mem_mb >= 8192 else "8MB",
         "MLOPS_KIT_MLFLOW_WORKERS": str(clamp(host.cpus, 1, 4)),
+        # Docker refuses a CPU limit above the host's count.
+        "MLOPS_KIT_MLFLOW_CPUS": str(host.cpus),
+        "MLOPS_KIT_POSTGRES_CPUS": str(host.cpus),
+        "MLOPS_KIT_PROXY_CPUS": str(min(1, host.cpus)),
+        "MLOPS_KIT_BACKUP_CPUS": str(min(1, host.cpus)),
+        # MLflow's memory limit leaves room for PostgreSQL and the host.
+        "MLOPS_KIT_MLFLOW_MEMORY": f"{clamp(mem_mb // 2, 3072, 65536)}m",
+        "MLOPS_KIT_POSTGRES_MEMORY": f"{clamp(mem_mb // 4, 512, 32768)}m",
     }
 
 
@@ -165,8 +173,10 @@ class InitResult:
     kept_secrets: tuple[Path, ...]
 
 
-def ensure_secret_files(secrets_path: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
-    """Generate every missing secret file (mode 0600, folder 0700); keep existing ones.
+def ensure_secret_files(
+    secrets_path: Path, names: tuple[str, ...] = SECRET_FILES
+) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """Generate every missing secret file of ``names`` (mode 0600, folder 0700); keep existing ones.
 
     Existing secrets are never replaced: the database volume was initialised with them.
     Returns (generated, kept).
@@ -175,7 +185,7 @@ def ensure_secret_files(secrets_path: Path) -> tuple[tuple[Path, ...], tuple[Pat
     os.chmod(secrets_path, 0o700)
     generated: list[Path] = []
     kept: list[Path] = []
-    for name in SECRET_FILES:
+    for name in names:
         path = secrets_path / name
         if path.exists():
             kept.append(path)

@@ -83,6 +83,12 @@ class BackupLockedError(BackupError):
     exit_code = 8
 
 
+class AuthError(KitError):
+    """A user or permission change failed: MLflow refused it, or the admin login did not work."""
+
+    exit_code = 9
+
+
 class AbortedError(KitError):
     """The user declined a confirmation."""
 

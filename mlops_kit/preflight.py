@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import logging
 import re
@@ -22,6 +23,10 @@ logger = logging.getLogger(__name__)
 MIN_ENGINE = (20, 10)
 # 2.24: file secrets, depends_on.restart, `up --wait --wait-timeout`, `ps --format json` lines.
 MIN_COMPOSE = (2, 24)
+# Engines before 28.0 accept packets for ports published on 127.0.0.1 from other
+# machines on the same network segment (moby issue 45610).
+LOOPBACK_FIX_ENGINE = (28, 0)
+LOOPBACK_FIX = "upgrade to Docker Engine 28+, or drop such packets: see docs/security.md, 'Docker Engine older than 28'"
 MIN_FREE_DISK_GIB = 5.0
 WARN_FREE_DISK_GIB = 20.0
 BOOTSTRAP_HINT = "sudo scripts/bootstrap-host.sh"
@@ -57,13 +62,14 @@ class Preflight:
         self.config: KitConfig = project.config
         self.runner: CommandRunner = project.runner
         self._engine_up = False
+        self._engine_version: tuple[int, ...] = ()
         self._docker_root = ""
 
     def run(self, *, include_port: bool = True) -> list[CheckResult]:
         checks: list[Callable[[], CheckResult]] = [self.check_docker_cli, self.check_engine, self.check_compose]
         if include_port:
             checks.append(self.check_port)
-        checks += [self.check_disk, self.check_images, self.check_env_file_mode]
+        checks += [self.check_loopback_exposure, self.check_disk, self.check_images, self.check_env_file_mode]
         return [check() for check in checks]
 
     # ---- individual checks -----------------------------------------------------------
@@ -102,6 +108,7 @@ class Preflight:
         version = str(info.get("ServerVersion", ""))
         self._docker_root = str(info.get("DockerRootDir", ""))
         self._engine_up = True
+        self._engine_version = parse_version(version)
         if parse_version(version) < MIN_ENGINE:
             return CheckResult(
                 "Docker engine",
@@ -202,6 +209,24 @@ class Preflight:
             WARN,
             f"{', '.join(missing)} must be built and the base image {base} is not on this host",
             f"without a registry, build it: {BOOTSTRAP_HINT} (MLOPS_KIT_BASE_IMAGE)",
+        )
+
+    def check_loopback_exposure(self) -> CheckResult:
+        """Warn when a port published on 127.0.0.1 is reachable from the local network segment."""
+        name = "loopback publishing"
+        if not self._engine_up:
+            return CheckResult(name, SKIP, "needs the engine")
+        if not ipaddress.ip_address(self.config.bind_address).is_loopback:
+            return CheckResult(name, OK, f"published on {self.config.bind_address} on purpose")
+        if self._engine_version >= LOOPBACK_FIX_ENGINE:
+            return CheckResult(name, OK, "engine 28+ keeps 127.0.0.1 ports to this host")
+        engine = ".".join(map(str, self._engine_version))
+        return CheckResult(
+            name,
+            WARN,
+            f"engine {engine} lets machines on the same network segment reach ports published on "
+            f"{self.config.bind_address} (moby issue 45610)",
+            LOOPBACK_FIX,
         )
 
     def check_env_file_mode(self) -> CheckResult:

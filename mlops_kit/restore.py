@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import requests
 from packaging.version import InvalidVersion, Version
 
 from mlops_kit import MLFLOW_VERSION, __version__
@@ -34,7 +33,8 @@ from mlops_kit.config import KitConfig
 from mlops_kit.envfile import update_env_file
 from mlops_kit.errors import BackupError, KitError
 from mlops_kit.services.backup import AGENT, STAGING_MOUNT
-from mlops_kit.services.mlflow import BACKEND_STORE_URI
+from mlops_kit.services.mlflow import BACKEND_STORE_URI, RESET_ADMIN, ServerAccess
+from mlops_kit.users import admin_access
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def drill(project: ComposeProject, *, sample: int = 20, on_step: Step = lambda _
             _switch(throwaway, restored, on_step, rollback_to_previous=False, persist=False)
             on_step("Fetching sample artifacts through the MLflow API")
             files = restored.manifest["artifacts"]["files"]
-            sampled = _check_artifacts_over_api(throwaway.config.local_url, files, sample)
+            sampled = _check_artifacts_over_api(admin_access(throwaway.config), files, sample)
             rto = time.monotonic() - started
         finally:
             on_step("Removing the throwaway stack")
@@ -231,6 +231,10 @@ def _switch(
         run_agent(switched, [AGENT, "load", "--set", restored.job_set_dir], "loading the database")
         on_step("Migrating the schema to this MLflow release (mlflow db upgrade)")
         switched.run_job("mlflow", ["mlflow", "db", "upgrade", BACKEND_STORE_URI])
+        # The restored user database holds the admin password of the host the
+        # backup came from; the kit logs in with this host's secret.
+        on_step("Setting the kit's admin login to this host's password")
+        switched.run_job("mlflow", [RESET_ADMIN])
         on_step("Starting the stack on the restored data")
         switched.up(wait_timeout=WAIT_TIMEOUT)
         if persist:
@@ -310,17 +314,18 @@ def _check_versions(manifest: dict[str, Any]) -> None:
             )
 
 
-def _check_artifacts_over_api(base_url: str, files: dict[str, dict[str, Any]], sample: int) -> int:
-    """Download a sample (always including the largest file) through the artifact proxy; compare sha256."""
+def _check_artifacts_over_api(access: ServerAccess, files: dict[str, dict[str, Any]], sample: int) -> int:
+    """Download a sample (always including the largest file) through the HTTPS proxy; compare sha256."""
     if not files:
         return 0
     names = sorted(files)
     largest = max(names, key=lambda n: int(files[n]["size"]))
     chosen = {largest, *random.sample(names, min(sample, len(names)) - 1)} if len(names) > 1 else {largest}
+    session = access.session()
     for name in chosen:
         digest = hashlib.sha256()
-        url = f"{base_url}/api/2.0/mlflow-artifacts/artifacts/{name}"
-        with requests.get(url, stream=True, timeout=120) as response:
+        url = f"{access.base_url}/api/2.0/mlflow-artifacts/artifacts/{name}"
+        with session.get(url, stream=True, timeout=120) as response:
             if response.status_code != 200:
                 raise BackupError(f"restore drill: artifact {name} is not served (HTTP {response.status_code})")
             for block in response.iter_content(2**20):

@@ -1,7 +1,8 @@
 """`mlops-kit check`: an end-to-end smoke test through the public MLflow client API.
 
 It does what a data scientist does (experiment, run, param, metric, artifact
-upload and download) and cleans up after itself. A failure names the step.
+upload and download) through the HTTPS proxy, logged in, checks that an
+anonymous request is refused, and cleans up after itself. A failure names the step.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mlops_kit.errors import SmokeCheckError
-from mlops_kit.services.mlflow import is_ready
+from mlops_kit.services.mlflow import ServerAccess, as_mlflow_client, is_ready
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,12 @@ def _client_env() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def run_smoke_check(tracking_uri: str, on_step: Callable[[str], None] = lambda _s: None) -> list[StepResult]:
-    """Run every step against ``tracking_uri``; raise :class:`SmokeCheckError` at the first failure."""
+def run_smoke_check(access: ServerAccess, on_step: Callable[[str], None] = lambda _s: None) -> list[StepResult]:
+    """Run every step against the server ``access`` names, as its user.
+
+    Raises :class:`SmokeCheckError` at the first failure.
+    """
+    tracking_uri = access.base_url
     results: list[StepResult] = []
 
     def step(name: str, action: Callable[[], Any], detail: str = "") -> Any:
@@ -75,14 +80,24 @@ def run_smoke_check(tracking_uri: str, on_step: Callable[[str], None] = lambda _
         return value
 
     def connect() -> None:
-        if not is_ready(tracking_uri):
+        if not is_ready(access):
             raise SmokeCheckError(
                 "connect", f"no healthy MLflow server at {tracking_uri}", hint="is the stack up? mlops-kit status"
             )
 
     step("connect", connect, tracking_uri)
 
-    with _client_env(), tempfile.TemporaryDirectory(prefix="mlops-kit-check-") as workdir:
+    def login_required() -> None:
+        anonymous = replace(access, username=None, password=None)
+        code = anonymous.request("GET", "/api/2.0/mlflow/experiments/search", params={"max_results": "1"}).status_code
+        if code != 401:
+            raise SmokeCheckError(
+                "login required", f"an anonymous request got HTTP {code}, not 401", hint="see docs/security.md"
+            )
+
+    step("login required", login_required, "anonymous request refused (401)")
+
+    with _client_env(), as_mlflow_client(access), tempfile.TemporaryDirectory(prefix="mlops-kit-check-") as workdir:
         from mlflow.tracking import MlflowClient  # imported late: it is slow to import
 
         client = MlflowClient(tracking_uri=tracking_uri)

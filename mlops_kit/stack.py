@@ -10,10 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mlops_kit.compose import ComposeProject, ServiceState
+from mlops_kit.config import UPGRADE_SECRET_FILES, KitConfig
+from mlops_kit.envfile import ensure_secret_files
 from mlops_kit.errors import CommandError, KitError, StackError
 from mlops_kit.preflight import CheckResult, Preflight, raise_on_failure
-from mlops_kit.services import MLFLOW, SERVICES, STACK_SERVICES
+from mlops_kit.services import MLFLOW, PROXY, SERVICES, STACK_SERVICES
 from mlops_kit.services.mlflow import server_version
+from mlops_kit.tls import ensure_certificates
+from mlops_kit.users import ADMIN_SECRET, admin_access, anonymous_access
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +31,8 @@ class UpResult:
     build_seconds: float
     start_seconds: float
     preflight: list[CheckResult] = field(default_factory=list)
+    #: Files `up` created or refreshed first (secrets of a newer kit, TLS certificate).
+    prepared: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,9 @@ def bring_up(
     on_step: Callable[[str], None] = lambda _msg: None,
     on_states: Callable[[list[ServiceState]], None] = lambda _states: None,
 ) -> UpResult:
-    """Preflight, build missing images, start the stack and wait until every service is healthy."""
+    """Prepare host files, preflight, build missing images, start the stack and wait until it is healthy."""
+    on_step("Secrets and TLS certificate")
+    prepared = [] if project.runner.dry_run else prepare_host_files(project.config)
     on_step("Preflight checks")
     checks = Preflight(project).run()
     raise_on_failure(checks)
@@ -92,9 +100,12 @@ def bring_up(
     start = time.monotonic()
     outcome: dict[str, BaseException] = {}
 
+    # A new certificate reaches a running proxy only through a new container.
+    recreate = [PROXY.name] if any(step.startswith("issued") for step in prepared) else []
+
     def run_up() -> None:
         try:
-            project.up(wait_timeout=wait_timeout)
+            project.up(wait_timeout=wait_timeout, recreate=recreate)
         except BaseException as exc:  # re-raised in the caller's thread
             outcome["error"] = exc
 
@@ -116,8 +127,25 @@ def bring_up(
             raise _unhealthy_error(project, states, error) from error
         raise error
     return UpResult(
-        states=states, built=built, build_seconds=build_seconds, start_seconds=start_seconds, preflight=checks
+        states=states,
+        built=built,
+        build_seconds=build_seconds,
+        start_seconds=start_seconds,
+        preflight=checks,
+        prepared=prepared,
     )
+
+
+def prepare_host_files(config: KitConfig) -> list[str]:
+    """What Compose mounts must exist before `up`: secrets a newer kit added, a current certificate.
+
+    A stack initialised by an older kit gets its new secrets here (nothing was
+    created with them yet); the proxy's certificate is (re)issued when missing,
+    close to expiry, or missing a configured name.
+    """
+    generated, _kept = ensure_secret_files(config.secrets_path, UPGRADE_SECRET_FILES)
+    done = [f"generated {path.name} (mode 0600)" for path in generated]
+    return done + ensure_certificates(config)
 
 
 _FAILED_CONTAINER = re.compile(r"container (\S+) (?:is unhealthy|exited|has exited)")
@@ -147,6 +175,14 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def restart_proxy(project: ComposeProject, *, wait_timeout: int = 120) -> bool:
+    """Recreate a running proxy so it serves the current certificate; False if it is not running."""
+    running = any(s.service == PROXY.name and s.state == "running" for s in project.ps())
+    if running:
+        project.recreate([PROXY.name], wait_timeout=wait_timeout)
+    return running
+
+
 def build_images(project: ComposeProject) -> None:
     """Build every kit image from the Dockerfiles (cached layers make a rebuild quick)."""
     project.build([s.name for s in SERVICES])
@@ -169,7 +205,9 @@ def collect_status(project: ComposeProject) -> StackStatus:
     version = None
     mlflow_state = states.get(MLFLOW.name)
     if mlflow_state and mlflow_state.state == "running":
-        version = server_version(project.config.local_url)
+        config = project.config
+        has_admin = (config.secrets_path / ADMIN_SECRET).is_file()
+        version = server_version(admin_access(config) if has_admin else anonymous_access(config))
     services = []
     for spec in STACK_SERVICES:
         state = states.get(spec.name)

@@ -8,10 +8,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib/venv.sh
 ensure_venv "[test]"
 started=$(date +%s)
-echo "[run-tests] static checks: ruff, mypy --strict"
+echo "[run-tests] static checks: ruff, mypy --strict, compose-lint --fail-on medium"
 "${VENV_DIR}/bin/ruff" check mlops_kit tests benchmarks
 "${VENV_DIR}/bin/ruff" format --check --quiet mlops_kit tests benchmarks
 "${VENV_DIR}/bin/mypy"
+"${VENV_DIR}/bin/compose-lint" check --fail-on medium --strict-config --quiet compose.yaml
 set +e
 "${VENV_DIR}/bin/python" -m pytest "$@"
 status=$?

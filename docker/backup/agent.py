@@ -65,7 +65,7 @@ def connect(database: str):  # type: ignore[no-untyped-def]
     import psycopg2
 
     return psycopg2.connect(
-        host=os.environ.get("PGHOST", "postgres"),
+        host=os.environ.get("PGHOST", "/run/postgresql"),
         port=int(os.environ.get("PGPORT", "5432")),
         user=os.environ.get("PGUSER", "mlflow"),
         password=password(),
@@ -86,8 +86,10 @@ def database_facts(cursor) -> dict[str, object]:  # type: ignore[no-untyped-def]
         cursor.execute(f'SELECT count(*) FROM public."{table}"')
         counts[table] = int(cursor.fetchone()[0])
     revision = None
-    if "alembic_version" in tables:
-        cursor.execute("SELECT version_num FROM alembic_version")
+    # The tracking database's schema table, or the auth database's.
+    version_table = next((t for t in ("alembic_version", "alembic_version_auth") if t in tables), None)
+    if version_table:
+        cursor.execute(f'SELECT version_num FROM public."{version_table}"')
         row = cursor.fetchone()
         revision = row[0] if row else None
     cursor.execute("SHOW server_version")

@@ -1,27 +1,60 @@
 #!/bin/bash
-# Start as root only long enough to turn the Compose secret (a root-owned 0600
-# file on the host) into a libpq password file owned by the mlflow user, then
-# run the server as that user. The password never sits in argv or environment.
+# Start as root only long enough to turn the Compose secrets (root-owned 0600
+# files on the host) into files owned by the mlflow user in the private /tmp
+# (a tmpfs): libpq's password file and the basic-auth configuration. Then run
+# the server as mlflow. No secret ever sits in argv or in the container's
+# configured environment (`docker inspect`).
 set -euo pipefail
 
-secret_file="${MLFLOW_DB_PASSWORD_FILE:-/run/secrets/postgres_password}"
+secrets_dir="${MLOPS_KIT_SECRETS_MOUNT:-/run/secrets}"
+
+die() { echo "mlflow-entrypoint: $1" >&2; exit "${2:-78}"; }
+
+as_mlflow() { setpriv --reuid=mlflow --regid=mlflow --init-groups "$@"; }
+# Write stdin to a file only mlflow can read, as mlflow itself: root needs no
+# CHOWN or FOWNER capability for it.
+write_private() { as_mlflow sh -c 'umask 077 && cat >"$1"' sh "$1"; }
+
+read_secret() {
+    local file="${secrets_dir}/$1"
+    [[ -r "${file}" ]] || die "cannot read the secret file ${file}; run \`mlops-kit init\` (it writes every missing file under secrets/) or check the $1 secret in compose.yaml"
+    local value
+    value="$(<"${file}")"
+    [[ -n "${value}" ]] || die "the secret file ${file} is empty; run \`mlops-kit init\` to generate it"
+    printf '%s' "${value}"
+}
 
 if [[ "$(id -u)" == "0" ]]; then
-    if [[ ! -r "${secret_file}" ]]; then
-        echo "mlflow-entrypoint: cannot read the database password file ${secret_file}; run \`mlops-kit init\` (it writes secrets/postgres_password) or check the postgres_password secret in compose.yaml" >&2
-        exit 78
-    fi
-    password="$(<"${secret_file}")"
+    password="$(read_secret postgres_password)"
     # .pgpass escapes: backslash and colon.
     password="${password//\\/\\\\}"
     password="${password//:/\\:}"
-    install -o mlflow -g mlflow -m 0600 /dev/null "${PGPASSFILE}"
-    printf '*:*:*:%s:%s\n' "${MLFLOW_DB_USER:-mlflow}" "${password}" >"${PGPASSFILE}"
+    printf '*:*:*:%s:%s\n' "${MLFLOW_DB_USER:-mlflow}" "${password}" | write_private "${PGPASSFILE}"
     unset password
+
+    if [[ -n "${MLFLOW_AUTH_CONFIG_PATH:-}" ]]; then
+        as_mlflow mkdir -p -m 0700 "$(dirname "${MLFLOW_AUTH_CONFIG_PATH}")"
+        admin_password="$(read_secret mlflow_admin_password)"
+        # The admin password only matters the first time (creating the admin
+        # user); afterwards `mlops-kit users passwd` rotates it through the API.
+        {
+            printf '[mlflow]\n'
+            printf 'default_permission = %s\n' "${MLOPS_KIT_AUTH_DEFAULT_PERMISSION:-NO_PERMISSIONS}"
+            printf 'database_uri = %s\n' "${MLOPS_KIT_AUTH_DATABASE_URI:?MLOPS_KIT_AUTH_DATABASE_URI must be set}"
+            printf 'admin_username = %s\n' "${MLOPS_KIT_ADMIN_USER:-admin}"
+            printf 'admin_password = %s\n' "${admin_password}"
+            printf 'authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n'
+        } | write_private "${MLFLOW_AUTH_CONFIG_PATH}"
+        unset admin_password
+        # MLflow reads the CSRF key from this variable only. It lives in the
+        # server's process environment, never in the container configuration.
+        MLFLOW_FLASK_SERVER_SECRET_KEY="$(read_secret mlflow_flask_secret_key)"
+        export MLFLOW_FLASK_SERVER_SECRET_KEY
+    fi
+
     artifacts="${MLFLOW_ARTIFACTS_DESTINATION:-}"
-    if [[ "${artifacts}" == /* ]] && ! setpriv --reuid=mlflow --regid=mlflow --init-groups test -w "${artifacts}"; then
-        echo "mlflow-entrypoint: the artifact store ${artifacts} is not writable by uid $(id -u mlflow); for NFS, export it with all_squash,anonuid=$(id -u mlflow),anongid=$(id -g mlflow) or chown the export to that uid" >&2
-        exit 73
+    if [[ "${artifacts}" == /* ]] && ! as_mlflow test -w "${artifacts}"; then
+        die "the artifact store ${artifacts} is not writable by uid $(id -u mlflow); for NFS, export it with all_squash,anonuid=$(id -u mlflow),anongid=$(id -g mlflow) or chown the export to that uid" 73
     fi
     exec setpriv --reuid=mlflow --regid=mlflow --init-groups "$@"
 fi

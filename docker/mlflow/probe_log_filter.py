@@ -1,13 +1,16 @@
-"""Keep the container's own healthcheck out of MLflow's access log.
+"""Keep healthcheck probes out of MLflow's access log.
 
-The healthcheck asks every 5 s; logging each success would bury real traffic
-(~35,000 lines a day). Only successful probes from loopback are dropped:
-failures, and every other request, are logged as before.
+The container's healthcheck and the proxy's each ask every 5 s; logging each
+success would bury real traffic (~35,000 lines a day per probe). Dropped:
+successful /health probes from loopback (this container's healthcheck) and
+successful /health?probe=proxy (the proxy's, which arrives from its address).
+Failures, and every other request, are logged as before.
 """
 
 import logging
 
-PROBE_PATHS = ("/health", "/api/2.0/mlflow/experiments/get?experiment_id=0")
+LOCAL_PROBE_PATHS = ("/health",)
+PROXY_PROBE_PATH = "/health?probe=proxy"
 
 
 class HealthcheckProbeFilter(logging.Filter):
@@ -17,5 +20,5 @@ class HealthcheckProbeFilter(logging.Filter):
         if not isinstance(args, tuple) or len(args) != 5:
             return True
         client, _method, path, _version, status = args
-        is_probe = str(client).startswith("127.0.0.1:") and path in PROBE_PATHS
+        is_probe = path == PROXY_PROBE_PATH or (str(client).startswith("127.0.0.1:") and path in LOCAL_PROBE_PATHS)
         return not (is_probe and isinstance(status, int) and status < 400)

@@ -2,18 +2,26 @@
 # Start as root only long enough to read the Compose secret (a root-owned 0600
 # file on the host), then run everything as the unprivileged postgres user.
 #
-# First start: initdb with data checksums, superuser reachable only through the
-# local socket (peer auth), and an application role that owns the application
-# database. The temporary server listens on no TCP port, so the healthcheck
-# (TCP) stays red until the real server is up.
+# PostgreSQL has no network interface at all: it listens on its Unix socket
+# only, in a volume shared with the containers that need it (mlflow, backup
+# jobs). On Docker < 28 the host can reach containers on "internal" networks,
+# so a socket is the only way to keep the database unreachable from the host.
+#
+# First start: initdb with data checksums, an application role that owns the
+# tracking database and the auth database. Every start: the kit's pg_hba.conf
+# (superuser by peer only, everyone else by password) and any missing kit
+# database (stacks created before the auth database existed get it here).
 set -euo pipefail
 
 : "${PGDATA:=/var/lib/postgresql/data}"
 secret_file="${POSTGRES_PASSWORD_FILE:-/run/secrets/postgres_password}"
 app_user="${POSTGRES_USER:-mlflow}"
-app_db="${POSTGRES_DB:-mlflow}"
+read -r -a databases <<<"${POSTGRES_DATABASES:-mlflow mlflow_auth}"
 # Where the root half hands the password to the postgres half (a private copy).
-password_copy=/run/postgresql/.app_password
+password_copy=/tmp/.app_password
+# The healthcheck reports healthy only once this exists: the temporary
+# socket-only server used below must never look like the real one.
+ready_marker=/tmp/.kit-serving
 
 log() { echo "postgres-entrypoint: $*" >&2; }
 
@@ -23,32 +31,72 @@ if [[ "$(id -u)" == "0" ]]; then
             log "cannot read the password file ${secret_file}; run \`mlops-kit init\` (it writes secrets/postgres_password) or check the postgres_password secret in compose.yaml"
             exit 78
         fi
-        install -o postgres -g postgres -m 0400 "${secret_file}" "${password_copy}"
+        # Written by the postgres user itself (no CHOWN/FOWNER needed): root
+        # only opens the secret and hands its content over on stdin.
+        setpriv --reuid=postgres --regid=postgres --init-groups \
+            sh -c 'umask 077 && cat >"$1"' sh "${password_copy}" <"${secret_file}"
     fi
     # Volumes mounted from elsewhere (or restored) may come with another owner.
     [[ "$(stat -c %u "${PGDATA}")" == "$(id -u postgres)" ]] || chown -R postgres:postgres "${PGDATA}"
+    if [[ "$(stat -c %u /run/postgresql)" != "$(id -u postgres)" ]]; then
+        chmod 2775 /run/postgresql && chown postgres:postgres /run/postgresql
+    fi
     exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 fi
 
-if [[ "${1:-}" == "postgres" && ! -s "${PGDATA}/PG_VERSION" ]]; then
-    log "initialising a new cluster in ${PGDATA}"
-    initdb --pgdata="${PGDATA}" --username=postgres --auth-local=peer --auth-host=scram-sha-256 \
-        --encoding=UTF8 --locale=C.UTF-8 --data-checksums >/dev/null
-    # Containers on the stack's network connect over TCP with a password.
-    printf 'host all all all scram-sha-256\n' >>"${PGDATA}/pg_hba.conf"
+rm -f "${ready_marker}"
 
+start_private() {
+    # Socket only, in a private folder: nobody else can connect meanwhile.
+    install -d -m 0700 /tmp/.kit-init-socket
     pg_ctl --pgdata="${PGDATA}" --wait --silent \
-        --options="-c listen_addresses='' -c unix_socket_directories=/run/postgresql" start
-    # The password goes through psql's stdin (\set from a file), never argv.
-    psql --no-psqlrc --quiet --set=ON_ERROR_STOP=1 --username=postgres --dbname=postgres \
-        --set=app_user="${app_user}" --set=app_db="${app_db}" <<SQL
+        --options="-c listen_addresses='' -c unix_socket_directories=/tmp/.kit-init-socket" start
+}
+stop_private() { pg_ctl --pgdata="${PGDATA}" --wait --silent --mode=fast stop; }
+psql_private() {
+    psql --no-psqlrc --quiet --set=ON_ERROR_STOP=1 --host=/tmp/.kit-init-socket --username=postgres "$@"
+}
+
+if [[ "${1:-}" == "postgres" ]]; then
+    if [[ ! -s "${PGDATA}/PG_VERSION" ]]; then
+        log "initialising a new cluster in ${PGDATA}"
+        initdb --pgdata="${PGDATA}" --username=postgres --auth-local=peer --auth-host=reject \
+            --encoding=UTF8 --locale=C.UTF-8 --data-checksums >/dev/null
+        start_private
+        # The password goes through psql's stdin (\set from a file), never argv.
+        psql_private --dbname=postgres --set=app_user="${app_user}" <<SQL
 \\set app_password \`cat "${password_copy}"\`
 CREATE ROLE :"app_user" LOGIN PASSWORD :'app_password';
-CREATE DATABASE :"app_db" OWNER :"app_user";
 SQL
-    pg_ctl --pgdata="${PGDATA}" --wait --silent --mode=fast stop
-    log "cluster ready: database ${app_db} owned by ${app_user}"
+        stop_private
+    fi
+    rm -f "${password_copy}"
+
+    # The kit owns pg_hba.conf: the superuser only by peer over the socket,
+    # every other role by password over the socket, nothing over TCP.
+    cat >"${PGDATA}/pg_hba.conf" <<'HBA'
+# Managed by mlops-kit: rewritten at every start (edits are lost).
+# TYPE  DATABASE  USER      METHOD
+local   all       postgres  peer
+local   all       all       scram-sha-256
+HBA
+
+    wanted="${databases[*]}"
+    if [[ "$(cat "${PGDATA}/.mlops-kit-databases" 2>/dev/null)" != "${wanted}" ]]; then
+        start_private
+        for db in "${databases[@]}"; do
+            exists="$(psql_private --dbname=postgres --tuples-only --no-align \
+                --set=db="${db}" <<<"SELECT 1 FROM pg_database WHERE datname = :'db'")"
+            if [[ "${exists}" != "1" ]]; then
+                psql_private --dbname=postgres --set=db="${db}" --set=app_user="${app_user}" \
+                    <<<'CREATE DATABASE :"db" OWNER :"app_user";'
+                log "created database ${db} owned by ${app_user}"
+            fi
+        done
+        stop_private
+        printf '%s' "${wanted}" >"${PGDATA}/.mlops-kit-databases"
+    fi
+    touch "${ready_marker}"
 fi
-rm -f "${password_copy}"
 
 exec "$@"

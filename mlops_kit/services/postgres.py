@@ -12,7 +12,12 @@ POSTGRES = ServiceSpec(
     description="PostgreSQL 17 backend store",
 )
 
-#: The application database and the role that owns it (the superuser has no
-#: password and is reachable only through the container's local socket).
+#: The tracking database, the basic-auth user database and the role that owns
+#: both (the superuser has no password: peer authentication only).
 DATABASE = "mlflow"
+AUTH_DATABASE = "mlflow_auth"
+DATABASES: tuple[str, ...] = (DATABASE, AUTH_DATABASE)
 ROLE = "mlflow"
+#: PostgreSQL has no network interface: clients mount this folder (the
+#: postgres-socket volume) and connect to the Unix socket in it.
+SOCKET_DIR = "/run/postgresql"

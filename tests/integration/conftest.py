@@ -15,12 +15,18 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from mlops_kit.services.mlflow import ServerAccess, as_mlflow_client
 from tests.conftest import copy_kit
+
+if TYPE_CHECKING:
+    import requests
 
 CLI_TIMEOUT = 1800
 
@@ -73,7 +79,49 @@ class Stack:
 
     @property
     def tracking_uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """What a data scientist on this host uses: HTTPS through the proxy."""
+        return f"https://localhost:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The kit's CA as `init` publishes it for clients."""
+        return self.directory / "tls" / "mlops-kit-ca.crt"
+
+    def client_variables(self, user: str = "admin") -> dict[str, str]:
+        """The MLflow client's variables for ``user``, as `client-env --user` prints them."""
+        result = self.kit("client-env", "--user", user, "--shell", "json")
+        return dict(json.loads(result.stdout))
+
+    def password(self, user: str = "admin") -> str:
+        return self.client_variables(user)["MLFLOW_TRACKING_PASSWORD"]
+
+    @contextmanager
+    def as_user(self, user: str = "admin") -> Iterator[dict[str, str]]:
+        """Point this process's MLflow client at the stack, logged in as ``user``."""
+        variables = self.client_variables(user)
+        access = ServerAccess(
+            base_url=variables["MLFLOW_TRACKING_URI"],
+            verify=variables["MLFLOW_TRACKING_SERVER_CERT_PATH"],
+            username=user,
+            password=variables["MLFLOW_TRACKING_PASSWORD"],
+        )
+        with as_mlflow_client(access):
+            yield variables
+
+    def containers(self) -> list[str]:
+        """Ids of every container of the project (running or not)."""
+        return project_containers(self.project)
+
+    def session(self, user: str | None = "admin") -> requests.Session:
+        """A requests session that trusts the stack's CA, logged in as ``user`` (None: anonymous)."""
+        import requests
+
+        session = requests.Session()
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would replace the stack's CA
+        session.verify = str(self.ca_file)
+        if user:
+            session.auth = (user, self.password(user))
+        return session
 
     def init(self, *extra: str) -> None:
         self.kit("init", "--project-name", self.project, "--port", str(self.port), *extra)
@@ -101,6 +149,16 @@ class Stack:
             capture_output=True,
             check=False,
         )
+
+
+def project_containers(project: str) -> list[str]:
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
 
 
 def new_stack(base: Path, prefix: str = "mlkt") -> Stack:

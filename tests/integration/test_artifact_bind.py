@@ -46,10 +46,11 @@ def test_artifacts_land_as_files_in_the_mounted_folder(stack_factory, tmp_path: 
 
     payload = tmp_path / "blob.bin"
     payload.write_bytes(os.urandom(3 * 2**20))
-    mlflow.set_tracking_uri(stack.tracking_uri)
-    mlflow.set_experiment("bind-mount")
-    with mlflow.start_run() as run:
-        mlflow.log_artifact(str(payload), artifact_path="files")
+    with stack.as_user("admin"):
+        mlflow.set_tracking_uri(stack.tracking_uri)
+        mlflow.set_experiment("bind-mount")
+        with mlflow.start_run() as run:
+            mlflow.log_artifact(str(payload), artifact_path="files")
 
     stored = list(export.rglob("blob.bin"))
     assert len(stored) == 1, list(export.rglob("*"))

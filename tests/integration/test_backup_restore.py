@@ -41,8 +41,22 @@ def stack_a(kit_images: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def populated(stack_a: Stack) -> dict[str, Any]:
-    populate(stack_a.tracking_uri, PREFIX)
-    return digest(stack_a.tracking_uri)
+    with stack_a.as_user("admin"):
+        populate(stack_a.tracking_uri, PREFIX)
+    # A user with a grant: the user database is backed up and restored too.
+    stack_a.kit("users", "add", "carol")
+    stack_a.kit("users", "grant", "carol", "READ", "experiment", f"{PREFIX}-experiment-0")
+    return digest_of(stack_a)
+
+
+def digest_of(stack: Stack, **options: Any) -> dict[str, Any]:
+    """The stack's data as its admin reads it, plus its users and their grants."""
+    with stack.as_user("admin"):
+        data = digest(stack.tracking_uri, **options)
+    users = json.loads(stack.kit("users", "list", "--json").stdout)
+    data["users"] = sorted((u["username"], u["is_admin"]) for u in users)
+    data["grants"] = json.loads(stack.kit("users", "permissions", "carol", "--json", check=False).stdout or "[]")
+    return data
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +118,7 @@ def test_round_trip_down_volumes_restore_gives_identical_digest(stack_a: Stack, 
     stack_a.kit("down", "--volumes", "--yes")
     assert stack_a.volumes() == []
     stack_a.kit("restore", "--yes")
-    assert digest(stack_a.tracking_uri) == populated
+    assert digest_of(stack_a) == populated
 
 
 def test_wrong_key_is_refused_and_the_stack_untouched(stack_a: Stack, populated: dict[str, Any]) -> None:
@@ -118,7 +132,7 @@ def test_wrong_key_is_refused_and_the_stack_untouched(stack_a: Stack, populated:
     assert_refused(result, "does not open the backup repository")
     assert original not in result.stderr
     assert stack_a.status()["healthy"] is True
-    assert digest(stack_a.tracking_uri) == populated
+    assert digest_of(stack_a) == populated
 
 
 def test_corrupt_repository_byte_is_refused(stack_a: Stack, populated: dict[str, Any]) -> None:
@@ -137,7 +151,7 @@ def test_corrupt_repository_byte_is_refused(stack_a: Stack, populated: dict[str,
     # restic's structure check, or the restore's own MAC verification, catches it.
     assert "cannot be restored" in result.stderr or "failed its integrity check" in result.stderr
     assert stack_a.status()["healthy"] is True
-    assert digest(stack_a.tracking_uri) == populated
+    assert digest_of(stack_a) == populated
 
 
 def _doctored_latest(stack: Stack, edit: str) -> str:
@@ -166,7 +180,7 @@ def test_truncated_dump_is_refused(stack_a: Stack, populated: dict[str, Any]) ->
     finally:
         _forget(stack_a, doctored)
     assert_refused(result, "dump of mlflow does not match its checksum")
-    assert digest(stack_a.tracking_uri) == populated
+    assert digest_of(stack_a) == populated
 
 
 def test_set_from_a_newer_mlflow_is_refused(stack_a: Stack) -> None:
@@ -229,14 +243,15 @@ def test_backup_while_a_client_writes_and_restore_on_a_new_host(
             client.set_terminated(run.info.run_id)
             finished.append(run.info.run_id)
 
-    thread = threading.Thread(target=writer)
-    thread.start()
-    time.sleep(2)
-    try:
-        stack_a.kit("backup")
-    finally:
-        stop.set()
-        thread.join(timeout=120)
+    with stack_a.as_user("admin"):
+        thread = threading.Thread(target=writer)
+        thread.start()
+        time.sleep(2)
+        try:
+            stack_a.kit("backup")
+        finally:
+            stop.set()
+            thread.join(timeout=120)
     assert finished
 
     # A new host: the kit, a copy of the repository and its key, nothing else.
@@ -248,7 +263,7 @@ def test_backup_while_a_client_writes_and_restore_on_a_new_host(
             stack_a.directory / "secrets" / "restic_password", stack_b.directory / "secrets" / "restic_password"
         )
         stack_b.kit("restore", "--yes")
-        restored = digest(stack_b.tracking_uri, experiment_names=[f"{PREFIX}-experiment-0", f"{PREFIX}-experiment-1"])
+        restored = digest_of(stack_b, experiment_names=[f"{PREFIX}-experiment-0", f"{PREFIX}-experiment-1"])
         original = {
             k: v
             for k, v in populated["experiments"].items()
@@ -256,16 +271,20 @@ def test_backup_while_a_client_writes_and_restore_on_a_new_host(
         }
         assert restored["experiments"] == original
         assert restored["registered_models"] == populated["registered_models"]
+        # The users came along; the kit's admin logs in with the new host's password.
+        assert restored["users"] == populated["users"]
+        assert restored["grants"] == populated["grants"]
 
-        mlflow.set_tracking_uri(stack_b.tracking_uri)
-        client = MlflowClient(stack_b.tracking_uri)
-        experiment = client.get_experiment_by_name("concurrent-writes")
-        restored_runs = client.search_runs([experiment.experiment_id], max_results=1000)
-        done = [r for r in restored_runs if r.info.status == "FINISHED"]
-        assert done, "the backup should have caught some finished runs"
-        for run in done:
-            names = [a.path for a in client.list_artifacts(run.info.run_id)]
-            assert names == ["payload.bin"], (run.info.run_name, names)
+        with stack_b.as_user("admin"):
+            mlflow.set_tracking_uri(stack_b.tracking_uri)
+            client = MlflowClient(stack_b.tracking_uri)
+            experiment = client.get_experiment_by_name("concurrent-writes")
+            restored_runs = client.search_runs([experiment.experiment_id], max_results=1000)
+            done = [r for r in restored_runs if r.info.status == "FINISHED"]
+            assert done, "the backup should have caught some finished runs"
+            for run in done:
+                names = [a.path for a in client.list_artifacts(run.info.run_id)]
+                assert names == ["payload.bin"], (run.info.run_name, names)
     finally:
         stack_b.destroy()
 

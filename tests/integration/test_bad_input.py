@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 
 from tests.integration.conftest import Stack
 
@@ -17,16 +16,6 @@ def assert_one_line_error(stderr: str, *needles: str) -> None:
         assert needle in lines[0], (needle, lines[0])
 
 
-def containers_of(project: str) -> list[str]:
-    out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
-
-
 def test_port_already_taken_is_named_and_nothing_starts(stack_factory) -> None:  # type: ignore[no-untyped-def]
     stack: Stack = stack_factory()
     stack.init()
@@ -37,7 +26,7 @@ def test_port_already_taken_is_named_and_nothing_starts(stack_factory) -> None: 
         result = stack.kit("up", check=False)
     assert result.returncode == 3
     assert_one_line_error(result.stderr, f"port {stack.port}", "MLOPS_KIT_PORT")
-    assert containers_of(stack.project) == []
+    assert stack.containers() == []
 
 
 def test_up_without_env_file_runs_init_first(stack_factory) -> None:  # type: ignore[no-untyped-def]

@@ -37,7 +37,9 @@ def old_image(kit_images: None) -> str:
     return OLD_IMAGE
 
 
-def test_set_from_an_older_mlflow_is_restored_and_migrated(stack_factory, old_image: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_set_from_an_older_mlflow_is_restored_and_migrated(  # type: ignore[no-untyped-def]
+    stack_factory, old_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow.tracking import MlflowClient
 
     stack: Stack = stack_factory("mlkt-old")
@@ -47,6 +49,9 @@ def test_set_from_an_older_mlflow_is_restored_and_migrated(stack_factory, old_im
     stack.kit("up")
     by_name = {s["service"]: s for s in stack.status()["services"]}
     assert by_name["mlflow"]["version"] == OLD_MLFLOW
+    # The admin's login and the CA stay the same across the restore (same host).
+    for name, value in stack.client_variables("admin").items():
+        monkeypatch.setenv(name, value)
 
     client = MlflowClient(stack.tracking_uri)
     experiment_id = client.create_experiment("made-by-old-mlflow")
@@ -67,7 +72,7 @@ def test_set_from_an_older_mlflow_is_restored_and_migrated(stack_factory, old_im
     env_file = stack.directory / ".env"
     env_file.write_text(
         env_file.read_text().replace(
-            f"MLOPS_KIT_MLFLOW_IMAGE={old_image}", "MLOPS_KIT_MLFLOW_IMAGE=mlops-kit/mlflow:3.17.2-kit0.1.0"
+            f"MLOPS_KIT_MLFLOW_IMAGE={old_image}", "MLOPS_KIT_MLFLOW_IMAGE=mlops-kit/mlflow:3.17.2-kit0.2.0"
         )
     )
     restored = json.loads(stack.kit("restore", "--yes", "--json").stdout)

@@ -6,6 +6,7 @@ The tests in this module run in order on one stack, as an operator's day would.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,9 +39,13 @@ def recorded() -> dict[str, Any]:
 
 
 @pytest.fixture(autouse=True)
-def _mlflow_client_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _mlflow_client_env(monkeypatch: pytest.MonkeyPatch, stack: Stack) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
+    if (stack.directory / ".env").exists():
+        # Logged in as the admin, trusting the kit's CA: what `client-env --user admin` prints.
+        for name, value in stack.client_variables("admin").items():
+            monkeypatch.setenv(name, value)
 
 
 def test_up_from_a_fresh_folder_reaches_healthy(stack: Stack) -> None:
@@ -52,28 +57,34 @@ def test_up_from_a_fresh_folder_reaches_healthy(stack: Stack) -> None:
     by_name = {s["service"]: s for s in status["services"]}
     assert by_name["mlflow"]["health"] == "healthy"
     assert by_name["postgres"]["health"] == "healthy"
+    assert by_name["proxy"]["health"] == "healthy"
     assert by_name["mlflow"]["version"] == "3.17.2"
-    assert by_name["mlflow"]["ports"] == [f"127.0.0.1:{stack.port}->5000"]
+    # The proxy is the only published service.
+    assert by_name["proxy"]["ports"] == [f"127.0.0.1:{stack.port}->8443"]
+    assert by_name["mlflow"]["ports"] == []
     assert by_name["postgres"]["ports"] == []
 
 
 def test_logs_show_requests_but_not_healthcheck_probes(stack: Stack) -> None:
-    import requests
-
-    requests.get(f"{stack.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+    stack.session().get(f"{stack.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
     log = stack.kit("logs", "mlflow", "--tail", "all").stdout
     assert "GET /api/2.0/mlflow/experiments/search?max_results=1" in log
     assert "GET /health" not in log
+    proxy_log = stack.kit("logs", "proxy", "--tail", "all").stdout
+    assert "/api/2.0/mlflow/experiments/search" in proxy_log
+    assert "probe=proxy" not in proxy_log
 
 
 def test_clients_using_the_public_name_are_accepted_and_unknown_names_refused(stack: Stack) -> None:
-    import requests
-
+    session = stack.session()
     url = f"{stack.tracking_uri}/api/2.0/mlflow/experiments/get?experiment_id=0"
-    accepted = requests.get(url, headers={"Host": f"{PUBLIC_HOST}:{stack.port}"}, timeout=10)
+    accepted = session.get(url, headers={"Host": f"{PUBLIC_HOST}:{stack.port}"}, timeout=10)
     assert accepted.status_code == 200
-    refused = requests.get(url, headers={"Host": f"attacker.example:{stack.port}"}, timeout=10)
+    refused = session.get(url, headers={"Host": f"attacker.example:{stack.port}"}, timeout=10)
     assert refused.status_code == 403
+    # The public name is on the proxy's certificate, so clients using it verify TLS.
+    names = stack.kit("tls", "show", "--json").stdout
+    assert PUBLIC_HOST in json.loads(names)["names"]
 
 
 def _sha256(path: str | Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +82,7 @@ def test_malformed_value_in_env_file_names_variable(kit_dir: Path) -> None:
 def test_environment_variable_overrides_env_file(kit_dir: Path) -> None:
     assert kit(kit_dir, "init", "--port", "5111").returncode == 0
     result = kit(kit_dir, "client-env", env={"MLOPS_KIT_PORT": "5222"})
-    assert result.stdout.strip() == "export MLFLOW_TRACKING_URI=http://127.0.0.1:5222"
+    assert result.stdout.splitlines()[0] == "export MLFLOW_TRACKING_URI=https://localhost:5222"
 
 
 def test_init_writes_settings_given_in_the_environment(kit_dir: Path) -> None:
@@ -98,7 +99,18 @@ def test_init_writes_settings_given_in_the_environment(kit_dir: Path) -> None:
 def test_client_env_prints_evaluable_lines(kit_dir: Path) -> None:
     assert kit(kit_dir, "init", "--bind-address", "0.0.0.0", "--public-host", "ml.corp.example").returncode == 0
     result = kit(kit_dir, "client-env")
-    assert result.stdout == "export MLFLOW_TRACKING_URI=http://ml.corp.example:5000\n"
+    ca = kit_dir / "tls" / "mlops-kit-ca.crt"
+    assert result.stdout == (
+        f"export MLFLOW_TRACKING_URI=https://ml.corp.example:5000\nexport MLFLOW_TRACKING_SERVER_CERT_PATH={ca}\n"
+    )
+    assert ca.is_file() and ca.stat().st_mode & 0o777 == 0o644
+    with_user = kit(kit_dir, "client-env", "--user", "admin", "--shell", "json")
+    variables = json.loads(with_user.stdout)
+    assert variables["MLFLOW_TRACKING_USERNAME"] == "admin"
+    assert variables["MLFLOW_TRACKING_PASSWORD"] == (kit_dir / "secrets" / "mlflow_admin_password").read_text()
+    unknown = kit(kit_dir, "client-env", "--user", "nobody")
+    assert unknown.returncode == 2
+    assert_one_line_error(unknown, "nobody", "users add")
     env_text = (kit_dir / ".env").read_text()
     assert "ml.corp.example:*" in env_text
 

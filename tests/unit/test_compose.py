@@ -125,6 +125,9 @@ NOT_PLAIN_DEFAULTS = {
     "MLOPS_KIT_BACKUP_DIR",
     "MLOPS_KIT_POSTGRES_VOLUME",
     "MLOPS_KIT_ARTIFACTS_VOLUME",
+    # Empty in the kit's config = the certificate the kit's CA issued (a path under secrets/).
+    "MLOPS_KIT_TLS_CERT_FILE",
+    "MLOPS_KIT_TLS_KEY_FILE",
 }
 
 
@@ -158,22 +161,52 @@ def compose_config(kit_dir: Path, *files: str, env: dict[str, str] | None = None
 def test_rendered_compose_is_wired_as_documented(kit_dir: Path) -> None:
     init_env_file(kit_dir, {"MLOPS_KIT_PORT": "5998"}, host=HOST)
     model = compose_config(kit_dir, "compose.yaml")
-    mlflow, postgres = model["services"]["mlflow"], model["services"]["postgres"]
+    services = model["services"]
+    mlflow, postgres, proxy = services["mlflow"], services["postgres"], services["proxy"]
     assert mlflow["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert mlflow["ports"][0]["published"] == "5998"
-    assert mlflow["ports"][0]["host_ip"] == "127.0.0.1"
-    assert "ports" not in postgres
-    assert model["networks"]["backend"]["internal"] is True
-    assert set(postgres["networks"]) == {"backend"}
-    for service in (mlflow, postgres):
-        assert service["healthcheck"]["test"][0] == "CMD"
-        assert service["restart"] == "unless-stopped"
-        assert service["logging"]["driver"] == "json-file"
-    assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://mlflow@postgres")
+    assert proxy["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    # Only the proxy is published; PostgreSQL has no network at all.
+    assert proxy["ports"][0]["published"] == "5998"
+    assert proxy["ports"][0]["host_ip"] == "127.0.0.1"
+    assert proxy["ports"][0]["target"] == 8443
+    assert [name for name, service in services.items() if service.get("ports")] == ["proxy"]
+    assert postgres["network_mode"] == "none"
+    assert set(mlflow["networks"]) == {"app"}
+    assert model["networks"]["app"]["internal"] is True
+    assert "listen_addresses=" in postgres["command"]
+    for name in ("mlflow", "postgres", "proxy"):
+        service = services[name]
+        assert service["healthcheck"]["test"][0] == "CMD", name
+        assert service["restart"] == "unless-stopped", name
+        assert service["logging"]["driver"] == "json-file", name
+    for name, service in services.items():
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+        assert service["cap_drop"] == ["ALL"], name
+        assert set(service["cap_add"]) <= {"SETUID", "SETGID", "CHOWN", "DAC_OVERRIDE", "FOWNER"}, name
+        assert service["read_only"] is True, name
+        assert service["pids_limit"] > 0 and service["mem_limit"], name
+        assert "user" not in service, name  # entrypoints drop to the service user themselves
+    assert mlflow["command"] == ["mlflow", "server", "--app-name", "basic-auth"]
+    assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].endswith("/mlflow?host=/run/postgresql")
+    assert mlflow["environment"]["MLOPS_KIT_AUTH_DATABASE_URI"].endswith("/mlflow_auth?host=/run/postgresql")
+    assert mlflow["environment"]["MLOPS_KIT_AUTH_DEFAULT_PERMISSION"] == "NO_PERMISSIONS"
     assert "mlhost:*" in mlflow["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"]
     assert model["secrets"]["postgres_password"]["file"] == str(kit_dir / "secrets" / "postgres_password")
-    password = (kit_dir / "secrets" / "postgres_password").read_text()
-    assert password not in json.dumps(model)
+    assert model["secrets"]["tls_key"]["file"] == str(kit_dir / "secrets" / "tls" / "server.key")
+    for name in ("postgres_password", "mlflow_admin_password", "mlflow_flask_secret_key"):
+        value = (kit_dir / "secrets" / name).read_text()
+        assert value not in json.dumps(model), name
+
+
+def test_operator_certificate_replaces_the_kits(kit_dir: Path) -> None:
+    init_env_file(
+        kit_dir,
+        {"MLOPS_KIT_TLS_CERT_FILE": "/etc/ssl/ml.crt", "MLOPS_KIT_TLS_KEY_FILE": "/etc/ssl/private/ml.key"},
+        host=HOST,
+    )
+    model = compose_config(kit_dir, "compose.yaml")
+    assert model["secrets"]["tls_cert"]["file"] == "/etc/ssl/ml.crt"
+    assert model["secrets"]["tls_key"]["file"] == "/etc/ssl/private/ml.key"
 
 
 def test_rendered_nfs_overlay_mounts_the_export(kit_dir: Path) -> None:

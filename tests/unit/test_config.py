@@ -151,9 +151,9 @@ def test_compose_env_carries_every_setting(initialised: Path) -> None:
 @pytest.mark.parametrize(
     ("bind", "public", "tracking", "local"),
     [
-        ("127.0.0.1", "mlhost.corp.example", "http://127.0.0.1:5000", "http://127.0.0.1:5000"),
-        ("0.0.0.0", "mlhost.corp.example", "http://mlhost.corp.example:5000", "http://127.0.0.1:5000"),
-        ("10.1.2.3", "", "http://10.1.2.3:5000", "http://10.1.2.3:5000"),
+        ("127.0.0.1", "mlhost.corp.example", "https://localhost:5000", "https://localhost:5000"),
+        ("0.0.0.0", "mlhost.corp.example", "https://mlhost.corp.example:5000", "https://localhost:5000"),
+        ("10.1.2.3", "", "https://10.1.2.3:5000", "https://10.1.2.3:5000"),
     ],
 )
 def test_tracking_uri_for_clients_and_local_url_for_the_cli(

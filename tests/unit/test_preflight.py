@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -59,3 +60,37 @@ def test_raise_on_failure_uses_the_first_failure_and_its_fix() -> None:
         raise_on_failure(results)
     assert caught.value.message == "b: broken"
     assert caught.value.hint == "do x"
+
+
+class FakeEngineRunner(CommandRunner):
+    """The one runner, patched: `docker info` answers as an engine of the given version would."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__()
+        self.version = version
+
+    def run(self, argv, **kwargs):  # type: ignore[no-untyped-def,override]
+        from mlops_kit.runner import CommandResult
+
+        if argv[:2] == ["docker", "info"]:
+            stdout = json.dumps({"ServerVersion": self.version, "DockerRootDir": "/var/lib/docker", "Driver": "x"})
+            return CommandResult(list(argv), 0, stdout, "")
+        raise AssertionError(f"unexpected command {argv}")
+
+
+@pytest.mark.parametrize(
+    ("version", "bind", "status"),
+    [("20.10.24+dfsg1", "127.0.0.1", "warn"), ("28.0.1", "127.0.0.1", OK), ("20.10.24", "0.0.0.0", OK)],
+)
+def test_old_engine_with_loopback_publishing_is_warned_about(
+    kit_dir: Path, version: str, bind: str, status: str
+) -> None:
+    init_env_file(kit_dir, {"MLOPS_KIT_BIND_ADDRESS": bind}, host=HOST)
+    config = load_config(kit_dir)
+    preflight = Preflight(ComposeProject(config, FakeEngineRunner(version)))
+    assert preflight.check_engine().status == OK
+    result = preflight.check_loopback_exposure()
+    assert result.status == status
+    if status == "warn":
+        assert "45610" in result.detail
+        assert "docs/security.md" in result.fix

@@ -1,0 +1,23 @@
+#!/bin/bash
+# Start as root only long enough to copy the TLS key (a root-owned 0600 file on
+# the host) into the private /tmp (a tmpfs) for the caddy user, then run Caddy
+# as caddy. The key never leaves that tmpfs.
+set -euo pipefail
+
+secrets_dir="${MLOPS_KIT_SECRETS_MOUNT:-/run/secrets}"
+die() { echo "proxy-entrypoint: $1" >&2; exit 78; }
+
+if [[ "$(id -u)" == "0" ]]; then
+    for name in tls_cert tls_key; do
+        [[ -s "${secrets_dir}/${name}" ]] || die "cannot read ${secrets_dir}/${name}; run \`mlops-kit init\` (it issues the kit's certificate) or check MLOPS_KIT_TLS_CERT_FILE / MLOPS_KIT_TLS_KEY_FILE"
+    done
+    as_caddy() { setpriv --reuid=caddy --regid=caddy --init-groups "$@"; }
+    as_caddy mkdir -p -m 0700 /tmp/tls "${XDG_CONFIG_HOME}" "${XDG_DATA_HOME}"
+    # Written by caddy itself: root only opens the secret files (no CHOWN needed).
+    for pair in tls_cert:server.crt tls_key:server.key; do
+        as_caddy sh -c 'umask 077 && cat >"$1"' sh "/tmp/tls/${pair#*:}" <"${secrets_dir}/${pair%%:*}"
+    done
+    exec setpriv --reuid=caddy --regid=caddy --init-groups "$@"
+fi
+
+exec "$@"

@@ -1,0 +1,95 @@
+"""The kit's CA and the proxy's certificate (no Docker)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from mlops_kit.config import load_config
+from mlops_kit.envfile import HostFacts, init_env_file
+from mlops_kit.errors import ConfigError
+from mlops_kit.tls import (
+    CA_CERT,
+    CA_KEY,
+    SERVER_CERT,
+    SERVER_KEY,
+    certificate_names,
+    ensure_certificates,
+    public_ca_path,
+    read_certificate,
+    rotate_ca,
+    tls_path,
+)
+
+HOST = HostFacts(memory_bytes=8 * 2**30, cpus=2, hostname="mlhost", fqdn="mlhost.corp.example", addresses=("10.1.2.3",))
+
+
+def configured(kit_dir: Path, **choices: str):  # type: ignore[no-untyped-def]
+    init_env_file(kit_dir, dict(choices), host=HOST)
+    return load_config(kit_dir, environ={})
+
+
+def test_certificate_names_every_name_clients_may_use(kit_dir: Path) -> None:
+    config = configured(kit_dir, MLOPS_KIT_PUBLIC_HOST="ml.corp.example")
+    names = certificate_names(config)
+    assert names[:3] == ["localhost", "127.0.0.1", "::1"]
+    assert {"ml.corp.example", "mlhost.corp.example", "mlhost", "10.1.2.3"} <= set(names)
+    assert not any("*" in name for name in names)
+
+
+def test_init_files_chain_to_the_ca_and_keys_are_private(kit_dir: Path) -> None:
+    config = configured(kit_dir)
+    done = ensure_certificates(config)
+    assert done == ["created the kit's CA", "issued the proxy's certificate (new CA)"]
+    directory = tls_path(config)
+    for key in (CA_KEY, SERVER_KEY):
+        assert stat.S_IMODE((directory / key).stat().st_mode) == 0o600
+    assert stat.S_IMODE(public_ca_path(config).stat().st_mode) == 0o644
+    # The chain verifies against the CA for a name on it, the way a client checks it.
+    context = ssl.create_default_context(cafile=str(public_ca_path(config)))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(directory / SERVER_CERT, directory / SERVER_KEY)
+    facts = read_certificate(directory / SERVER_CERT)
+    assert "10.1.2.3" in facts.names and "mlhost.corp.example" in facts.names
+    assert facts.not_after - dt.datetime.now(dt.timezone.utc) > dt.timedelta(days=390)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    ca = x509.load_pem_x509_certificate((directory / CA_CERT).read_bytes())
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+
+
+def test_second_run_keeps_a_current_certificate_and_reissues_for_a_new_name(kit_dir: Path) -> None:
+    config = configured(kit_dir)
+    ensure_certificates(config)
+    before = (tls_path(config) / SERVER_CERT).read_bytes()
+    assert ensure_certificates(config) == []
+    assert (tls_path(config) / SERVER_CERT).read_bytes() == before
+    renamed = load_config(kit_dir, environ={"MLOPS_KIT_PUBLIC_HOST": "new.corp.example"})
+    assert ensure_certificates(renamed) == ["issued the proxy's certificate (new names: new.corp.example)"]
+    assert "new.corp.example" in read_certificate(tls_path(config) / SERVER_CERT).names
+
+
+def test_rotate_ca_replaces_the_ca_and_keeps_the_old_files(kit_dir: Path) -> None:
+    config = configured(kit_dir)
+    ensure_certificates(config)
+    old_ca = public_ca_path(config).read_bytes()
+    rotate_ca(config)
+    assert public_ca_path(config).read_bytes() != old_ca
+    assert (tls_path(config) / f"{CA_KEY}.old").is_file()
+
+
+def test_operator_certificate_needs_both_files(kit_dir: Path, tmp_path: Path) -> None:
+    cert = tmp_path / "ml.crt"
+    cert.write_text("not used here")
+    init_env_file(kit_dir, {"MLOPS_KIT_TLS_CERT_FILE": str(cert)}, host=HOST)
+    with pytest.raises(ConfigError) as error:
+        load_config(kit_dir, environ={})
+    assert "MLOPS_KIT_TLS_KEY_FILE" in str(error.value)
+    missing = load_config
+    with pytest.raises(ConfigError) as error:
+        missing(kit_dir, environ={"MLOPS_KIT_TLS_KEY_FILE": str(tmp_path / "nope.key")})
+    assert "nope.key" in str(error.value) and "MLOPS_KIT_TLS_KEY_FILE" in str(error.value)
