@@ -29,7 +29,7 @@ from mlops_kit import console as ui
 from mlops_kit.backup import last_success, list_backups, run_backup
 from mlops_kit.compose import ComposeProject, ServiceState
 from mlops_kit.config import ARTIFACT_STORES, SETTINGS, SETTINGS_BY_ENV, KitConfig, find_project_dir, load_config
-from mlops_kit.envfile import init_env_file
+from mlops_kit.envfile import init_env_file, upgrade_env_file
 from mlops_kit.errors import AbortedError, ConfigError, KitError, PreflightError, StackError
 from mlops_kit.preflight import FAIL, Preflight
 from mlops_kit.restore import drill, restore_backup
@@ -243,6 +243,8 @@ def up(app: AppContext, force_build: bool, wait_timeout: int) -> None:
         ui.info(f"no {app.env_file}: running init first")
         config = _init(app, {}, force=False)
     else:
+        for key, value in upgrade_env_file(app.env_file).items():
+            ui.info(f"{app.env_file.name}: {key}={value} (written by an older kit)")
         config = app.config()
     project = app.project(config)
     started = time.monotonic()
@@ -543,7 +545,6 @@ _password_stdin_option = click.option(
 def users_add(app: AppContext, username: str, admin: bool, password_stdin: bool) -> None:
     """Create USERNAME with a generated password (stored in secrets/users/USERNAME, mode 0600)."""
     config = app.config()
-    _check_user_name(username)
     path = UserAdmin(config).add(username, admin=admin, password=_read_password_stdin(password_stdin))
     ui.success(f"user {username} created{' (admin)' if admin else ''}; password stored in {path} (mode 0600)")
     ui.info(f"give them: mlops-kit client-env --user {username}  (and the CA: mlops-kit tls export-ca)")
@@ -643,13 +644,6 @@ def users_permissions(app: AppContext, username: str, as_json: bool) -> None:
             str(row.get("resource_type", "")), str(row.get("resource_pattern", "")), str(row.get("permission", ""))
         )
     ui.out.print(table)
-
-
-def _check_user_name(username: str) -> None:
-    try:
-        SETTINGS_BY_ENV["MLOPS_KIT_ADMIN_USER"].parse(username)
-    except ValueError as exc:
-        raise ConfigError(f"user name {username!r} {exc}", hint="choose another name") from None
 
 
 @cli.group()

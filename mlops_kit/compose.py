@@ -193,15 +193,13 @@ class ComposeProject:
         self.stage_build_ca()
         self.run(["build", *services])
 
-    def up(self, *, wait_timeout: int, recreate: Sequence[str] = ()) -> None:
+    def up(self, *, wait_timeout: int) -> None:
         """Create/start every service and wait until all are healthy (`up --wait`).
 
-        ``recreate`` names services to recreate even if their configuration is
-        unchanged (a secret file's content changed: Compose cannot see that).
+        A changed secret file reaches its service because `compose_env` passes a
+        fingerprint of it that the service's configuration includes.
         """
         self.run(["up", "--detach", "--wait", "--wait-timeout", str(wait_timeout), "--remove-orphans"])
-        if recreate:
-            self.recreate(recreate, wait_timeout=wait_timeout)
 
     def recreate(self, services: Sequence[str], *, wait_timeout: int) -> None:
         """Replace the containers of ``services`` (dependencies untouched) and wait until healthy."""

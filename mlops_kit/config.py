@@ -9,6 +9,7 @@ Validation errors name the variable and where its value came from.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import ipaddress
 import logging
 import os
@@ -116,6 +117,22 @@ def _log_size(value: str) -> str:
     if not _LOG_SIZE.match(value):
         raise ValueError("must be a size such as 20m or 1g")
     return value
+
+
+def check_secret_text(value: str, what: str) -> None:
+    """Raise :class:`ConfigError` if ``value`` is not a usable secret; the message never shows it."""
+    try:
+        _secret(value)
+    except ValueError as exc:
+        raise ConfigError(f"{what} {exc}", hint="choose another one (or let the kit generate it)") from None
+
+
+def check_user_name(value: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a valid MLflow user name for the kit."""
+    try:
+        _user_name(value)
+    except ValueError as exc:
+        raise ConfigError(f"user name {value!r} {exc}", hint="choose another name") from None
 
 
 def _secret(value: str) -> str:
@@ -341,7 +358,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLOPS_KIT_BACKUP_DIR",
         "backup_dir",
-        "backups",
+        "./backups",
         _text,
         "Folder of the backup repository, staging area and cache (relative to the kit's folder).",
     ),
@@ -545,6 +562,17 @@ class KitConfig:
             env[key] = str(path) if path else ""
         env["COMPOSE_PROJECT_NAME"] = self.project_name
         return env
+
+
+def _fingerprint(paths: list[Path]) -> str:
+    """A short digest of the files' contents (missing files count as empty); reveals nothing of them."""
+    digest = hashlib.sha256(b"mlops-kit secrets revision\0")
+    for path in paths:
+        try:
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        except OSError:
+            digest.update(b"\0")
+    return digest.hexdigest()[:16]
 
 
 def _url_host(host: str) -> str:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlops_kit.config import ENV_FILE_NAME, SECRET_FILES, read_env_file
+from mlops_kit.config import ENV_FILE_NAME, SECRET_FILES, SETTINGS_BY_ENV, read_env_file
 from mlops_kit.errors import ConfigError
 from mlops_kit.masking import register_secret
 
@@ -239,3 +239,47 @@ def update_env_file(env_file: Path, values: dict[str, str], added_by: str) -> No
     """Set ``values`` in an existing `.env`, keeping every other line; atomic, mode 0600."""
     text = env_file.read_text(encoding="utf-8") if env_file.exists() else ""
     write_private_file(env_file, render_env(text, values, added_by))
+
+
+#: Image tags earlier kit versions wrote into `.env`. Their images do not fit this
+#: kit's compose.yaml, so `up` moves such a `.env` to this kit's tags.
+OLD_KIT_IMAGES: dict[str, tuple[str, ...]] = {
+    "MLOPS_KIT_MLFLOW_IMAGE": ("mlops-kit/mlflow:3.17.2-kit0.1.0",),
+    "MLOPS_KIT_POSTGRES_IMAGE": ("mlops-kit/postgres:17-kit0.1.0",),
+    "MLOPS_KIT_BACKUP_IMAGE": ("mlops-kit/backup:kit0.1.0",),
+}
+#: Host-sized settings a newer kit added: an older `.env` gets them sized for this host
+#: (a CPU limit above the host's count would stop Docker from creating the container).
+NEW_SIZED_SETTINGS = (
+    "MLOPS_KIT_MLFLOW_CPUS",
+    "MLOPS_KIT_POSTGRES_CPUS",
+    "MLOPS_KIT_PROXY_CPUS",
+    "MLOPS_KIT_BACKUP_CPUS",
+    "MLOPS_KIT_MLFLOW_MEMORY",
+    "MLOPS_KIT_POSTGRES_MEMORY",
+)
+
+
+def upgrade_env_file(env_file: Path, host: HostFacts | None = None) -> dict[str, str]:
+    """Bring a `.env` written by an older kit up to this one; returns the values changed.
+
+    Only values an older kit wrote by itself change: image tags it pinned, and
+    host-sized settings it did not know. Anything the operator chose stays.
+    """
+    if not env_file.is_file():
+        return {}
+    current = read_env_file(env_file)
+    changes: dict[str, str] = {}
+    for key, old_tags in OLD_KIT_IMAGES.items():
+        if current.get(key) in old_tags:
+            changes[key] = SETTINGS_BY_ENV[key].default
+    missing = [key for key in NEW_SIZED_SETTINGS if key not in current]
+    if missing:
+        sized = sized_settings(host or HostFacts.detect())
+        changes.update({key: sized[key] for key in missing})
+    if changes:
+        from mlops_kit import __version__
+
+        update_env_file(env_file, changes, added_by=f"mlops-kit {__version__} (upgrade)")
+        logger.info("updated %s for this kit version: %s", env_file, ", ".join(sorted(changes)))
+    return changes

@@ -11,11 +11,12 @@ import shutil
 import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from mlops_kit.compose import ENGINE_DOWN_MARKERS, ComposeProject
 from mlops_kit.config import KitConfig
-from mlops_kit.errors import CommandError, PreflightError
+from mlops_kit.errors import CommandError, KitError, PreflightError
 from mlops_kit.runner import CommandRunner
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,13 @@ class Preflight:
         checks: list[Callable[[], CheckResult]] = [self.check_docker_cli, self.check_engine, self.check_compose]
         if include_port:
             checks.append(self.check_port)
-        checks += [self.check_loopback_exposure, self.check_disk, self.check_images, self.check_env_file_mode]
+        checks += [
+            self.check_loopback_exposure,
+            self.check_certificate,
+            self.check_disk,
+            self.check_images,
+            self.check_env_file_mode,
+        ]
         return [check() for check in checks]
 
     # ---- individual checks -----------------------------------------------------------
@@ -228,6 +235,29 @@ class Preflight:
             f"{self.config.bind_address} (moby issue 45610)",
             LOOPBACK_FIX,
         )
+
+    def check_certificate(self) -> CheckResult:
+        """The proxy's certificate: present, not expired, renewed in time."""
+        from mlops_kit.tls import RENEW_BEFORE, SERVER_CERT, read_certificate, tls_path, uses_kit_ca
+
+        name = "TLS certificate"
+        path = self.config.tls_cert_file or tls_path(self.config) / SERVER_CERT
+        if not path.is_file():
+            return CheckResult(name, SKIP, f"{path} does not exist yet (init or up issues it)")
+        try:
+            facts = read_certificate(path)
+        except KitError as exc:
+            return CheckResult(name, FAIL, exc.message, exc.hint or "")
+        left = facts.not_after - datetime.now(timezone.utc)
+        detail = f"{path.name} valid until {facts.not_after:%Y-%m-%d} for {', '.join(facts.names[:4])}"
+        if left.total_seconds() <= 0:
+            fix = "mlops-kit tls renew" if uses_kit_ca(self.config) else "replace MLOPS_KIT_TLS_CERT_FILE"
+            return CheckResult(name, FAIL, f"{path} expired on {facts.not_after:%Y-%m-%d}", fix)
+        if left < RENEW_BEFORE:
+            if uses_kit_ca(self.config):
+                return CheckResult(name, OK, detail + " (up renews it)")
+            return CheckResult(name, WARN, detail, "renew it with its issuer, then mlops-kit up")
+        return CheckResult(name, OK, detail)
 
     def check_env_file_mode(self) -> CheckResult:
         env_file = self.config.env_file

@@ -100,12 +100,9 @@ def bring_up(
     start = time.monotonic()
     outcome: dict[str, BaseException] = {}
 
-    # A new certificate reaches a running proxy only through a new container.
-    recreate = [PROXY.name] if any(step.startswith("issued") for step in prepared) else []
-
     def run_up() -> None:
         try:
-            project.up(wait_timeout=wait_timeout, recreate=recreate)
+            project.up(wait_timeout=wait_timeout)
         except BaseException as exc:  # re-raised in the caller's thread
             outcome["error"] = exc
 

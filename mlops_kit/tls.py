@@ -75,11 +75,22 @@ def uses_kit_ca(config: KitConfig) -> bool:
 def certificate_names(config: KitConfig) -> list[str]:
     """Every name and address the proxy's certificate must carry."""
     names: list[str] = list(ALWAYS_NAMED)
-    candidates = [config.public_host, *(_plain_name(p) for p in config.allowed_hosts)]
+    # A specific bind address is a name clients (and the CLI) use too.
+    bind = "" if config.bind_address in ("0.0.0.0", "::") else config.bind_address
+    candidates = [config.public_host, bind, *(_plain_name(p) for p in config.allowed_hosts)]
     for name in candidates:
+        name = _canonical(name)
         if name and name not in names:
             names.append(name)
     return names
+
+
+def _canonical(name: str) -> str:
+    """IP addresses as the certificate will spell them (so a comparison later finds them)."""
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name
 
 
 def _plain_name(pattern: str) -> str:
@@ -240,7 +251,14 @@ def ensure_certificates(config: KitConfig, *, force_renew: bool = False) -> list
         publish_ca(config)
         return done
     directory = tls_path(config)
-    if not (directory / CA_KEY).is_file() or not (directory / CA_CERT).is_file():
+    has_key, has_cert = (directory / CA_KEY).is_file(), (directory / CA_CERT).is_file()
+    if has_key != has_cert:
+        present, missing = (CA_KEY, CA_CERT) if has_key else (CA_CERT, CA_KEY)
+        raise ConfigError(
+            f"{directory / present} exists but {directory / missing} does not",
+            hint=f"put back {missing}, or start a new CA: mlops-kit tls rotate-ca --yes",
+        )
+    if not has_key:
         create_ca(directory, config.project_name)
         done.append("created the kit's CA")
     names = certificate_names(config)

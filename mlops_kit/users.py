@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from mlops_kit.config import PERMISSIONS, KitConfig, read_secret
+from mlops_kit.config import PERMISSIONS, KitConfig, check_secret_text, check_user_name, read_secret
 from mlops_kit.envfile import generate_secret, write_private_file
 from mlops_kit.errors import AuthError, ConfigError
 from mlops_kit.masking import mask, register_secret
@@ -61,6 +61,8 @@ def admin_access(config: KitConfig) -> ServerAccess:
 
 
 def password_file(config: KitConfig, username: str) -> Path:
+    """Where the kit keeps ``username``'s password (the name is validated: it becomes a file name)."""
+    check_user_name(username)
     if username == config.admin_user:
         return config.secrets_path / ADMIN_SECRET
     return config.secrets_path / USERS_DIR / username
@@ -158,14 +160,16 @@ class UserAdmin:
                 f"user {username!r} already exists",
                 hint=f"set a new password with `mlops-kit users passwd {username}`",
             )
-        password = password or generate_secret()
-        register_secret(password)
+        check_user_name(username)
+        password = self._new_password(password)
         self._call(
             "POST",
             "/api/2.0/mlflow/users/create",
             f"creating user {username}",
             json={"username": username, "password": password},
         )
+        # Stored before anything else can fail: the user exists from here on.
+        path = self._store(username, password)
         if admin:
             self._call(
                 "PATCH",
@@ -173,12 +177,11 @@ class UserAdmin:
                 f"making {username} an admin",
                 json={"username": username, "is_admin": True},
             )
-        return self._store(username, password)
+        return path
 
     def set_password(self, username: str, password: str | None = None) -> Path:
         """Give ``username`` a new password (generated unless given) and store it; returns its file."""
-        password = password or generate_secret()
-        register_secret(password)
+        password = self._new_password(password)
         body: dict[str, str] = {"username": username, "password": password}
         if username == self.access.username and self.access.password is not None:
             # MLflow asks for the current password when a user changes their own.
@@ -195,6 +198,17 @@ class UserAdmin:
         self._call("DELETE", "/api/2.0/mlflow/users/delete", f"removing user {username}", json={"username": username})
         path = password_file(self.config, username)
         path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _new_password(chosen: str | None) -> str:
+        """A chosen password (checked: it must also be a valid secret file) or a generated one."""
+        if chosen is not None:
+            register_secret(chosen)
+            check_secret_text(chosen, "the password read from stdin")
+            return chosen
+        password = generate_secret()
+        register_secret(password)
+        return password
 
     def _store(self, username: str, password: str) -> Path:
         path = password_file(self.config, username)

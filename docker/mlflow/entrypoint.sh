@@ -24,6 +24,22 @@ read_secret() {
     printf '%s' "${value}"
 }
 
+# Browsers send an Origin header with the UI's writes; MLflow refuses writes from
+# any origin but localhost unless it is listed. List exactly the names clients
+# may use (the allowed hosts without wildcards) on the published HTTPS port.
+if [[ -z "${MLFLOW_SERVER_CORS_ALLOWED_ORIGINS:-}" && -n "${MLOPS_KIT_PUBLIC_PORT:-}" ]]; then
+    origins=()
+    IFS=',' read -r -a allowed <<<"${MLFLOW_SERVER_ALLOWED_HOSTS:-}"
+    for host in "${allowed[@]}"; do
+        [[ -z "${host}" || "${host}" == *[*?]* ]] && continue
+        host="${host//\[\[\]/[}"
+        origins+=("https://${host}:${MLOPS_KIT_PUBLIC_PORT}")
+        [[ "${MLOPS_KIT_PUBLIC_PORT}" != "443" ]] || origins+=("https://${host}")
+    done
+    MLFLOW_SERVER_CORS_ALLOWED_ORIGINS="$(IFS=','; echo "${origins[*]}")"
+    export MLFLOW_SERVER_CORS_ALLOWED_ORIGINS
+fi
+
 if [[ "$(id -u)" == "0" ]]; then
     password="$(read_secret postgres_password)"
     # .pgpass escapes: backslash and colon.
@@ -35,6 +51,9 @@ if [[ "$(id -u)" == "0" ]]; then
     if [[ -n "${MLFLOW_AUTH_CONFIG_PATH:-}" ]]; then
         as_mlflow mkdir -p -m 0700 "$(dirname "${MLFLOW_AUTH_CONFIG_PATH}")"
         admin_password="$(read_secret mlflow_admin_password)"
+        [[ "${admin_password}" != *$'\n'* ]] || die "the secret file ${secrets_dir}/mlflow_admin_password holds more than one line"
+        # MLflow reads the file with configparser, whose interpolation treats % specially.
+        admin_password="${admin_password//%/%%}"
         # The admin password only matters the first time (creating the admin
         # user); afterwards `mlops-kit users passwd` rotates it through the API.
         {

@@ -39,7 +39,8 @@ if [[ "$(id -u)" == "0" ]]; then
     # Volumes mounted from elsewhere (or restored) may come with another owner.
     [[ "$(stat -c %u "${PGDATA}")" == "$(id -u postgres)" ]] || chown -R postgres:postgres "${PGDATA}"
     if [[ "$(stat -c %u /run/postgresql)" != "$(id -u postgres)" ]]; then
-        chmod 2775 /run/postgresql && chown postgres:postgres /run/postgresql
+        chown postgres:postgres /run/postgresql
+        setpriv --reuid=postgres --regid=postgres --init-groups chmod 2775 /run/postgresql
     fi
     exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 fi

@@ -155,13 +155,13 @@ def test_corrupt_repository_byte_is_refused(stack_a: Stack, populated: dict[str,
 
 
 def _doctored_latest(stack: Stack, edit: str) -> str:
-    """Store a new latest set whose staged files were changed by ``edit`` (a shell snippet in /x/staging/current)."""
+    """Store a new latest set whose staged files were changed by ``edit`` (shell, in /tmp/x/staging/current)."""
     out = job(
         stack,
         (
-            "set -e; restic restore latest --target /x --include /staging/current >/dev/null; "
-            f"cd /x/staging/current && {edit}; "
-            "rm -rf /staging/current && cp -a /x/staging/current /staging/current; "
+            "set -e; restic restore latest --target /tmp/x --include /staging/current >/dev/null; "
+            f"cd /tmp/x/staging/current && {edit}; "
+            "rm -rf /staging/current && cp -a /tmp/x/staging/current /staging/current; "
             f"restic backup --json --quiet --host {stack.project} --tag mlops-kit --tag set:doctored "
             "/staging/current /data/artifacts; rm -rf /staging/current"
         ),

@@ -82,6 +82,13 @@ def test_clients_using_the_public_name_are_accepted_and_unknown_names_refused(st
     assert accepted.status_code == 200
     refused = session.get(url, headers={"Host": f"attacker.example:{stack.port}"}, timeout=10)
     assert refused.status_code == 403
+    # The UI's writes carry an Origin header: the stack's own HTTPS name is accepted,
+    # another site's is refused (a browser's stored login must not work for it).
+    create = f"{stack.tracking_uri}/api/2.0/mlflow/experiments/create"
+    own = {"Host": f"{PUBLIC_HOST}:{stack.port}", "Origin": f"https://{PUBLIC_HOST}:{stack.port}"}
+    assert session.post(create, json={"name": "from-the-ui"}, headers=own, timeout=10).status_code == 200
+    foreign = {**own, "Origin": "https://attacker.example"}
+    assert session.post(create, json={"name": "from-elsewhere"}, headers=foreign, timeout=10).status_code == 403
     # The public name is on the proxy's certificate, so clients using it verify TLS.
     names = stack.kit("tls", "show", "--json").stdout
     assert PUBLIC_HOST in json.loads(names)["names"]

@@ -140,7 +140,7 @@ def test_compose_defaults_match_config_defaults() -> None:
         if name in SETTINGS_BY_ENV and name not in NOT_PLAIN_DEFAULTS:
             assert SETTINGS_BY_ENV[name].default == default, name
     assert found["MLOPS_KIT_SECRETS_DIR"] == "./" + SETTINGS_BY_ENV["MLOPS_KIT_SECRETS_DIR"].default
-    assert found["MLOPS_KIT_BACKUP_DIR"] == "./" + SETTINGS_BY_ENV["MLOPS_KIT_BACKUP_DIR"].default
+    assert found["MLOPS_KIT_BACKUP_DIR"] == SETTINGS_BY_ENV["MLOPS_KIT_BACKUP_DIR"].default
 
 
 def compose_config(kit_dir: Path, *files: str, env: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]

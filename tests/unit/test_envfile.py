@@ -90,3 +90,24 @@ def test_sizing_follows_host_memory() -> None:
 
 def test_allowed_host_patterns_cover_names_with_and_without_port() -> None:
     assert allowed_host_patterns(["mlhost", "fd00::1"]) == "mlhost,mlhost:*,[fd00::1],[[]fd00::1]:*"
+
+
+def test_upgrade_moves_an_older_kits_image_tags_and_sizes_new_limits(tmp_path: Path) -> None:
+    from mlops_kit.config import SETTINGS_BY_ENV
+    from mlops_kit.envfile import upgrade_env_file
+
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "MLOPS_KIT_MLFLOW_IMAGE=mlops-kit/mlflow:3.17.2-kit0.1.0\n"
+        "MLOPS_KIT_POSTGRES_IMAGE=registry.corp.example/postgres:own\n"
+        "MLOPS_KIT_PORT=5000\n"
+    )
+    one_cpu = HostFacts(memory_bytes=4 * 2**30, cpus=1, hostname="h", fqdn="h", addresses=())
+    changes = upgrade_env_file(env_file, one_cpu)
+    text = env_file.read_text()
+    assert changes["MLOPS_KIT_MLFLOW_IMAGE"] == SETTINGS_BY_ENV["MLOPS_KIT_MLFLOW_IMAGE"].default
+    assert "MLOPS_KIT_POSTGRES_IMAGE" not in changes  # the operator's choice stays
+    assert "MLOPS_KIT_POSTGRES_IMAGE=registry.corp.example/postgres:own" in text
+    assert changes["MLOPS_KIT_MLFLOW_CPUS"] == "1"
+    assert "MLOPS_KIT_MLFLOW_CPUS=1" in text
+    assert upgrade_env_file(env_file, one_cpu) == {}  # idempotent

@@ -93,3 +93,46 @@ def test_operator_certificate_needs_both_files(kit_dir: Path, tmp_path: Path) ->
     with pytest.raises(ConfigError) as error:
         missing(kit_dir, environ={"MLOPS_KIT_TLS_KEY_FILE": str(tmp_path / "nope.key")})
     assert "nope.key" in str(error.value) and "MLOPS_KIT_TLS_KEY_FILE" in str(error.value)
+
+
+def _self_signed(path: Path, days: int) -> None:
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ml.corp.example")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=400))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path.with_suffix(".key").write_bytes(key_pem)
+
+
+@pytest.mark.parametrize(("days", "status"), [(-1, "fail"), (10, "warn"), (200, "ok")])
+def test_doctor_reports_the_operators_certificate_expiry(kit_dir: Path, tmp_path: Path, days: int, status: str) -> None:
+    from mlops_kit.compose import ComposeProject
+    from mlops_kit.preflight import Preflight
+    from mlops_kit.runner import CommandRunner
+
+    cert = tmp_path / "ml.crt"
+    _self_signed(cert, days)
+    init_env_file(
+        kit_dir,
+        {"MLOPS_KIT_TLS_CERT_FILE": str(cert), "MLOPS_KIT_TLS_KEY_FILE": str(cert.with_suffix(".key"))},
+        host=HOST,
+    )
+    config = load_config(kit_dir, environ={})
+    result = Preflight(ComposeProject(config, CommandRunner())).check_certificate()
+    assert result.status == status, result

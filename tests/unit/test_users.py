@@ -77,3 +77,23 @@ def test_compose_file_passes_compose_lint_at_medium() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_user_names_cannot_walk_out_of_the_secrets_folder(kit_dir: Path) -> None:
+    init_env_file(kit_dir, {}, host=HOST)
+    config = load_config(kit_dir, environ={})
+    with pytest.raises(ConfigError) as error:
+        client_variables(config, "../postgres_password")
+    assert "user name" in str(error.value)
+    assert (kit_dir / "secrets" / "postgres_password").read_text() not in str(error.value)
+
+
+@pytest.mark.parametrize("chosen", ["short-1", "has%percent-and-is-long-enough", "space in it is long enough"])
+def test_a_chosen_password_must_be_a_valid_secret_and_is_never_echoed(kit_dir: Path, chosen: str) -> None:
+    init_env_file(kit_dir, {}, host=HOST)
+    config = load_config(kit_dir, environ={})
+    admin = UserAdmin(config, ServerAccess("https://localhost:1"))
+    with pytest.raises(ConfigError) as error:
+        admin.set_password("alice", chosen)  # refused before any request is made
+    assert "stdin" in str(error.value)
+    assert chosen not in str(error.value)
