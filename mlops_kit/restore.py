@@ -129,18 +129,22 @@ def drill(project: ComposeProject, *, sample: int = 20, on_step: Step = lambda _
         raise BackupError(f"a project named {throwaway.config.project_name} already exists", hint="try again")
     started = time.monotonic()
     with backup_lock(config, "verify backups"):
-        restored = _restore_and_verify(throwaway, "latest", on_step)
+        restored: _Restored | None = None
         try:
+            restored = _restore_and_verify(throwaway, "latest", on_step)
             _switch(throwaway, restored, on_step, rollback_to_previous=False, persist=False)
             on_step("Fetching sample artifacts through the MLflow API")
             files = restored.manifest["artifacts"]["files"]
             sampled = _check_artifacts_over_api(admin_access(throwaway.config), files, sample)
             rto = time.monotonic() - started
         finally:
+            # Also after a failed phase 1: its jobs made the project's Compose volumes.
             on_step("Removing the throwaway stack")
             throwaway.down(volumes=True)
-            throwaway.remove_volumes([restored.postgres_volume, restored.artifacts_volume])
-            shutil.rmtree(restored.work, ignore_errors=True)
+            kept = [restored.postgres_volume, restored.artifacts_volume] if restored else []
+            throwaway.remove_volumes(list(dict.fromkeys([*kept, *throwaway.volume_names()])))
+            if restored:
+                shutil.rmtree(restored.work, ignore_errors=True)
     database = next(iter(restored.manifest["databases"].values()))
     return DrillReport(
         snapshot_id=str(restored.snapshot["id"])[:8],

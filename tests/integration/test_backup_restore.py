@@ -64,6 +64,10 @@ def _client_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 
 
+def all_volumes() -> list[str]:
+    return subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True, check=True).stdout.split()
+
+
 def job(stack: Stack, script: str) -> str:
     """Run a shell script in the stack's backup job container (the real image, real repository)."""
     project = ComposeProject(load_config(stack.directory, environ=clean_env()), CommandRunner())
@@ -142,14 +146,19 @@ def test_corrupt_repository_byte_is_refused(stack_a: Stack, populated: dict[str,
     middle = len(data) // 2
     data[middle] ^= 0xFF
     pack.write_bytes(bytes(data))
+    volumes_before = set(all_volumes())
     try:
         result = stack_a.kit("restore", "--yes", check=False)
+        drill = stack_a.kit("backup", "verify", check=False)
     finally:
         data[middle] ^= 0xFF
         pack.write_bytes(bytes(data))
     assert_refused(result)
     # restic's structure check, or the restore's own MAC verification, catches it.
     assert "cannot be restored" in result.stderr or "failed its integrity check" in result.stderr
+    # A failed drill removes its throwaway stack too, volumes included.
+    assert_refused(drill)
+    assert set(all_volumes()) == volumes_before
     assert stack_a.status()["healthy"] is True
     assert digest_of(stack_a) == populated
 
