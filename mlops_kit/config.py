@@ -260,6 +260,13 @@ SETTINGS: tuple[Setting, ...] = (
         "What a user may do with others' experiments and models without a grant.",
     ),
     Setting(
+        "MLOPS_KIT_AUTH_CACHE_SECONDS",
+        "auth_cache_seconds",
+        "60",
+        _bounded_int(0, 3600),
+        "Seconds a verified login is cached per worker (0: verify every request, ~100 ms each).",
+    ),
+    Setting(
         "MLOPS_KIT_TLS_CERT_FILE",
         "tls_cert_file",
         "",
@@ -446,6 +453,7 @@ class KitConfig:
     artifact_store: str
     admin_user: str
     auth_default_permission: str
+    auth_cache_seconds: int
     tls_cert_file: Path | None
     tls_key_file: Path | None
     tls_ca_file: Path | None

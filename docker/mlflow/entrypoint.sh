@@ -63,6 +63,10 @@ if [[ "$(id -u)" == "0" ]]; then
             printf 'admin_username = %s\n' "${MLOPS_KIT_ADMIN_USER:-admin}"
             printf 'admin_password = %s\n' "${admin_password}"
             printf 'authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n'
+            # Password hashes are slow on purpose (scrypt, ~100 ms): a verified login is
+            # cached per worker for this long (password changes and deletions reach the
+            # other workers within it).
+            printf 'auth_cache_ttl_seconds = %s\n' "${MLOPS_KIT_AUTH_CACHE_SECONDS:-60}"
         } | write_private "${MLFLOW_AUTH_CONFIG_PATH}"
         unset admin_password
         # MLflow reads the CSRF key from this variable only. It lives in the

@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +34,11 @@ def stack(kit_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     for name, value in (("mlflow_admin_password", KNOWN_ADMIN_PASSWORD), ("postgres_password", KNOWN_DB_PASSWORD)):
         (secrets / name).write_text(value)
         (secrets / name).chmod(0o600)
-    stack.init()  # keeps the existing secrets, generates the rest
+    # Keeps the existing secrets, generates the rest. A short login cache (default
+    # 60 s) so that password changes are seen by every worker within the test.
+    stack.kit(
+        "init", "--project-name", stack.project, "--port", str(stack.port), env={"MLOPS_KIT_AUTH_CACHE_SECONDS": "2"}
+    )
     stack.kit("up")
     try:
         yield stack
@@ -111,14 +116,28 @@ def test_users_see_only_what_they_are_granted(stack: Stack) -> None:
         MlflowClient(stack.tracking_uri).get_experiment(experiment_id)
 
 
+def status_settles(url: str, stack: Stack, auth: tuple[str, str], expected: int) -> int:
+    """The status every worker gives once its login cache (2 s here) has expired; bounded: 10 tries."""
+    code = 0
+    for _ in range(10):
+        code = requests.get(url, verify=str(stack.ca_file), auth=auth, timeout=10).status_code
+        if code == expected:
+            break
+        time.sleep(1)
+    # Several more requests, so that every worker has answered with the settled state.
+    codes = {requests.get(url, verify=str(stack.ca_file), auth=auth, timeout=10).status_code for _ in range(6)}
+    return code if codes == {code} else -1
+
+
 def test_password_change_and_removal(stack: Stack) -> None:
     stack.kit("users", "add", "dave")
     old = stack.password("dave")
+    url = stack.tracking_uri + SEARCH
+    assert requests.get(url, verify=str(stack.ca_file), auth=("dave", old), timeout=10).status_code == 200
     stack.kit("users", "passwd", "dave")
     new = stack.password("dave")
     assert new != old
-    url = stack.tracking_uri + SEARCH
-    assert requests.get(url, verify=str(stack.ca_file), auth=("dave", old), timeout=10).status_code == 401
+    assert status_settles(url, stack, ("dave", old), 401) == 401
     assert requests.get(url, verify=str(stack.ca_file), auth=("dave", new), timeout=10).status_code == 200
     # A chosen password comes on stdin, never as an argument.
     chosen = "Chosen-Password-From-Stdin-1"
@@ -134,7 +153,7 @@ def test_password_change_and_removal(stack: Stack) -> None:
     assert chosen not in piped.stdout + piped.stderr
     assert requests.get(url, verify=str(stack.ca_file), auth=("dave", chosen), timeout=10).status_code == 200
     stack.kit("users", "remove", "dave", "--yes")
-    assert requests.get(url, verify=str(stack.ca_file), auth=("dave", chosen), timeout=10).status_code == 401
+    assert status_settles(url, stack, ("dave", chosen), 401) == 401
     assert not (stack.directory / "secrets" / "users" / "dave").exists()
 
 
