@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -12,6 +14,15 @@ from mlops_kit.masking import clear_registered_secrets
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KIT_FILES = ("compose.yaml", ".env.example", "docker")
+
+
+def load_image_module(name: str, relative_path: str) -> ModuleType:
+    """Import a Python file that ships inside an image (under docker/) for a unit test."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / relative_path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def copy_kit(target: Path) -> Path:

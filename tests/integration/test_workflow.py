@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,43 @@ def test_clients_using_the_public_name_are_accepted_and_unknown_names_refused(st
     # The public name is on the proxy's certificate, so clients using it verify TLS.
     names = stack.kit("tls", "show", "--json").stdout
     assert PUBLIC_HOST in json.loads(names)["names"]
+
+
+def test_mlflow_image_gives_uvicorns_listener_tcp_nodelay(stack: Stack) -> None:
+    """Regression check for the ~40 ms kept-alive stall (uvicorn issue 3149, docs/performance.md).
+
+    In the running image, uvicorn configured the way `mlflow server` runs it
+    (our --log-config, several workers) must bind a socket whose connections
+    asyncio gives TCP_NODELAY: protocol IPPROTO_TCP (6), not 0.
+    """
+    probe = (
+        "import os, shlex, socket; from uvicorn.config import Config; "
+        "opts = shlex.split(os.environ['MLFLOW_UVICORN_OPTS']); "
+        "c = Config('mlflow.server.fastapi_app:app', host='127.0.0.1', port=0, workers=2, "
+        "log_config=opts[opts.index('--log-config') + 1]); "
+        "s = c.bind_socket(); print(s.proto)"
+    )
+    out = subprocess.run(
+        [
+            "docker",
+            "compose",
+            "--project-name",
+            stack.project,
+            "exec",
+            "-T",
+            "-u",
+            "mlflow",
+            "mlflow",
+            "python",
+            "-c",
+            probe,
+        ],
+        cwd=stack.directory,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip().splitlines()[-1] == str(socket.IPPROTO_TCP)
 
 
 def _sha256(path: str | Path) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from pathlib import Path
 from types import ModuleType
@@ -14,17 +13,14 @@ from mlops_kit.envfile import HostFacts, init_env_file, render_env
 from mlops_kit.restore import artifacts_driver_opts
 from mlops_kit.runner import CommandRunner
 from mlops_kit.schedule import render_schedule
+from tests.conftest import load_image_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = HostFacts(memory_bytes=2**33, cpus=2, hostname="h", fqdn="h")
 
 
 def load_agent() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kit_backup_agent", REPO_ROOT / "docker/backup/agent.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_image_module("kit_backup_agent", "docker/backup/agent.py")
 
 
 def entry(path: Path) -> dict[str, object]:
