@@ -37,7 +37,7 @@ from mlops_kit.runner import CommandRunner
 from mlops_kit.schedule import DEFAULT_CRON_DIR, install_schedule, remove_schedule, render_schedule
 from mlops_kit.smoke import run_smoke_check
 from mlops_kit.stack import bring_up, build_images, collect_status, require_running, restart_proxy, take_down
-from mlops_kit.tls import ensure_certificates, public_ca_path, read_certificate, rotate_ca, uses_kit_ca
+from mlops_kit.tls import client_ca_path, ensure_certificates, read_certificate, rotate_ca, uses_kit_ca
 from mlops_kit.users import GRANTABLE, RESOURCE_TYPES, UserAdmin, admin_access, client_variables
 
 logger = logging.getLogger("mlops_kit.cli")
@@ -457,10 +457,9 @@ def client_env(app: AppContext, username: str | None, shell: str) -> None:
         variables = client_variables(config, username)
     else:
         variables = {"MLFLOW_TRACKING_URI": config.tracking_uri}
-        if uses_kit_ca(config):
-            variables["MLFLOW_TRACKING_SERVER_CERT_PATH"] = str(public_ca_path(config))
-        elif config.tls_ca_file:
-            variables["MLFLOW_TRACKING_SERVER_CERT_PATH"] = str(config.tls_ca_file)
+        ca = client_ca_path(config)
+        if ca is not None:
+            variables["MLFLOW_TRACKING_SERVER_CERT_PATH"] = str(ca)
     if shell == "json":
         _print_json(variables)
         return
@@ -658,7 +657,7 @@ def tls_export_ca(app: AppContext, out: str | None) -> None:
     """Print (or write) the CA certificate clients need: MLFLOW_TRACKING_SERVER_CERT_PATH points at it."""
     config = app.config()
     ensure_certificates(config)
-    source = public_ca_path(config) if uses_kit_ca(config) else config.tls_ca_file
+    source = client_ca_path(config)
     if source is None:
         raise ConfigError(
             "the proxy uses the operator's certificate and MLOPS_KIT_TLS_CA_FILE is empty",
@@ -678,9 +677,7 @@ def tls_export_ca(app: AppContext, out: str | None) -> None:
 def tls_show(app: AppContext, as_json: bool) -> None:
     """Show the proxy's certificate: names, issuer and expiry."""
     config = app.config()
-    from mlops_kit.tls import SERVER_CERT, tls_path
-
-    path = config.tls_cert_file or tls_path(config) / SERVER_CERT
+    path = config.proxy_cert_path
     facts = read_certificate(path)
     data = {
         "file": str(path),

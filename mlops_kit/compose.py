@@ -201,11 +201,6 @@ class ComposeProject:
         """
         self.run(["up", "--detach", "--wait", "--wait-timeout", str(wait_timeout), "--remove-orphans"])
 
-    def recreate(self, services: Sequence[str], *, wait_timeout: int) -> None:
-        """Replace the containers of ``services`` (dependencies untouched) and wait until healthy."""
-        args = ["up", "--detach", "--wait", "--wait-timeout", str(wait_timeout), "--no-deps", "--force-recreate"]
-        self.run([*args, *services])
-
     def run_job(
         self,
         service: str,

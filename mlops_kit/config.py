@@ -507,6 +507,20 @@ class KitConfig:
         return (self.project_dir / self.secrets_dir).resolve()
 
     @property
+    def tls_dir(self) -> Path:
+        """The kit's CA and the certificate it issued the proxy (inside the secrets folder)."""
+        return self.secrets_path / "tls"
+
+    @property
+    def proxy_cert_path(self) -> Path:
+        """The certificate chain the proxy serves: the operator's, else the one the kit's CA issued."""
+        return self.tls_cert_file or self.tls_dir / "server.crt"
+
+    @property
+    def proxy_key_path(self) -> Path:
+        return self.tls_key_file or self.tls_dir / "server.key"
+
+    @property
     def backup_path(self) -> Path:
         return (self.project_dir / self.backup_dir).resolve()
 
@@ -568,6 +582,12 @@ class KitConfig:
             ("MLOPS_KIT_TLS_KEY_FILE", self.tls_key_file),
         ):
             env[key] = str(path) if path else ""
+        # Fingerprints of what each service reads at start: a new value makes
+        # Compose recreate the container (it cannot see a file's content change).
+        env["MLOPS_KIT_MLFLOW_SECRETS_REV"] = _fingerprint(
+            [self.secrets_path / "postgres_password", self.secrets_path / "mlflow_flask_secret_key"]
+        )
+        env["MLOPS_KIT_PROXY_SECRETS_REV"] = _fingerprint([self.proxy_cert_path, self.proxy_key_path])
         env["COMPOSE_PROJECT_NAME"] = self.project_name
         return env
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlops_kit import __version__
 from mlops_kit.config import ENV_FILE_NAME, SECRET_FILES, SETTINGS_BY_ENV, read_env_file
 from mlops_kit.errors import ConfigError
 from mlops_kit.masking import register_secret
@@ -278,8 +279,6 @@ def upgrade_env_file(env_file: Path, host: HostFacts | None = None) -> dict[str,
         sized = sized_settings(host or HostFacts.detect())
         changes.update({key: sized[key] for key in missing})
     if changes:
-        from mlops_kit import __version__
-
         update_env_file(env_file, changes, added_by=f"mlops-kit {__version__} (upgrade)")
         logger.info("updated %s for this kit version: %s", env_file, ", ".join(sorted(changes)))
     return changes

@@ -18,6 +18,7 @@ from mlops_kit.compose import ENGINE_DOWN_MARKERS, ComposeProject
 from mlops_kit.config import KitConfig
 from mlops_kit.errors import CommandError, KitError, PreflightError
 from mlops_kit.runner import CommandRunner
+from mlops_kit.tls import RENEW_BEFORE, read_certificate, uses_kit_ca
 
 logger = logging.getLogger(__name__)
 
@@ -238,10 +239,8 @@ class Preflight:
 
     def check_certificate(self) -> CheckResult:
         """The proxy's certificate: present, not expired, renewed in time."""
-        from mlops_kit.tls import RENEW_BEFORE, SERVER_CERT, read_certificate, tls_path, uses_kit_ca
-
         name = "TLS certificate"
-        path = self.config.tls_cert_file or tls_path(self.config) / SERVER_CERT
+        path = self.config.proxy_cert_path
         if not path.is_file():
             return CheckResult(name, SKIP, f"{path} does not exist yet (init or up issues it)")
         try:

@@ -13,14 +13,13 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mlops_kit.errors import SmokeCheckError
-from mlops_kit.services.mlflow import ServerAccess, as_mlflow_client, is_ready
+from mlops_kit.services.mlflow import ServerAccess, as_mlflow_client, is_ready, patched_environ
 
 logger = logging.getLogger(__name__)
 
@@ -37,25 +36,13 @@ class StepResult:
         return {"step": self.name, "seconds": round(self.seconds, 3), "detail": self.detail}
 
 
-@contextmanager
-def _client_env() -> Iterator[None]:
-    """Fail fast: the MLflow client otherwise retries an unreachable server for minutes."""
-    settings = {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
-        # The client prints "View run ... at" lines to stdout, which would break --json.
-        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-    }
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+#: Fail fast: the MLflow client otherwise retries an unreachable server for minutes.
+#: And it prints "View run ... at" lines to stdout, which would break --json.
+CLIENT_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
 
 
 def run_smoke_check(access: ServerAccess, on_step: Callable[[str], None] = lambda _s: None) -> list[StepResult]:
@@ -97,7 +84,11 @@ def run_smoke_check(access: ServerAccess, on_step: Callable[[str], None] = lambd
 
     step("login required", login_required, "anonymous request refused (401)")
 
-    with _client_env(), as_mlflow_client(access), tempfile.TemporaryDirectory(prefix="mlops-kit-check-") as workdir:
+    with (
+        patched_environ(CLIENT_SETTINGS),
+        as_mlflow_client(access),
+        tempfile.TemporaryDirectory(prefix="mlops-kit-check-") as workdir,
+    ):
         from mlflow.tracking import MlflowClient  # imported late: it is slow to import
 
         client = MlflowClient(tracking_uri=tracking_uri)

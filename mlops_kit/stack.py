@@ -173,10 +173,14 @@ def _last_line(text: str) -> str:
 
 
 def restart_proxy(project: ComposeProject, *, wait_timeout: int = 120) -> bool:
-    """Recreate a running proxy so it serves the current certificate; False if it is not running."""
+    """Bring a running proxy onto the current certificate; False if it is not running.
+
+    The certificate's fingerprint is part of the proxy's configuration
+    (`compose_env`), so `up` of the proxy replaces its container.
+    """
     running = any(s.service == PROXY.name and s.state == "running" for s in project.ps())
     if running:
-        project.recreate([PROXY.name], wait_timeout=wait_timeout)
+        project.start_services([PROXY.name], wait_timeout=wait_timeout)
     return running
 
 

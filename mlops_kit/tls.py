@@ -30,11 +30,8 @@ from mlops_kit.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-TLS_DIR = "tls"
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
-SERVER_CERT = "server.crt"
-SERVER_KEY = "server.key"
 #: Where clients' copy of the CA lives (not secret: readable by everyone).
 PUBLIC_CA_PATH = Path("tls") / "mlops-kit-ca.crt"
 
@@ -61,10 +58,6 @@ class CertificateFacts:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def tls_path(config: KitConfig) -> Path:
-    return config.secrets_path / TLS_DIR
 
 
 def uses_kit_ca(config: KitConfig) -> bool:
@@ -165,8 +158,9 @@ def create_ca(directory: Path, project_name: str) -> Path:
     return directory / CA_CERT
 
 
-def issue_server_certificate(directory: Path, names: Iterable[str]) -> Path:
-    """Sign a server certificate for ``names`` with the CA in ``directory``; returns its path."""
+def issue_server_certificate(config: KitConfig, names: Iterable[str]) -> Path:
+    """Sign the proxy a certificate for ``names`` with the kit's CA; returns its path."""
+    directory = config.tls_dir
     names = list(dict.fromkeys(names))
     try:
         ca_key = serialization.load_pem_private_key((directory / CA_KEY).read_bytes(), password=None)
@@ -197,13 +191,13 @@ def issue_server_certificate(directory: Path, names: Iterable[str]) -> Path:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_key(directory / SERVER_KEY, key)
+    _write_key(config.proxy_key_path, key)
     # The chain the proxy serves: the server certificate, then the CA.
     chain = cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM)
-    (directory / SERVER_CERT).write_bytes(chain)
-    (directory / SERVER_CERT).chmod(0o644)
+    config.proxy_cert_path.write_bytes(chain)
+    config.proxy_cert_path.chmod(0o644)
     logger.info("issued the proxy's certificate for %s", ", ".join(names))
-    return directory / SERVER_CERT
+    return config.proxy_cert_path
 
 
 def read_certificate(path: Path) -> CertificateFacts:
@@ -235,22 +229,14 @@ def ensure_certificates(config: KitConfig, *, force_renew: bool = False) -> list
 
     Kit CA mode: create the CA if missing; (re)issue the server certificate when
     missing, expiring within 30 days, missing a configured name, or on request.
-    Operator mode: check the files exist. Either way, refresh the public CA copy.
+    Either way, refresh the public CA copy.
     """
     done: list[str] = []
     if not uses_kit_ca(config):
-        for env, path in (
-            ("MLOPS_KIT_TLS_CERT_FILE", config.tls_cert_file),
-            ("MLOPS_KIT_TLS_KEY_FILE", config.tls_key_file),
-        ):
-            if path is None or not path.is_file():
-                raise ConfigError(
-                    f"{env} is {'not set' if path is None else f'{path}, which does not exist'}",
-                    hint="set both MLOPS_KIT_TLS_CERT_FILE and MLOPS_KIT_TLS_KEY_FILE, or neither (the kit's CA)",
-                )
+        # load_config has already checked that both of the operator's files exist.
         publish_ca(config)
         return done
-    directory = tls_path(config)
+    directory = config.tls_dir
     has_key, has_cert = (directory / CA_KEY).is_file(), (directory / CA_CERT).is_file()
     if has_key != has_cert:
         present, missing = (CA_KEY, CA_CERT) if has_key else (CA_CERT, CA_KEY)
@@ -262,10 +248,10 @@ def ensure_certificates(config: KitConfig, *, force_renew: bool = False) -> list
         create_ca(directory, config.project_name)
         done.append("created the kit's CA")
     names = certificate_names(config)
-    server = directory / SERVER_CERT
+    server = config.proxy_cert_path
     reason = "new CA" if done else "renewal requested" if force_renew else _renewal_reason(server, names)
     if reason:
-        issue_server_certificate(directory, names)
+        issue_server_certificate(config, names)
         done.append(f"issued the proxy's certificate ({reason})")
     publish_ca(config)
     return done
@@ -286,8 +272,13 @@ def _renewal_reason(server: Path, names: list[str]) -> str:
 def ca_certificate_path(config: KitConfig) -> Path | None:
     """The CA file clients need to trust the proxy, or None (operator's certificate, public CA)."""
     if uses_kit_ca(config):
-        return tls_path(config) / CA_CERT
+        return config.tls_dir / CA_CERT
     return config.tls_ca_file
+
+
+def client_ca_path(config: KitConfig) -> Path | None:
+    """The CA file clients trust (MLFLOW_TRACKING_SERVER_CERT_PATH), or None for a public or company CA."""
+    return public_ca_path(config) if uses_kit_ca(config) else config.tls_ca_file
 
 
 def public_ca_path(config: KitConfig) -> Path:
@@ -315,12 +306,11 @@ def rotate_ca(config: KitConfig) -> Path:
             "MLOPS_KIT_TLS_CERT_FILE is set: the proxy uses the operator's certificate, not the kit's CA",
             hint="renew that certificate with its issuer, then run `mlops-kit up`",
         )
-    directory = tls_path(config)
-    for name in (CA_KEY, CA_CERT, SERVER_CERT, SERVER_KEY):
-        old = directory / name
+    directory = config.tls_dir
+    for old in (directory / CA_KEY, directory / CA_CERT, config.proxy_cert_path, config.proxy_key_path):
         if old.exists():
-            old.replace(directory / f"{name}.old")
+            old.replace(old.with_name(f"{old.name}.old"))
     create_ca(directory, config.project_name)
-    issue_server_certificate(directory, certificate_names(config))
+    issue_server_certificate(config, certificate_names(config))
     publish_ca(config)
     return public_ca_path(config)

@@ -19,7 +19,7 @@ from mlops_kit.envfile import generate_secret, write_private_file
 from mlops_kit.errors import AuthError, ConfigError
 from mlops_kit.masking import mask, register_secret
 from mlops_kit.services.mlflow import PROBE_TIMEOUT_SECONDS, ServerAccess
-from mlops_kit.tls import ca_certificate_path, uses_kit_ca
+from mlops_kit.tls import ca_certificate_path, client_ca_path
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +86,9 @@ def client_variables(config: KitConfig, username: str) -> dict[str, str]:
         "MLFLOW_TRACKING_USERNAME": username,
         "MLFLOW_TRACKING_PASSWORD": stored_password(config, username),
     }
-    ca = ca_certificate_path(config)
+    ca = client_ca_path(config)
     if ca is not None:
-        from mlops_kit.tls import public_ca_path
-
-        variables["MLFLOW_TRACKING_SERVER_CERT_PATH"] = str(public_ca_path(config) if uses_kit_ca(config) else ca)
+        variables["MLFLOW_TRACKING_SERVER_CERT_PATH"] = str(ca)
     return variables
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,17 +75,14 @@ class ServerAccess:
 
 
 @contextmanager
-def as_mlflow_client(access: ServerAccess) -> Iterator[None]:
-    """Point this process's MLflow client at ``access`` (its variables), restoring them afterwards.
-
-    The MLflow client reads its login and CA from the environment on every call,
-    so this is how in-process checks (smoke check, restore drill) log in.
-    """
-    saved = {name: os.environ.get(name) for name in CLIENT_VARIABLES}
+def patched_environ(values: Mapping[str, str], unset: Iterable[str] = ()) -> Iterator[None]:
+    """Set ``values`` (and remove ``unset``) in this process's environment, restoring both afterwards."""
+    names = {*values, *unset}
+    saved = {name: os.environ.get(name) for name in names}
     try:
-        for name in CLIENT_VARIABLES:
+        for name in unset:
             os.environ.pop(name, None)
-        os.environ.update(access.client_variables())
+        os.environ.update(values)
         yield
     finally:
         for name, value in saved.items():
@@ -93,6 +90,15 @@ def as_mlflow_client(access: ServerAccess) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def as_mlflow_client(access: ServerAccess) -> AbstractContextManager[None]:
+    """Point this process's MLflow client at ``access`` (its variables), restoring them afterwards.
+
+    The MLflow client reads its login and CA from the environment on every call,
+    so this is how in-process checks (smoke check, restore drill) log in.
+    """
+    return patched_environ(access.client_variables(), unset=CLIENT_VARIABLES)
 
 
 def server_version(access: ServerAccess, timeout: float = PROBE_TIMEOUT_SECONDS) -> str | None:

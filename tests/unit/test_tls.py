@@ -16,14 +16,11 @@ from mlops_kit.errors import ConfigError
 from mlops_kit.tls import (
     CA_CERT,
     CA_KEY,
-    SERVER_CERT,
-    SERVER_KEY,
     certificate_names,
     ensure_certificates,
     public_ca_path,
     read_certificate,
     rotate_ca,
-    tls_path,
 )
 
 HOST = HostFacts(memory_bytes=8 * 2**30, cpus=2, hostname="mlhost", fqdn="mlhost.corp.example", addresses=("10.1.2.3",))
@@ -46,15 +43,15 @@ def test_init_files_chain_to_the_ca_and_keys_are_private(kit_dir: Path) -> None:
     config = configured(kit_dir)
     done = ensure_certificates(config)
     assert done == ["created the kit's CA", "issued the proxy's certificate (new CA)"]
-    directory = tls_path(config)
-    for key in (CA_KEY, SERVER_KEY):
-        assert stat.S_IMODE((directory / key).stat().st_mode) == 0o600
+    directory = config.tls_dir
+    for key in (directory / CA_KEY, config.proxy_key_path):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(public_ca_path(config).stat().st_mode) == 0o644
     # The chain verifies against the CA for a name on it, the way a client checks it.
     context = ssl.create_default_context(cafile=str(public_ca_path(config)))
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(directory / SERVER_CERT, directory / SERVER_KEY)
-    facts = read_certificate(directory / SERVER_CERT)
+    server.load_cert_chain(config.proxy_cert_path, config.proxy_key_path)
+    facts = read_certificate(config.proxy_cert_path)
     assert "10.1.2.3" in facts.names and "mlhost.corp.example" in facts.names
     assert facts.not_after - dt.datetime.now(dt.timezone.utc) > dt.timedelta(days=390)
     assert context.verify_mode == ssl.CERT_REQUIRED
@@ -65,12 +62,12 @@ def test_init_files_chain_to_the_ca_and_keys_are_private(kit_dir: Path) -> None:
 def test_second_run_keeps_a_current_certificate_and_reissues_for_a_new_name(kit_dir: Path) -> None:
     config = configured(kit_dir)
     ensure_certificates(config)
-    before = (tls_path(config) / SERVER_CERT).read_bytes()
+    before = config.proxy_cert_path.read_bytes()
     assert ensure_certificates(config) == []
-    assert (tls_path(config) / SERVER_CERT).read_bytes() == before
+    assert config.proxy_cert_path.read_bytes() == before
     renamed = load_config(kit_dir, environ={"MLOPS_KIT_PUBLIC_HOST": "new.corp.example"})
     assert ensure_certificates(renamed) == ["issued the proxy's certificate (new names: new.corp.example)"]
-    assert "new.corp.example" in read_certificate(tls_path(config) / SERVER_CERT).names
+    assert "new.corp.example" in read_certificate(config.proxy_cert_path).names
 
 
 def test_rotate_ca_replaces_the_ca_and_keeps_the_old_files(kit_dir: Path) -> None:
@@ -79,7 +76,7 @@ def test_rotate_ca_replaces_the_ca_and_keeps_the_old_files(kit_dir: Path) -> Non
     old_ca = public_ca_path(config).read_bytes()
     rotate_ca(config)
     assert public_ca_path(config).read_bytes() != old_ca
-    assert (tls_path(config) / f"{CA_KEY}.old").is_file()
+    assert (config.tls_dir / f"{CA_KEY}.old").is_file()
 
 
 def test_operator_certificate_needs_both_files(kit_dir: Path, tmp_path: Path) -> None:
@@ -136,3 +133,18 @@ def test_doctor_reports_the_operators_certificate_expiry(kit_dir: Path, tmp_path
     config = load_config(kit_dir, environ={})
     result = Preflight(ComposeProject(config, CommandRunner())).check_certificate()
     assert result.status == status, result
+
+
+def test_compose_env_fingerprints_the_files_services_read_without_revealing_them(kit_dir: Path) -> None:
+    """A changed secret or certificate must change the service's configuration, so `up` recreates it."""
+    config = configured(kit_dir)
+    ensure_certificates(config)
+    before = config.compose_env()
+    password = (kit_dir / "secrets" / "postgres_password").read_text()
+    assert password not in before.values()
+    assert ensure_certificates(config, force_renew=True)
+    after = config.compose_env()
+    assert after["MLOPS_KIT_PROXY_SECRETS_REV"] != before["MLOPS_KIT_PROXY_SECRETS_REV"]
+    assert after["MLOPS_KIT_MLFLOW_SECRETS_REV"] == before["MLOPS_KIT_MLFLOW_SECRETS_REV"]
+    (kit_dir / "secrets" / "mlflow_flask_secret_key").write_text("A-New-Csrf-Key-For-The-Test-1")
+    assert config.compose_env()["MLOPS_KIT_MLFLOW_SECRETS_REV"] != after["MLOPS_KIT_MLFLOW_SECRETS_REV"]
