@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops_kit.config import KitConfig
+from mlops_kit.config import SETTINGS_BY_ENV, KitConfig
 from mlops_kit.errors import CommandError, EngineUnavailableError, PreflightError
 from mlops_kit.runner import CommandResult, CommandRunner
+from mlops_kit.services import SERVICES
 
 logger = logging.getLogger(__name__)
 
@@ -123,11 +124,8 @@ class ComposeProject:
         return self.run(["config"], changes_state=False).stdout
 
     def service_images(self) -> dict[str, str]:
-        return {
-            "mlflow": self.config.mlflow_image,
-            "postgres": self.config.postgres_image,
-            "backup": self.config.backup_image,
-        }
+        """The image of every service the kit builds (each service module names its image setting)."""
+        return {s.name: getattr(self.config, SETTINGS_BY_ENV[s.image_setting].attr) for s in SERVICES}
 
     def missing_images(self) -> list[str]:
         """Services whose image is not on the engine yet."""

@@ -181,9 +181,8 @@ class Preflight:
             states = self.project.ps()
         except CommandError:
             return False
-        return any(
-            s.service == "mlflow" and s.state == "running" and any(f":{port}->" in p for p in s.ports) for s in states
-        )
+        # Whichever of its services publishes it (the proxy): `up` on a running stack is fine.
+        return any(s.state == "running" and any(f":{port}->" in p for p in s.ports) for s in states)
 
     def check_disk(self) -> CheckResult:
         path = Path(self._docker_root) if self._docker_root else None

@@ -231,6 +231,34 @@ def test_check_passes(stack: Stack) -> None:
     assert "works end to end" in result.stdout
 
 
+def container_ids(stack: Stack) -> dict[str, str]:
+    out = subprocess.run(
+        [
+            "docker",
+            "inspect",
+            "--format",
+            '{{index .Config.Labels "com.docker.compose.service"}} {{.Id}}',
+            *stack.containers(),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+def test_up_again_keeps_a_running_stack_and_applies_a_changed_secret(stack: Stack) -> None:
+    """`up` is safe to repeat (e.g. from cron to renew the certificate); a changed secret file is applied."""
+    before = container_ids(stack)
+    stack.kit("up")
+    assert container_ids(stack) == before
+    (stack.directory / "secrets" / "mlflow_flask_secret_key").write_text("A-New-Csrf-Key-From-The-Test-1")
+    stack.kit("up")
+    after = container_ids(stack)
+    assert after["mlflow"] != before["mlflow"]  # MLflow reads that secret at start
+    assert after["proxy"] == before["proxy"] and after["postgres"] == before["postgres"]
+
+
 def test_down_then_up_keeps_everything(stack: Stack, tmp_path: Path, recorded: dict[str, Any]) -> None:
     assert recorded, "the workflow test must run first"
     stack.kit("down")

@@ -248,3 +248,16 @@ def test_plain_compose_reads_the_nfs_overlay_from_compose_file_in_env(kit_dir: P
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["volumes"]["artifacts"]["driver_opts"]["device"] == ":/export/ml"
+
+
+def test_every_built_service_has_its_image_checked(kit_dir: Path) -> None:
+    """`up` builds what is missing: the list must cover every image the kit builds, the proxy included."""
+    from mlops_kit.compose import ComposeProject
+    from mlops_kit.config import load_config
+    from mlops_kit.runner import CommandRunner
+    from mlops_kit.services import SERVICES
+
+    init_env_file(kit_dir, {}, host=HOST)
+    images = ComposeProject(load_config(kit_dir, environ={}), CommandRunner()).service_images()
+    assert set(images) == {s.name for s in SERVICES} == {"postgres", "mlflow", "proxy", "backup"}
+    assert images["proxy"] == SETTINGS_BY_ENV["MLOPS_KIT_PROXY_IMAGE"].default
