@@ -5,16 +5,19 @@ Only this module prints errors and chooses exit codes:
 4 an external command failed · 5 stack not running or unhealthy · 6 smoke check failed
 7 backup/restore failed or refused · 8 another backup or restore is running
 9 a user or permission change failed (MLflow refused it, or the admin login failed)
+10 a benchmark could not run
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import shlex
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +30,17 @@ from rich.table import Table
 from mlops_kit import MLFLOW_VERSION, __version__
 from mlops_kit import console as ui
 from mlops_kit.backup import last_success, list_backups, run_backup
+from mlops_kit.bench import BenchSizes, bench_kit_stack, summary_rows
 from mlops_kit.compose import ComposeProject, ServiceState
 from mlops_kit.config import ARTIFACT_STORES, SETTINGS, SETTINGS_BY_ENV, KitConfig, find_project_dir, load_config
 from mlops_kit.envfile import init_env_file, upgrade_env_file
 from mlops_kit.errors import AbortedError, ConfigError, KitError, PreflightError, StackError
+from mlops_kit.indexes import index_check, run_index_probe
 from mlops_kit.preflight import FAIL, Preflight
 from mlops_kit.restore import drill, restore_backup
 from mlops_kit.runner import CommandRunner
 from mlops_kit.schedule import DEFAULT_CRON_DIR, install_schedule, remove_schedule, render_schedule
+from mlops_kit.services.mlflow import MLFLOW
 from mlops_kit.smoke import run_smoke_check
 from mlops_kit.stack import bring_up, build_images, collect_status, require_running, restart_proxy, take_down
 from mlops_kit.tls import client_ca_path, ensure_certificates, read_certificate, rotate_ca, uses_kit_ca
@@ -473,16 +479,32 @@ def client_env(app: AppContext, username: str | None, shell: str) -> None:
 
 
 @cli.command()
+@click.option(
+    "--fix-indexes",
+    is_flag=True,
+    envvar="MLOPS_KIT_FIX_INDEXES",
+    help="Build the database indexes MLflow's schema declares but the database lacks "
+    "(CREATE INDEX CONCURRENTLY: the server keeps running). [env var: MLOPS_KIT_FIX_INDEXES]",
+)
 @_json_option
 @pass_app
-def doctor(app: AppContext, as_json: bool) -> None:
-    """Run the preflight checks alone; each failure comes with its fix (exit 3 if any fails)."""
+def doctor(app: AppContext, fix_indexes: bool, as_json: bool) -> None:
+    """Check the host and, when the stack runs, its database; each failure comes with its fix (exit 3 if any fails)."""
     project_dir = app.project_dir
     config = load_config(project_dir, app.env_file, require_env_file=False) if app.env_file.exists() else None
     if config is None:
         ui.warning(f"no {app.env_file} yet: checking with defaults (run mlops-kit init)")
         config = _default_config(project_dir, app.env_file)
-    results = Preflight(app.project(config)).run()
+    project = app.project(config)
+    results = Preflight(project).run()
+    if _service_running(project, MLFLOW.name):
+        if fix_indexes:
+            built = run_index_probe(project, create=True).created
+            if built and not as_json:
+                ui.success(f"built {len(built)} index(es): {', '.join(built)}")
+        results.append(index_check(run_index_probe(project)))
+    elif fix_indexes:
+        raise StackError("--fix-indexes needs the running stack", hint="start it: mlops-kit up")
     if as_json:
         _print_json({"ok": all(r.status != FAIL for r in results), "checks": [r.to_dict() for r in results]})
     else:
@@ -500,6 +522,14 @@ def doctor(app: AppContext, as_json: bool) -> None:
         )
 
 
+def _service_running(project: ComposeProject, service: str) -> bool:
+    """Whether ``service`` has a running container (False when the engine is down)."""
+    try:
+        return any(s.service == service and s.state == "running" for s in project.ps())
+    except KitError:
+        return False
+
+
 def _default_config(project_dir: Path, env_file: Path) -> KitConfig:
     """A config from defaults only, for doctor before init (checking the host needs no secrets)."""
     values = {s.env: s.parse(s.default) for s in SETTINGS}
@@ -509,6 +539,129 @@ def _default_config(project_dir: Path, env_file: Path) -> KitConfig:
         postgres_password="",
         **{SETTINGS_BY_ENV[env].attr: value for env, value in values.items()},
     )
+
+
+# ---- bench ------------------------------------------------------------------------------------
+
+
+def _artifact_sizes(_: click.Context, __: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        sizes = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of megabytes, such as 100,5120") from None
+    if any(size < 0 for size in sizes):
+        raise click.BadParameter("sizes are megabytes, 0 or more")
+    return tuple(size for size in sizes if size > 0)
+
+
+@cli.command()
+@click.option(
+    "--quick",
+    is_flag=True,
+    envvar="MLOPS_KIT_BENCH_QUICK",
+    help="A run of a minute or two with small sizes. [env var: MLOPS_KIT_BENCH_QUICK]",
+)
+@click.option(
+    "--log-metric-calls",
+    type=click.IntRange(10),
+    envvar="MLOPS_KIT_BENCH_LOG_METRIC_CALLS",
+    help="Timed log_metric calls (default 500). [env var: MLOPS_KIT_BENCH_LOG_METRIC_CALLS]",
+)
+@click.option(
+    "--batch-calls",
+    type=click.IntRange(1),
+    envvar="MLOPS_KIT_BENCH_BATCH_CALLS",
+    help="log_batch calls of 100 metrics (default 400). [env var: MLOPS_KIT_BENCH_BATCH_CALLS]",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 64),
+    envvar="MLOPS_KIT_BENCH_THREADS",
+    help="Client threads for log_batch and the search_runs data (default 8). [env var: MLOPS_KIT_BENCH_THREADS]",
+)
+@click.option(
+    "--search-runs",
+    type=click.IntRange(1),
+    envvar="MLOPS_KIT_BENCH_SEARCH_RUNS",
+    help="Runs (20 metrics, 20 params each) to search over (default 10000). [env var: MLOPS_KIT_BENCH_SEARCH_RUNS]",
+)
+@click.option(
+    "--artifact-mb",
+    callback=_artifact_sizes,
+    envvar="MLOPS_KIT_BENCH_ARTIFACT_MB",
+    help="Artifact sizes in MB, comma-separated; 0 for none (default 100,5120). [env var: MLOPS_KIT_BENCH_ARTIFACT_MB]",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    envvar="MLOPS_KIT_BENCH_WORKDIR",
+    help="Where the artifact files are written and read back (default: a new folder in the system's "
+    "temp dir). [env var: MLOPS_KIT_BENCH_WORKDIR]",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    envvar="MLOPS_KIT_BENCH_OUTPUT",
+    help="Also write the JSON result to this file. [env var: MLOPS_KIT_BENCH_OUTPUT]",
+)
+@_json_option
+@pass_app
+def bench(
+    app: AppContext,
+    quick: bool,
+    log_metric_calls: int | None,
+    batch_calls: int | None,
+    threads: int | None,
+    search_runs: int | None,
+    artifact_mb: tuple[int, ...] | None,
+    workdir: str | None,
+    output: str | None,
+    as_json: bool,
+) -> None:
+    """Measure the running stack through the MLflow client, as a data scientist reaches it.
+
+    Latency of log_metric, log_batch throughput against PostgreSQL's raw insert rate,
+    search_runs over many runs, artifact transfer against a plain disk copy, idle memory.
+    It logs in as a temporary user (removed afterwards), writes into experiments named
+    mlops-kit-bench-* and deletes them and their artifacts at the end. Not a test: it
+    asserts nothing. docs/performance.md explains the figures.
+    """
+    config = app.config()
+    project = app.project(config)
+    require_running(project)
+    sizes = BenchSizes.quick() if quick else BenchSizes()
+    sizes = dataclasses.replace(
+        sizes,
+        log_metric_calls=log_metric_calls or sizes.log_metric_calls,
+        batch_calls=batch_calls or sizes.batch_calls,
+        threads=threads or sizes.threads,
+        search_runs=search_runs or sizes.search_runs,
+        artifact_mb=sizes.artifact_mb if artifact_mb is None else artifact_mb,
+    )
+    with contextlib.ExitStack() as stack:
+        folder = (
+            Path(workdir)
+            if workdir
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlops-kit-bench-")))
+        )
+        with _progress() as progress:
+            task = progress.add_task("starting", total=None)
+            result = bench_kit_stack(
+                project, sizes, folder, progress=lambda what: progress.update(task, description=what)
+            )
+    if output:
+        Path(output).write_text(json.dumps(result, indent=2) + "\n")
+    if as_json:
+        _print_json(result)
+        return
+    table = Table(title=f"mlops-kit bench: {config.local_url}", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for measure, value in summary_rows(result):
+        table.add_row(measure, value)
+    ui.out.print(table)
 
 
 # ---- users / tls -----------------------------------------------------------------------------

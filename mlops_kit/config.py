@@ -298,6 +298,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("MLOPS_KIT_MLFLOW_WORKERS", "mlflow_workers", "2", _bounded_int(1, 64), "MLflow server worker processes."),
     Setting(
+        "MLOPS_KIT_MLFLOW_JOBS",
+        "mlflow_jobs",
+        "false",
+        _choice("true", "false"),
+        "Run MLflow's job runners (GenAI: LLM judges, online scoring, prompt optimisation; ~1.6 GB).",
+    ),
+    Setting(
         "MLOPS_KIT_BASE_IMAGE",
         "base_image",
         "debian:trixie-slim",
@@ -307,21 +314,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLOPS_KIT_MLFLOW_IMAGE",
         "mlflow_image",
-        "mlops-kit/mlflow:3.17.2-kit0.2.0",
+        "mlops-kit/mlflow:3.17.2-kit0.3.0",
         _text,
         "Tag of the MLflow server image.",
     ),
     Setting(
         "MLOPS_KIT_POSTGRES_IMAGE",
         "postgres_image",
-        "mlops-kit/postgres:17-kit0.2.0",
+        "mlops-kit/postgres:17-kit0.3.0",
         _text,
         "Tag of the PostgreSQL image.",
     ),
     Setting(
         "MLOPS_KIT_PROXY_IMAGE",
         "proxy_image",
-        "mlops-kit/proxy:caddy2.6-kit0.2.0",
+        "mlops-kit/proxy:caddy2.6-kit0.3.0",
         _text,
         "Tag of the HTTPS proxy image (Caddy).",
     ),
@@ -358,7 +365,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLOPS_KIT_BACKUP_IMAGE",
         "backup_image",
-        "mlops-kit/backup:kit0.2.0",
+        "mlops-kit/backup:kit0.3.0",
         _text,
         "Tag of the backup job image (restic, PostgreSQL client).",
     ),
@@ -461,6 +468,7 @@ class KitConfig:
     nfs_export: str
     nfs_options: str
     mlflow_workers: int
+    mlflow_jobs: str
     secrets_dir: str
     base_image: str
     mlflow_image: str
@@ -739,7 +747,19 @@ def _warn_unknown(from_file: Mapping[str, str], env_file: Path) -> None:
             logger.warning("unknown setting %s in %s is ignored%s", key, env_file, suggestion)
 
 
+#: Connections the MLflow entrypoint keeps out of the workers' pools (backups, healthchecks, jobs).
+CONNECTION_RESERVE = 20
+
+
 def _check_consistency(config: KitConfig) -> None:
+    engines = 4 if config.mlflow_jobs == "true" else 3
+    needed = config.mlflow_workers * engines * 2 + CONNECTION_RESERVE
+    if config.postgres_max_connections < needed:
+        raise ConfigError(
+            f"POSTGRES_MAX_CONNECTIONS={config.postgres_max_connections} is too small for "
+            f"MLOPS_KIT_MLFLOW_WORKERS={config.mlflow_workers} (each worker needs {engines} pools of 2+ connections)",
+            hint=f"raise POSTGRES_MAX_CONNECTIONS to {needed} or more in {config.env_file}, or lower the workers",
+        )
     if (config.tls_cert_file is None) != (config.tls_key_file is None):
         given, missing = (
             ("MLOPS_KIT_TLS_CERT_FILE", "MLOPS_KIT_TLS_KEY_FILE")

@@ -76,11 +76,14 @@ def sized_settings(host: HostFacts) -> dict[str, str]:
     def clamp(value: int, low: int, high: int) -> int:
         return max(low, min(high, value))
 
+    # PostgreSQL's settings follow its container's memory limit (a quarter of the host):
+    # its page cache is charged to that limit too, so effective_cache_size must fit in it.
+    postgres_mb = clamp(mem_mb // 4, 512, 32768)
     return {
-        "POSTGRES_SHARED_BUFFERS": f"{clamp(mem_mb // 8, 128, 8192)}MB",
-        "POSTGRES_EFFECTIVE_CACHE_SIZE": f"{clamp(mem_mb // 2, 512, 65536)}MB",
-        "POSTGRES_MAINTENANCE_WORK_MEM": f"{clamp(mem_mb // 32, 64, 2048)}MB",
-        "POSTGRES_WORK_MEM": "16MB" if mem_mb >= 8192 else "8MB",
+        "POSTGRES_SHARED_BUFFERS": f"{clamp(postgres_mb // 4, 128, 8192)}MB",
+        "POSTGRES_EFFECTIVE_CACHE_SIZE": f"{clamp(postgres_mb * 3 // 4, 384, 24576)}MB",
+        "POSTGRES_MAINTENANCE_WORK_MEM": f"{clamp(postgres_mb // 16, 64, 2048)}MB",
+        "POSTGRES_WORK_MEM": "16MB" if postgres_mb >= 4096 else "8MB",
         "MLOPS_KIT_MLFLOW_WORKERS": str(clamp(host.cpus, 1, 4)),
         # Docker refuses a CPU limit above the host's count.
         "MLOPS_KIT_MLFLOW_CPUS": str(host.cpus),
@@ -89,7 +92,7 @@ def sized_settings(host: HostFacts) -> dict[str, str]:
         "MLOPS_KIT_BACKUP_CPUS": str(min(1, host.cpus)),
         # MLflow's memory limit leaves room for PostgreSQL and the host.
         "MLOPS_KIT_MLFLOW_MEMORY": f"{clamp(mem_mb // 2, 3072, 65536)}m",
-        "MLOPS_KIT_POSTGRES_MEMORY": f"{clamp(mem_mb // 4, 512, 32768)}m",
+        "MLOPS_KIT_POSTGRES_MEMORY": f"{postgres_mb}m",
     }
 
 
@@ -245,9 +248,10 @@ def update_env_file(env_file: Path, values: dict[str, str], added_by: str) -> No
 #: Image tags earlier kit versions wrote into `.env`. Their images do not fit this
 #: kit's compose.yaml, so `up` moves such a `.env` to this kit's tags.
 OLD_KIT_IMAGES: dict[str, tuple[str, ...]] = {
-    "MLOPS_KIT_MLFLOW_IMAGE": ("mlops-kit/mlflow:3.17.2-kit0.1.0",),
-    "MLOPS_KIT_POSTGRES_IMAGE": ("mlops-kit/postgres:17-kit0.1.0",),
-    "MLOPS_KIT_BACKUP_IMAGE": ("mlops-kit/backup:kit0.1.0",),
+    "MLOPS_KIT_MLFLOW_IMAGE": ("mlops-kit/mlflow:3.17.2-kit0.1.0", "mlops-kit/mlflow:3.17.2-kit0.2.0"),
+    "MLOPS_KIT_POSTGRES_IMAGE": ("mlops-kit/postgres:17-kit0.1.0", "mlops-kit/postgres:17-kit0.2.0"),
+    "MLOPS_KIT_PROXY_IMAGE": ("mlops-kit/proxy:caddy2.6-kit0.2.0",),
+    "MLOPS_KIT_BACKUP_IMAGE": ("mlops-kit/backup:kit0.1.0", "mlops-kit/backup:kit0.2.0"),
 }
 #: Host-sized settings a newer kit added: an older `.env` gets them sized for this host
 #: (a CPU limit above the host's count would stop Docker from creating the container).

@@ -98,3 +98,9 @@ class AbortedError(KitError):
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+class BenchError(KitError):
+    """A benchmark could not run (no room for its files, the server refused a call)."""
+
+    exit_code = 10

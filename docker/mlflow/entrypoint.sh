@@ -40,6 +40,25 @@ if [[ -z "${MLFLOW_SERVER_CORS_ALLOWED_ORIGINS:-}" && -n "${MLOPS_KIT_PUBLIC_POR
     export MLFLOW_SERVER_CORS_ALLOWED_ORIGINS
 fi
 
+# Database connection pools: MLflow opens one SQLAlchemy engine per store in every
+# worker (tracking, model registry, users; jobs when enabled), each with its own pool.
+# SQLAlchemy's default (5 + 10 overflow) times 3 engines times 4 workers is 180
+# connections: more than PostgreSQL's 100, and under load requests fail with "too many
+# clients". Split what PostgreSQL allows (less a reserve for backups, healthchecks and
+# job runners) evenly instead, unless the operator set the pool variables.
+if [[ -z "${MLFLOW_SQLALCHEMYSTORE_POOL_SIZE:-}" && -n "${MLOPS_KIT_POSTGRES_MAX_CONNECTIONS:-}" ]]; then
+    engines=3
+    [[ "${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-true}" == "false" ]] || engines=4
+    reserve=20
+    per_engine=$(( (MLOPS_KIT_POSTGRES_MAX_CONNECTIONS - reserve) / (${MLFLOW_WORKERS:-4} * engines) ))
+    (( per_engine >= 2 )) || die "POSTGRES_MAX_CONNECTIONS=${MLOPS_KIT_POSTGRES_MAX_CONNECTIONS} is too small for MLOPS_KIT_MLFLOW_WORKERS=${MLFLOW_WORKERS:-4} (each worker needs ${engines} pools of at least 2 connections, plus ${reserve} in reserve); raise POSTGRES_MAX_CONNECTIONS to $(( ${MLFLOW_WORKERS:-4} * engines * 2 + reserve )) or more in .env" 78
+    pool=$(( per_engine < 5 ? per_engine : 5 ))
+    export MLFLOW_SQLALCHEMYSTORE_POOL_SIZE="${pool}"
+    export MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW="$(( per_engine - pool ))"
+    # Recycle connections before any firewall or PostgreSQL timeout silently drops them.
+    export MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE="${MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE:-1800}"
+fi
+
 if [[ "$(id -u)" == "0" ]]; then
     password="$(read_secret postgres_password)"
     # .pgpass escapes: backslash and colon.

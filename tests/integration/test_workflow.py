@@ -231,6 +231,73 @@ def test_check_passes(stack: Stack) -> None:
     assert "works end to end" in result.stdout
 
 
+def _in_container(stack: Stack, service: str, user: str, script: str) -> str:
+    return subprocess.run(
+        ["docker", "exec", "--user", user, f"{stack.project}-{service}-1", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def _index_check(stack: Stack) -> dict[str, str]:
+    answer = json.loads(stack.kit("doctor", "--json", check=False).stdout)
+    return next(c for c in answer["checks"] if c["name"] == "database indexes")
+
+
+def test_doctor_finds_a_missing_index_and_builds_it(stack: Stack) -> None:
+    """MLflow issue 14465: a database without an index MLflow's queries need (a bad migration)."""
+    _in_container(stack, "postgres", "postgres", "psql -q -d mlflow -c 'DROP INDEX index_latest_metrics_run_uuid'")
+    check = _index_check(stack)
+    assert "latest_metrics(run_uuid)" in check["detail"]
+    assert "--fix-indexes" in check["fix"]
+    stack.kit("doctor", "--fix-indexes", "--json", check=False)
+    check = _index_check(stack)
+    assert check["status"] == "ok" and "all" in check["detail"] and "present" in check["detail"], check
+    indexes = _in_container(stack, "postgres", "postgres", "psql -qAt -d mlflow -c '\\di mlops_kit_*'")
+    assert "mlops_kit_latest_metrics_run_uuid" in indexes
+
+
+def test_mlflow_runs_without_job_runners_and_within_postgres_connections(stack: Stack) -> None:
+    """Job runners (GenAI only) are off by default; the workers' pools fit max_connections."""
+    commands = _in_container(stack, "mlflow", "mlflow", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '; echo")
+    assert "uvicorn" in commands
+    assert "huey" not in commands and "job_runner" not in commands
+    environ = _in_container(
+        stack, "mlflow", "mlflow", "for p in /proc/[0-9]*; do tr '\\0' '\\n' <$p/environ; done 2>/dev/null | sort -u"
+    )
+    settings = dict(line.split("=", 1) for line in environ.splitlines() if line.startswith("MLFLOW_SQLALCHEMYSTORE_"))
+    workers = int(next(line for line in environ.splitlines() if line.startswith("MLFLOW_WORKERS=")).split("=")[1])
+    per_engine = int(settings["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"]) + int(
+        settings["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"]
+    )
+    max_connections = int(_in_container(stack, "postgres", "postgres", "psql -qAt -c 'SHOW max_connections'"))
+    # Tracking, model registry and users: one pool each per worker, with a reserve left over.
+    assert workers * 3 * per_engine + 20 <= max_connections
+    assert int(settings["MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE"]) > 0
+
+
+def test_bench_measures_the_stack_as_a_user_and_cleans_up(stack: Stack, tmp_path: Path) -> None:
+    """`mlops-kit bench`: every measurement runs; its user, experiments and artifacts are gone afterwards."""
+    result = stack.kit(
+        "bench", "--quick", "--search-runs", "40", "--artifact-mb", "9", "--workdir", str(tmp_path), "--json"
+    )
+    figures = json.loads(result.stdout)
+    assert figures["log_metric"]["sync"]["calls"] == 200
+    assert figures["log_batch"]["metrics"] == 80 * 100
+    assert figures["insert_ceiling"]["rows"] == 80 * 100 and figures["insert_ceiling"]["rows_per_second"] > 0
+    assert figures["search_runs"]["newest_100"]["runs_returned"] == 40
+    assert figures["artifacts"][0]["sha256_identical"] is True
+    assert {"mlflow", "postgres", "proxy"} <= {name.split("-")[-2] for name in figures["idle_memory_bytes"]}
+    users = json.loads(stack.kit("users", "list", "--json").stdout)
+    assert not [u for u in users if u["username"].startswith("mlops-kit-bench-")]
+    assert not list((stack.directory / "secrets" / "users").glob("mlops-kit-bench-*"))
+    from mlflow import MlflowClient
+
+    assert not [e for e in MlflowClient().search_experiments() if e.name.startswith("mlops-kit-bench-")]
+    assert not list(tmp_path.iterdir())
+
+
 def container_ids(stack: Stack) -> dict[str, str]:
     out = subprocess.run(
         [

@@ -162,3 +162,14 @@ def test_tracking_uri_for_clients_and_local_url_for_the_cli(
     config = load_config(initialised, environ={"MLOPS_KIT_BIND_ADDRESS": bind, "MLOPS_KIT_PUBLIC_HOST": public})
     assert config.tracking_uri == tracking
     assert config.local_url == local
+
+
+def test_too_few_postgres_connections_for_the_workers_names_both_settings(initialised: Path) -> None:
+    set_in_env_file(initialised, "MLOPS_KIT_MLFLOW_WORKERS", "16")
+    with pytest.raises(ConfigError) as caught:
+        load_config(initialised, environ={})
+    # 16 workers x 3 pools x 2 connections + the reserve of 20.
+    assert "POSTGRES_MAX_CONNECTIONS=100" in str(caught.value) and "MLOPS_KIT_MLFLOW_WORKERS=16" in str(caught.value)
+    assert "116" in (caught.value.hint or "")
+    set_in_env_file(initialised, "POSTGRES_MAX_CONNECTIONS", "116")
+    assert load_config(initialised, environ={}).mlflow_workers == 16

@@ -82,9 +82,12 @@ def test_render_env_appends_unknown_keys_and_keeps_order() -> None:
 def test_sizing_follows_host_memory() -> None:
     small = sized_settings(HostFacts(memory_bytes=2 * 2**30, cpus=1, hostname="h", fqdn="h"))
     large = sized_settings(HOST)
-    assert small["POSTGRES_SHARED_BUFFERS"] == "256MB"
-    assert large["POSTGRES_SHARED_BUFFERS"] == "3072MB"
-    assert large["POSTGRES_EFFECTIVE_CACHE_SIZE"] == "12288MB"
+    assert small["POSTGRES_SHARED_BUFFERS"] == "128MB"
+    # A quarter of PostgreSQL's container memory (a quarter of the host) for shared buffers;
+    # the cache it may count on fits in that container too.
+    assert large["MLOPS_KIT_POSTGRES_MEMORY"] == "6144m"
+    assert large["POSTGRES_SHARED_BUFFERS"] == "1536MB"
+    assert large["POSTGRES_EFFECTIVE_CACHE_SIZE"] == "4608MB"
     assert small["MLOPS_KIT_MLFLOW_WORKERS"] == "1"
 
 
