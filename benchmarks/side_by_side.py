@@ -12,7 +12,8 @@ What it does, one stack at a time (so they never compete for the two cores):
    through the proxy, logged in as a temporary non-admin user); then ``mlops-kit down --volumes``.
 
 Both get the same sizes and the same measurement code (mlops_kit/bench.py). Each stack
-idles 20 s after it is healthy before its memory is read. The result goes to
+idles 60 s after it is healthy before its memory is read, then is warmed up for 30 s
+(every worker imports, fills its pools and compiles its SQL in its first minute). The result goes to
 benchmarks/results/side_by_side-<date>.json, and a Markdown table (kit, stock, ratio) is
 printed; docs/performance.md keeps the latest full-size one.
 
@@ -56,7 +57,7 @@ STOCK_PROJECT = f"{PREFIX}-stock"
 KIT_PROJECT = PREFIX
 STOCK_COMPOSE = REPO_ROOT / "benchmarks" / "stock" / "compose.yaml"
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
-SETTLE_SECONDS = 20
+SETTLE_SECONDS = 60
 
 
 def leftovers() -> list[str]:
@@ -165,6 +166,8 @@ def bench_kit(sizes: BenchSizes, workdir: Path) -> dict[str, Any]:
             str(sizes.search_runs),
             "--artifact-mb",
             ",".join(str(s) for s in sizes.artifact_mb) or "0",
+            "--warmup-seconds",
+            str(sizes.warmup_seconds),
         )
         result: dict[str, Any] = json.loads(output.read_text())
         result["up_seconds"] = round(up_seconds, 1)

@@ -71,6 +71,7 @@ class BenchSizes:
     search_queries: int = 20
     artifact_mb: tuple[int, ...] = (100, 5120)
     keepalive_calls: int = 200
+    warmup_seconds: float = 30.0
 
     @classmethod
     def quick(cls) -> BenchSizes:
@@ -83,6 +84,7 @@ class BenchSizes:
             search_queries=10,
             artifact_mb=(20,),
             keepalive_calls=100,
+            warmup_seconds=5.0,
         )
 
 
@@ -98,6 +100,9 @@ class BenchTarget:
     containers: Sequence[str] = ()
     #: The server's own containers (peak memory while artifacts stream).
     server_containers: Sequence[str] = ()
+    #: An admin login, if any: log_metric is measured again with it, which shows what
+    #: MLflow's per-request permission checks cost the other users.
+    admin_access: ServerAccess | None = None
 
 
 @dataclass
@@ -209,6 +214,27 @@ def measure_keepalive(access: ServerAccess, calls: int) -> Latency:
         return Latency.of(_timed_calls(call, calls, warmup=10))
 
 
+def warm_up(client: Any, experiment_id: str, seconds: float) -> int:
+    """Exercise the server for ``seconds`` before measuring; returns the calls made.
+
+    Right after a start, every worker still imports modules, fills its connection pool and
+    compiles its SQL: the first minute's calls are slower (measured: 17 ms for a call that
+    takes 11 ms a minute later). Each worker must see the calls, so there are many.
+    """
+    from mlflow.entities import Metric
+
+    run_id = client.create_run(experiment_id, run_name="warm-up").info.run_id
+    deadline = time.monotonic() + seconds
+    calls = 0
+    while time.monotonic() < deadline:
+        client.log_metric(run_id, "warm_up", float(calls), step=calls)
+        client.log_batch(run_id, metrics=[Metric("warm_up_batch", float(i), 0, calls * 10 + i) for i in range(10)])
+        client.get_run(run_id)
+        client.search_runs([experiment_id], max_results=10)
+        calls += 4
+    return calls
+
+
 def measure_log_metric(client: Any, experiment_id: str, sizes: BenchSizes) -> dict[str, Any]:
     """One ``log_metric`` at a time, as a training loop logs (and with async logging)."""
     run_id = client.create_run(experiment_id, run_name="log-metric").info.run_id
@@ -233,6 +259,25 @@ def measure_log_metric(client: Any, experiment_id: str, sizes: BenchSizes) -> di
         "async": asdict(Latency.of(operations)),
         "async_all_flushed_seconds": round(flushed, 3),
     }
+
+
+def measure_admin_log_metric(admin: ServerAccess, sizes: BenchSizes, stamp: str) -> dict[str, Any]:
+    """log_metric as an admin, whom MLflow's permission checks skip (its own experiment, deleted after)."""
+    from mlflow import MlflowClient
+
+    with as_mlflow_client(admin):
+        client = MlflowClient()
+        experiment_id = client.create_experiment(f"{EXPERIMENT_PREFIX}{stamp}-admin-{uuid.uuid4().hex[:6]}")
+        try:
+            run_id = client.create_run(experiment_id).info.run_id
+            seconds = _timed_calls(
+                lambda i: client.log_metric(run_id, "loss", float(i), step=i),
+                sizes.log_metric_calls,
+                sizes.warmup_calls,
+            )
+        finally:
+            client.delete_experiment(experiment_id)
+    return {"sync": asdict(Latency.of(seconds))}
 
 
 def measure_log_batch(client_factory: Callable[[], Any], experiment_id: str, sizes: BenchSizes) -> dict[str, Any]:
@@ -517,8 +562,13 @@ def run_benchmark(
             result["idle_memory_bytes"] = container_memory(runner, target.containers)
             progress("kept-alive GETs")
             result["keepalive_health"] = asdict(measure_keepalive(target.access, sizes.keepalive_calls))
+            progress(f"warming the server up ({sizes.warmup_seconds:.0f} s)")
+            result["warm_up_calls"] = warm_up(client, experiment("warm-up"), sizes.warmup_seconds)
             progress("log_metric")
             result["log_metric"] = measure_log_metric(client, experiment("log-metric"), sizes)
+            if target.admin_access is not None:
+                progress("log_metric as the admin")
+                result["log_metric_admin"] = measure_admin_log_metric(target.admin_access, sizes, stamp)
             progress(f"log_batch, {sizes.threads} threads")
             result["log_batch"] = measure_log_batch(MlflowClient, experiment("log-batch"), sizes)
             progress("PostgreSQL insert ceiling")
@@ -559,6 +609,8 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         sync = log_metric["sync"]
         rows.append(("log_metric p50 / p99", f"{sync['p50_ms']} / {sync['p99_ms']} ms"))
         rows.append(("log_metric, async logging, p50", f"{log_metric['async']['p50_ms']} ms"))
+    if admin := result.get("log_metric_admin"):
+        rows.append(("log_metric as admin (no permission checks) p50", f"{admin['sync']['p50_ms']} ms"))
     if batch := result.get("log_batch"):
         rows.append((f"log_batch metrics/s ({batch['threads']} threads)", f"{batch['metrics_per_second']:,.0f}"))
     if ceiling := result.get("insert_ceiling"):
@@ -622,6 +674,7 @@ def kit_target(project: ComposeProject, access: ServerAccess) -> BenchTarget:
         run_in_server=run_in_server,
         containers=[s.container for s in states],
         server_containers=[s.container for s in states if s.service in (MLFLOW.name, PROXY.name)],
+        admin_access=admin_access(project.config),
     )
 
 

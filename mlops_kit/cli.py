@@ -594,6 +594,12 @@ def _artifact_sizes(_: click.Context, __: click.Parameter, value: str | None) ->
     help="Artifact sizes in MB, comma-separated; 0 for none (default 100,5120). [env var: MLOPS_KIT_BENCH_ARTIFACT_MB]",
 )
 @click.option(
+    "--warmup-seconds",
+    type=click.FloatRange(0, 600),
+    envvar="MLOPS_KIT_BENCH_WARMUP_SECONDS",
+    help="Exercise the server this long before measuring (default 30). [env var: MLOPS_KIT_BENCH_WARMUP_SECONDS]",
+)
+@click.option(
     "--workdir",
     type=click.Path(file_okay=False),
     envvar="MLOPS_KIT_BENCH_WORKDIR",
@@ -616,6 +622,7 @@ def bench(
     threads: int | None,
     search_runs: int | None,
     artifact_mb: tuple[int, ...] | None,
+    warmup_seconds: float | None,
     workdir: str | None,
     output: str | None,
     as_json: bool,
@@ -639,6 +646,7 @@ def bench(
         threads=threads or sizes.threads,
         search_runs=search_runs or sizes.search_runs,
         artifact_mb=sizes.artifact_mb if artifact_mb is None else artifact_mb,
+        warmup_seconds=sizes.warmup_seconds if warmup_seconds is None else warmup_seconds,
     )
     with contextlib.ExitStack() as stack:
         folder = (
