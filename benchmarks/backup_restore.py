@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -60,6 +59,7 @@ from typing import Any, TypeVar
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # One copy of the harness serves tests and benchmarks: the kit folder and the clean environment.
 sys.path.insert(0, str(REPO_ROOT))
+from mlops_kit.bench import machine_facts  # noqa: E402
 from tests.conftest import copy_kit  # noqa: E402
 from tests.integration.conftest import clean_env  # noqa: E402
 
@@ -187,22 +187,6 @@ def volume_bytes() -> dict[str, int | None]:
     return sizes
 
 
-def machine_facts() -> dict[str, Any]:
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    memory = {line.split(":")[0]: line.split(":")[1].strip() for line in meminfo if ":" in line}
-    return {
-        "nproc": os.cpu_count(),
-        "mem_total": memory.get("MemTotal"),
-        "mem_available_at_start": memory.get("MemAvailable"),
-        "kernel": platform.release(),
-        "os": command_output(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
-        "python": platform.python_version(),
-        "docker_server": command_output(["docker", "version", "--format", "{{.Server.Version}}"]),
-        "docker_compose": command_output(["docker", "compose", "version", "--short"]),
-        "docker_storage_driver": command_output(["docker", "info", "--format", "{{.Driver}}"]),
-    }
-
-
 # ---- the stack, driven through the real CLI -----------------------------------------------------
 
 
@@ -247,13 +231,13 @@ class BenchStack:
         return shutil.disk_usage(self.directory).free
 
 
-def leftovers() -> dict[str, list[str]]:
-    """Containers and volumes whose name starts with mlkt-bench (ours, by the naming rule)."""
+def leftovers(prefix: str = PROJECT) -> dict[str, list[str]]:
+    """Containers and volumes whose name starts with ``prefix`` (a benchmark's, by the naming rule)."""
     containers = command_output(["docker", "ps", "-a", "--format", "{{.Names}}"]).split()
     volumes = command_output(["docker", "volume", "ls", "-q"]).split()
     return {
-        "containers": [c for c in containers if c.startswith(PROJECT)],
-        "volumes": [v for v in volumes if v.startswith(PROJECT)],
+        "containers": [c for c in containers if c.startswith(prefix)],
+        "volumes": [v for v in volumes if v.startswith(prefix)],
     }
 
 

@@ -43,10 +43,10 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-from backup_restore import command_output, free_port, log, machine_facts  # noqa: E402
+from backup_restore import command_output, free_port, leftovers, log  # noqa: E402
 
 from mlops_kit import MLFLOW_VERSION, __version__  # noqa: E402
-from mlops_kit.bench import BenchSizes, BenchTarget, run_benchmark, summary_rows  # noqa: E402
+from mlops_kit.bench import BenchSizes, BenchTarget, machine_facts, run_benchmark, summary_rows  # noqa: E402
 from mlops_kit.runner import CommandRunner  # noqa: E402
 from mlops_kit.services.mlflow import ServerAccess  # noqa: E402
 from tests.conftest import copy_kit  # noqa: E402
@@ -60,10 +60,10 @@ RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 SETTLE_SECONDS = 60
 
 
-def leftovers() -> list[str]:
-    containers = command_output(["docker", "ps", "-a", "--format", "{{.Names}}"]).split()
-    volumes = command_output(["docker", "volume", "ls", "-q"]).split()
-    return [name for name in containers + volumes if name.startswith(PREFIX)]
+def ours() -> list[str]:
+    """Containers and volumes named mlkt-sbs* (both stacks')."""
+    found = leftovers(PREFIX)
+    return found["containers"] + found["volumes"]
 
 
 def compose_stock(secrets_dir: Path, port: int, workers: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -263,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.artifact_mb is not None:
         overrides["artifact_mb"] = tuple(int(s) for s in args.artifact_mb.split(",") if int(s) > 0)
     sizes = dataclasses.replace(sizes, **overrides)
-    if found := leftovers():
+    if found := ours():
         raise SystemExit(f"containers or volumes named {PREFIX}* exist already: {found}; remove them first")
     workdir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-", dir=args.workdir))
     started = time.monotonic()
@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=2) + "\n")
         shutil.rmtree(workdir, ignore_errors=True)
-        if left := leftovers():
+        if left := ours():
             log(f"WARNING: left behind: {left}")
         log(f"results: {output}")
     if "kit" in results and "stock" in results:

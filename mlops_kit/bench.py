@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import shutil
 import statistics
 import threading
@@ -34,8 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
-from importlib import resources
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from mlops_kit import __version__
 from mlops_kit.compose import ComposeProject
 from mlops_kit.config import KitConfig
 from mlops_kit.errors import BenchError
+from mlops_kit.probes import TRACKING_DSN, probe_script, run_in_mlflow
 from mlops_kit.runner import CommandRunner
 from mlops_kit.services.mlflow import MLFLOW, ServerAccess, as_mlflow_client, patched_environ
 from mlops_kit.services.proxy import PROXY
@@ -51,8 +52,6 @@ from mlops_kit.users import UserAdmin, admin_access, stored_password
 logger = logging.getLogger(__name__)
 
 MIB = 2**20
-#: libpq connection of the server's own login, from inside its container (socket, PGPASSFILE).
-IN_CONTAINER_DSN = "host=/run/postgresql dbname=mlflow user=mlflow"
 EXPERIMENT_PREFIX = "mlops-kit-bench-"
 
 
@@ -235,12 +234,21 @@ def warm_up(client: Any, experiment_id: str, seconds: float) -> int:
     return calls
 
 
+def _log_metric_latency(client: Any, run_id: str, sizes: BenchSizes) -> Latency:
+    """``log_metric`` one call at a time, after ``warmup_calls`` untimed ones."""
+    return Latency.of(
+        _timed_calls(
+            lambda i: client.log_metric(run_id, "loss", 1.0 / (i + 1), step=i),
+            sizes.log_metric_calls,
+            sizes.warmup_calls,
+        )
+    )
+
+
 def measure_log_metric(client: Any, experiment_id: str, sizes: BenchSizes) -> dict[str, Any]:
     """One ``log_metric`` at a time, as a training loop logs (and with async logging)."""
     run_id = client.create_run(experiment_id, run_name="log-metric").info.run_id
-    sync = _timed_calls(
-        lambda i: client.log_metric(run_id, "loss", 1.0 / (i + 1), step=i), sizes.log_metric_calls, sizes.warmup_calls
-    )
+    sync = _log_metric_latency(client, run_id, sizes)
     # The client's async logging queues the call and returns: what a training loop waits
     # for with MLFLOW_ENABLE_ASYNC_LOGGING=true. Time to flush everything is reported too.
     started = time.perf_counter()
@@ -255,7 +263,7 @@ def measure_log_metric(client: Any, experiment_id: str, sizes: BenchSizes) -> di
     flushed = time.perf_counter() - started
     client.set_terminated(run_id)
     return {
-        "sync": asdict(Latency.of(sync)),
+        "sync": asdict(sync),
         "async": asdict(Latency.of(operations)),
         "async_all_flushed_seconds": round(flushed, 3),
     }
@@ -269,15 +277,10 @@ def measure_admin_log_metric(admin: ServerAccess, sizes: BenchSizes, stamp: str)
         client = MlflowClient()
         experiment_id = client.create_experiment(f"{EXPERIMENT_PREFIX}{stamp}-admin-{uuid.uuid4().hex[:6]}")
         try:
-            run_id = client.create_run(experiment_id).info.run_id
-            seconds = _timed_calls(
-                lambda i: client.log_metric(run_id, "loss", float(i), step=i),
-                sizes.log_metric_calls,
-                sizes.warmup_calls,
-            )
+            latency = _log_metric_latency(client, client.create_run(experiment_id).info.run_id, sizes)
         finally:
             client.delete_experiment(experiment_id)
-    return {"sync": asdict(Latency.of(seconds))}
+    return {"sync": asdict(latency)}
 
 
 def measure_log_batch(client_factory: Callable[[], Any], experiment_id: str, sizes: BenchSizes) -> dict[str, Any]:
@@ -329,9 +332,9 @@ def measure_insert_ceiling(target: BenchTarget, sizes: BenchSizes) -> dict[str, 
     """The raw PostgreSQL insert rate of log_batch's rows, measured inside the server's container."""
     if target.run_in_server is None:
         return None
-    script = resources.files("mlops_kit.probes").joinpath("pg_insert_ceiling.py").read_text()
+    script = probe_script("pg_insert_ceiling")
     arguments = {
-        "dsn": IN_CONTAINER_DSN,
+        "dsn": TRACKING_DSN,
         "calls": sizes.batch_calls,
         "threads": sizes.threads,
         "batch_size": sizes.batch_size,
@@ -631,25 +634,27 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-@dataclass
-class MachineFacts:
-    """Where a benchmark ran."""
+def machine_facts(runner: CommandRunner | None = None) -> dict[str, Any]:
+    """Where a benchmark ran: cores, memory, kernel, OS, Python, Docker and Compose."""
+    runner = runner or CommandRunner()
 
-    nproc: int | None = field(default_factory=os.cpu_count)
-    mem_total_kib: int | None = None
-    docker_server: str | None = None
+    def output(argv: list[str]) -> str:
+        result = runner.run(argv, check=False, changes_state=False, timeout=60)
+        return result.stdout.strip() if result.ok else f"unavailable ({result.stderr.strip()})"
 
-    @classmethod
-    def collect(cls, runner: CommandRunner) -> MachineFacts:
-        mem = None
-        try:
-            for line in Path("/proc/meminfo").read_text().splitlines():
-                if line.startswith("MemTotal:"):
-                    mem = int(line.split()[1])
-        except OSError:
-            pass
-        version = runner.run(["docker", "version", "--format", "{{.Server.Version}}"], check=False, changes_state=False)
-        return cls(mem_total_kib=mem, docker_server=version.stdout.strip() or None)
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    memory = {line.split(":")[0]: line.split(":")[1].strip() for line in meminfo if ":" in line}
+    return {
+        "nproc": os.cpu_count(),
+        "mem_total": memory.get("MemTotal"),
+        "mem_available_at_start": memory.get("MemAvailable"),
+        "kernel": platform.release(),
+        "os": output(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "python": platform.python_version(),
+        "docker_server": output(["docker", "version", "--format", "{{.Server.Version}}"]),
+        "docker_compose": output(["docker", "compose", "version", "--short"]),
+        "docker_storage_driver": output(["docker", "info", "--format", "{{.Driver}}"]),
+    }
 
 
 # ---- the kit's own stack ------------------------------------------------------------------------
@@ -658,20 +663,11 @@ class MachineFacts:
 def kit_target(project: ComposeProject, access: ServerAccess) -> BenchTarget:
     """The kit's stack as a target: its containers, and the PostgreSQL probe run in its mlflow service."""
 
-    def run_in_server(script: str, arguments: Sequence[str]) -> str:
-        result = project.run(
-            ["exec", "-T", "--user", "mlflow", MLFLOW.name, "python", "-", *arguments],
-            input_text=script,
-            changes_state=False,
-            timeout=3600,
-        )
-        return result.stdout
-
     states = [s for s in project.ps() if s.state == "running"]
     return BenchTarget(
         name=f"mlops-kit {__version__}",
         access=access,
-        run_in_server=run_in_server,
+        run_in_server=lambda script, arguments: run_in_mlflow(project, script, arguments).stdout,
         containers=[s.container for s in states],
         server_containers=[s.container for s in states if s.service in (MLFLOW.name, PROXY.name)],
         admin_access=admin_access(project.config),
@@ -700,7 +696,7 @@ def bench_kit_stack(
     with temporary_user(project.config) as access:
         target = kit_target(project, access)
         result = run_benchmark(target, sizes, workdir, project.runner, progress)
-    result["machine"] = asdict(MachineFacts.collect(project.runner))
+    result["machine"] = machine_facts(project.runner)
     result["date"] = time.strftime("%Y-%m-%d")
     result["mlflow_workers"] = project.config.mlflow_workers
     return result

@@ -497,7 +497,11 @@ def doctor(app: AppContext, fix_indexes: bool, as_json: bool) -> None:
         config = _default_config(project_dir, app.env_file)
     project = app.project(config)
     results = Preflight(project).run()
-    if _service_running(project, MLFLOW.name):
+    try:
+        stack_running = project.is_running(MLFLOW.name)
+    except KitError:  # the engine is down: the preflight lines above say so
+        stack_running = False
+    if stack_running:
         if fix_indexes:
             built = run_index_probe(project, create=True).created
             if built and not as_json:
@@ -520,14 +524,6 @@ def doctor(app: AppContext, fix_indexes: bool, as_json: bool) -> None:
         raise PreflightError(
             f"{len(failed)} check(s) failed, first: {first.name}: {first.detail}", hint=first.fix or None
         )
-
-
-def _service_running(project: ComposeProject, service: str) -> bool:
-    """Whether ``service`` has a running container (False when the engine is down)."""
-    try:
-        return any(s.service == service and s.state == "running" for s in project.ps())
-    except KitError:
-        return False
 
 
 def _default_config(project_dir: Path, env_file: Path) -> KitConfig:

@@ -119,6 +119,10 @@ class ComposeProject:
         result = self.run(["ps", "--all", "--format", "json"], changes_state=False)
         return [ServiceState.from_ps(entry) for entry in _parse_json_lines(result.stdout)]
 
+    def is_running(self, service: str) -> bool:
+        """Whether ``service`` has a running container."""
+        return any(s.service == service and s.state == "running" for s in self.ps())
+
     def rendered_config(self) -> str:
         """`docker compose config`: the fully interpolated model (validates the files)."""
         return self.run(["config"], changes_state=False).stdout

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from mlops_kit.compose import ComposeProject
 from mlops_kit.errors import StackError
 from mlops_kit.preflight import OK, WARN, CheckResult
-from mlops_kit.services.mlflow import MLFLOW
+from mlops_kit.probes import TRACKING_DSN, probe_script, run_in_mlflow
 
-_DSN = "host=/run/postgresql dbname=mlflow user=mlflow"
 FIX_COMMAND = "mlops-kit doctor --fix-indexes"
 
 
@@ -28,7 +26,6 @@ class IndexReport:
     checked: int
     missing: list[dict[str, Any]] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
-    alembic_revision: str | None = None
 
     def describe(self, entry: dict[str, Any]) -> str:
         return f"{entry['table']}({', '.join(entry['columns'])}) {entry['kind']}, ~{entry.get('table_rows', 0):,} rows"
@@ -36,13 +33,12 @@ class IndexReport:
 
 def run_index_probe(project: ComposeProject, *, create: bool = False) -> IndexReport:
     """Compare MLflow's declared indexes with the tracking database's (and build missing ones if ``create``)."""
-    script = resources.files("mlops_kit.probes").joinpath("missing_indexes.py").read_text()
-    result = project.run(
-        ["exec", "-T", "--user", "mlflow", MLFLOW.name, "python", "-", json.dumps({"dsn": _DSN, "create": create})],
-        input_text=script,
+    result = run_in_mlflow(
+        project,
+        probe_script("missing_indexes"),
+        [json.dumps({"dsn": TRACKING_DSN, "create": create})],
         changes_state=create,
         check=False,
-        timeout=3600,
     )
     lines = result.stdout.strip().splitlines()
     if not result.ok or not lines:
@@ -56,7 +52,6 @@ def run_index_probe(project: ComposeProject, *, create: bool = False) -> IndexRe
         checked=answer["checked"],
         missing=answer["missing"],
         created=answer["created"],
-        alembic_revision=answer["alembic_revision"],
     )
 
 

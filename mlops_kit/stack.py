@@ -178,7 +178,7 @@ def restart_proxy(project: ComposeProject, *, wait_timeout: int = 120) -> bool:
     The certificate's fingerprint is part of the proxy's configuration
     (`compose_env`), so `up` of the proxy replaces its container.
     """
-    running = any(s.service == PROXY.name and s.state == "running" for s in project.ps())
+    running = project.is_running(PROXY.name)
     if running:
         project.start_services([PROXY.name], wait_timeout=wait_timeout)
     return running

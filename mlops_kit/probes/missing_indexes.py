@@ -13,8 +13,7 @@ CONCURRENTLY (no lock on writes, the server keeps running). Missing primary keys
 unique constraints are only reported: adding one can fail on duplicates that already
 exist, which needs a person to look at.
 
-Prints one JSON line: checked, missing (table, columns, name, kind), created, and the
-database's alembic revision.
+Prints one JSON line: checked, missing (table, columns, name, kind, table_rows), created.
 """
 
 from __future__ import annotations
@@ -122,11 +121,6 @@ def main(arguments: dict[str, Any]) -> dict[str, Any]:
             existing_tables = tables(cursor)
             row_estimates = estimated_rows(cursor)
             present = present_indexes(cursor)
-            revision = None
-            if "alembic_version" in existing_tables:
-                cursor.execute("SELECT version_num FROM alembic_version")
-                row = cursor.fetchone()
-                revision = row[0] if row else None
             # Tables a newer MLflow would create are not "missing indexes": the upgrade makes them.
             wanted = [e for e in expected_indexes() if e["table"] in existing_tables]
             missing = [e for e in wanted if not any(_serves(e, cols) for cols in present.get(e["table"], []))]
@@ -151,8 +145,6 @@ def main(arguments: dict[str, Any]) -> dict[str, Any]:
         "checked": len(wanted),
         "missing": missing,
         "created": created,
-        "alembic_revision": revision,
-        "database_initialised": "alembic_version" in existing_tables,
     }
 
 
