@@ -41,6 +41,9 @@ SNAPSHOT_TAG = "mlops-kit"
 STAGING_SET = "current"
 LAST_SUCCESS = "last-success.json"
 PREVIOUS_MANIFEST = "previous-manifest.json"
+#: s3/minio modes: the bucket's local mirror (under BACKUP_DIR) and what it last fetched.
+BUCKET_MIRROR = "bucket-mirror"
+BUCKET_INDEX = "bucket-index.json"
 _WRONG_KEY = ("wrong password", "no key found")
 # What `restic check` prints when the repository itself is damaged.
 _DAMAGE = ("contains errors", "ciphertext verification failed", "does not match", "pack file", "invalid data returned")
@@ -240,7 +243,7 @@ def run_backup(project: ComposeProject, *, on_step: Callable[[str], None] = lamb
         on_step("Checking the stack")
         require_running(project)
         ensure_secret_files(config.secrets_path)
-        for sub in ("repository", "staging", "cache"):
+        for sub in ("repository", "staging", "cache", *((BUCKET_MIRROR,) if config.uses_bucket else ())):
             (config.backup_path / sub).mkdir(parents=True, exist_ok=True)
         repository = Repository(project)
         if repository.ensure_initialized():
@@ -273,6 +276,10 @@ def run_backup(project: ComposeProject, *, on_step: Callable[[str], None] = lamb
             ]
             for database in DATABASES:
                 prepare += ["--database", database]
+            if config.uses_bucket:
+                # The bucket's prefix is mirrored into BACKUP_DIR/bucket-mirror (the job's
+                # ARTIFACTS_MOUNT in these modes) after the dump, then stored like a volume.
+                prepare += ["--bucket-prefix", config.s3_prefix, "--bucket-index", f"{STAGING_MOUNT}/{BUCKET_INDEX}"]
             prepared = run_agent(project, prepare, "preparing the backup set")
 
             on_step("Storing the set in the repository (encrypted, deduplicated)")

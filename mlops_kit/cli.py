@@ -32,15 +32,25 @@ from mlops_kit import console as ui
 from mlops_kit.backup import last_success, list_backups, run_backup
 from mlops_kit.bench import BenchSizes, bench_kit_stack, summary_rows
 from mlops_kit.compose import ComposeProject, ServiceState
-from mlops_kit.config import ARTIFACT_STORES, SETTINGS, SETTINGS_BY_ENV, KitConfig, find_project_dir, load_config
-from mlops_kit.envfile import init_env_file, upgrade_env_file
+from mlops_kit.config import (
+    ARTIFACT_STORES,
+    S3_ADDRESSING_STYLES,
+    SETTINGS,
+    SETTINGS_BY_ENV,
+    KitConfig,
+    find_project_dir,
+    load_config,
+)
+from mlops_kit.envfile import init_env_file, upgrade_env_file, write_s3_keys
 from mlops_kit.errors import AbortedError, ConfigError, KitError, PreflightError, StackError
 from mlops_kit.indexes import index_check, run_index_probe
+from mlops_kit.migrate import describe, migrate_artifacts, plan_target
 from mlops_kit.preflight import FAIL, Preflight
 from mlops_kit.restore import drill, restore_backup
 from mlops_kit.runner import CommandRunner
 from mlops_kit.schedule import DEFAULT_CRON_DIR, install_schedule, remove_schedule, render_schedule
 from mlops_kit.services.mlflow import MLFLOW
+from mlops_kit.services.s3 import store_check_result
 from mlops_kit.smoke import run_smoke_check
 from mlops_kit.stack import bring_up, build_images, collect_status, require_running, restart_proxy, take_down
 from mlops_kit.tls import client_ca_path, ensure_certificates, read_certificate, rotate_ca, uses_kit_ca
@@ -49,6 +59,8 @@ from mlops_kit.users import GRANTABLE, RESOURCE_TYPES, UserAdmin, admin_access, 
 logger = logging.getLogger("mlops_kit.cli")
 
 DEFAULT_WAIT_TIMEOUT = 600
+#: `artifacts migrate --to`: nfs is a volume mode set up with init (its export is the operator's).
+ARTIFACT_STORE_TARGETS = ("volume", "minio", "s3")
 
 
 @dataclass
@@ -150,6 +162,20 @@ def cli(ctx: click.Context, project_dir: str | None, env_file: str | None, dry_r
 @click.option("--nfs-server", help=_setting_help("MLOPS_KIT_NFS_SERVER"))
 @click.option("--nfs-export", help=_setting_help("MLOPS_KIT_NFS_EXPORT"))
 @click.option("--nfs-options", help=_setting_help("MLOPS_KIT_NFS_OPTIONS"))
+@click.option("--s3-endpoint-url", help=_setting_help("MLOPS_KIT_S3_ENDPOINT_URL"))
+@click.option("--s3-bucket", help=_setting_help("MLOPS_KIT_S3_BUCKET"))
+@click.option("--s3-prefix", help=_setting_help("MLOPS_KIT_S3_PREFIX"))
+@click.option("--s3-region", help=_setting_help("MLOPS_KIT_S3_REGION"))
+@click.option("--s3-addressing", type=click.Choice(S3_ADDRESSING_STYLES), help=_setting_help("MLOPS_KIT_S3_ADDRESSING"))
+@click.option("--s3-ca-file", help=_setting_help("MLOPS_KIT_S3_CA_FILE"))
+@click.option("--s3-network", help=_setting_help("MLOPS_KIT_S3_NETWORK"))
+@click.option("--s3-presigned", type=click.Choice(["true", "false"]), help=_setting_help("MLOPS_KIT_S3_PRESIGNED"))
+@click.option(
+    "--s3-credentials-stdin",
+    is_flag=True,
+    help="Read the S3 access key id and secret key from stdin, one per line, into secrets/s3_access_key_id "
+    "and secrets/s3_secret_access_key (mode 0600; never taken as arguments).",
+)
 @click.option(
     "--force",
     is_flag=True,
@@ -157,15 +183,27 @@ def cli(ctx: click.Context, project_dir: str | None, env_file: str | None, dry_r
     help="Replace an existing .env (kept as .env.bak-TIME; secrets are kept). [env var: MLOPS_KIT_FORCE]",
 )
 @pass_app
-def init(app: AppContext, /, force: bool, **options: str | None) -> None:
+def init(app: AppContext, /, force: bool, s3_credentials_stdin: bool, **options: str | None) -> None:
     """Write .env for this host and generate the secrets (mode 0600)."""
-    _init(app, options, force=force)
+    _init(app, options, force=force, s3_keys=_read_s3_keys_stdin() if s3_credentials_stdin else None)
 
 
-def _init(app: AppContext, options: dict[str, str | None], *, force: bool) -> KitConfig:
+def _read_s3_keys_stdin() -> tuple[str, str]:
+    lines = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
+    if len(lines) != 2:
+        raise ConfigError(
+            f"--s3-credentials-stdin expects 2 lines on stdin (access key id, then secret key), got {len(lines)}",
+            hint='printf \'%s\\n%s\\n\' "$KEY_ID" "$SECRET" | mlops-kit init ... --s3-credentials-stdin',
+        )
+    return lines[0], lines[1]
+
+
+def _init(
+    app: AppContext, options: dict[str, str | None], *, force: bool, s3_keys: tuple[str, str] | None = None
+) -> KitConfig:
     choices = _choices_from_options(options)
     project_dir = app.project_dir
-    result = init_env_file(project_dir, choices, env_file=app.env_file, force=force)
+    result = init_env_file(project_dir, choices, env_file=app.env_file, force=force, s3_keys=s3_keys)
     if result.backup:
         ui.info(f"previous configuration kept as {result.backup}")
     # Validate what was written (and the environment on top of it) right away.
@@ -193,6 +231,14 @@ _OPTION_SETTINGS = {
     "nfs_server": "MLOPS_KIT_NFS_SERVER",
     "nfs_export": "MLOPS_KIT_NFS_EXPORT",
     "nfs_options": "MLOPS_KIT_NFS_OPTIONS",
+    "s3_endpoint_url": "MLOPS_KIT_S3_ENDPOINT_URL",
+    "s3_bucket": "MLOPS_KIT_S3_BUCKET",
+    "s3_prefix": "MLOPS_KIT_S3_PREFIX",
+    "s3_region": "MLOPS_KIT_S3_REGION",
+    "s3_addressing": "MLOPS_KIT_S3_ADDRESSING",
+    "s3_ca_file": "MLOPS_KIT_S3_CA_FILE",
+    "s3_network": "MLOPS_KIT_S3_NETWORK",
+    "s3_presigned": "MLOPS_KIT_S3_PRESIGNED",
 }
 
 
@@ -405,14 +451,15 @@ def status(app: AppContext, as_json: bool) -> None:
 @pass_app
 def logs(app: AppContext, services: tuple[str, ...], follow: bool, tail: str) -> None:
     """Show the logs of the stack's services (all, or the ones named)."""
-    from mlops_kit.services import STACK_SERVICES
+    from mlops_kit.services import stack_services
 
-    known = {s.name for s in STACK_SERVICES}
+    project = app.project()
+    known = {s.name for s in stack_services(project.config)}
     for service in services:
         if service not in known:
             raise ConfigError(f"unknown service {service!r}", hint=f"use one of: {', '.join(sorted(known))}")
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends `logs -f`: not an error
-        app.project().logs(list(services), follow=follow, tail=tail)
+        project.logs(list(services), follow=follow, tail=tail)
 
 
 # ---- check / client-env / doctor -----------------------------------------------------------
@@ -501,6 +548,9 @@ def doctor(app: AppContext, fix_indexes: bool, as_json: bool) -> None:
         stack_running = project.is_running(MLFLOW.name)
     except KitError:  # the engine is down: the preflight lines above say so
         stack_running = False
+    engine_up = any(r.name == "Docker engine" and r.status != FAIL for r in results)
+    if config.uses_bucket and engine_up:
+        results.append(store_check_result(project))
     if stack_running:
         if fix_indexes:
             built = run_index_probe(project, create=True).created
@@ -1037,6 +1087,88 @@ def restore(app: AppContext, backup_set: str, yes: bool, as_json: bool) -> None:
             + " ".join(summary.previous_volumes)
             + ")"
         )
+
+
+# ---- artifacts ----------------------------------------------------------------------------
+
+
+@cli.group()
+def artifacts() -> None:
+    """The artifact store: move a stack's artifacts to another store."""
+
+
+@artifacts.command("migrate")
+@click.option("--to", "store", type=click.Choice(ARTIFACT_STORE_TARGETS), required=True, help="The store to move to.")
+@click.option("--s3-endpoint-url", help=_setting_help("MLOPS_KIT_S3_ENDPOINT_URL"))
+@click.option("--s3-bucket", help=_setting_help("MLOPS_KIT_S3_BUCKET"))
+@click.option("--s3-region", help=_setting_help("MLOPS_KIT_S3_REGION"))
+@click.option("--s3-addressing", type=click.Choice(S3_ADDRESSING_STYLES), help=_setting_help("MLOPS_KIT_S3_ADDRESSING"))
+@click.option("--s3-network", help=_setting_help("MLOPS_KIT_S3_NETWORK"))
+@click.option(
+    "--s3-credentials-stdin",
+    is_flag=True,
+    help="Read the S3 access key id and secret key from stdin, one per line (secret files, mode 0600).",
+)
+@click.option("--dry-run", "plan_only", is_flag=True, help="Only say what would be copied (files, bytes, where).")
+@_yes_option
+@_json_option
+@pass_app
+def artifacts_migrate(
+    app: AppContext,
+    /,
+    store: str,
+    s3_credentials_stdin: bool,
+    plan_only: bool,
+    yes: bool,
+    as_json: bool,
+    **options: str | None,
+) -> None:
+    """Copy every artifact to another store (verified, resumable), then switch the stack to it.
+
+    \b
+    The old store is kept untouched. MLflow stops for the final copy only.
+    Example: mlops-kit artifacts migrate --to s3 --s3-endpoint-url https://s3.example.com \\
+               --s3-bucket mlflow --s3-credentials-stdin --dry-run < keys.txt
+    """
+    config = app.config()
+    settings: dict[str, str] = {}
+    for option, value in options.items():
+        if value is not None:
+            env = _OPTION_SETTINGS[option]
+            _validate_choice(env, value, "--" + option.replace("_", "-"), f"fix --{option.replace('_', '-')}")
+            settings[env] = value
+    if s3_credentials_stdin:
+        write_s3_keys(config.secrets_path, *_read_s3_keys_stdin())
+    target = plan_target(config, store, settings)
+    if not plan_only and not yes:
+        _require_interactive()
+        _confirm(
+            f"Move the artifacts of stack {config.project_name} to {describe(target)}? MLflow stops for the "
+            "final copy; the current store is kept."
+        )
+    project = app.project(config)
+    with _progress() as progress:
+        task = progress.add_task("Migrating artifacts", total=None)
+        result = migrate_artifacts(
+            project, target, dry_run=plan_only, on_step=lambda m: progress.update(task, description=m)
+        )
+        if not plan_only:
+            progress.update(task, description="Starting the stack on the new store")
+            bring_up(app.project(app.config()), wait_timeout=DEFAULT_WAIT_TIMEOUT)
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    if plan_only:
+        ui.info(
+            f"would copy {result.files} files ({ui.human_bytes(result.bytes)}) from {result.source} to "
+            f"{result.target}, then switch the stack (run again without --dry-run)"
+        )
+        return
+    ui.success(
+        f"artifacts moved to {result.target}: {result.files} files ({ui.human_bytes(result.bytes)}), "
+        f"{result.copied} copied and read back, in {result.seconds:.0f} s; the stack is healthy on it"
+    )
+    ui.info(f"the previous store is kept: {result.source}")
 
 
 # ---- entry point --------------------------------------------------------------------------

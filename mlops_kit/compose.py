@@ -19,7 +19,7 @@ from typing import Any
 from mlops_kit.config import SETTINGS_BY_ENV, KitConfig
 from mlops_kit.errors import CommandError, EngineUnavailableError, PreflightError
 from mlops_kit.runner import CommandResult, CommandRunner
-from mlops_kit.services import SERVICES
+from mlops_kit.services import kit_services
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class ComposeProject:
 
     def service_images(self) -> dict[str, str]:
         """The image of every service the kit builds (each service module names its image setting)."""
-        return {s.name: getattr(self.config, SETTINGS_BY_ENV[s.image_setting].attr) for s in SERVICES}
+        return {s.name: getattr(self.config, SETTINGS_BY_ENV[s.image_setting].attr) for s in kit_services(self.config)}
 
     def missing_images(self) -> list[str]:
         """Services whose image is not on the engine yet."""
@@ -221,6 +221,10 @@ class ComposeProject:
     def start_services(self, services: Sequence[str], *, wait_timeout: int) -> None:
         """Start only some services (e.g. the database during a restore) and wait for health."""
         self.run(["up", "--detach", "--wait", "--wait-timeout", str(wait_timeout), *services])
+
+    def stop_services(self, services: Sequence[str]) -> None:
+        """Stop some services, keeping their containers (`up` starts them again)."""
+        self.run(["stop", *services])
 
     def down(self, *, volumes: bool) -> None:
         args = ["down", "--remove-orphans"]

@@ -29,9 +29,19 @@ logger = logging.getLogger(__name__)
 ENV_FILE_NAME = ".env"
 COMPOSE_FILE_NAME = "compose.yaml"
 NFS_OVERLAY = Path("docker/compose/artifacts-nfs.yaml")
+#: s3 and minio modes: MLflow writes to a bucket (minio adds the MinIO service on top).
+S3_OVERLAY = Path("docker/compose/artifacts-s3.yaml")
+MINIO_OVERLAY = Path("docker/compose/artifacts-minio.yaml")
+#: MLOPS_KIT_S3_NETWORK set: MLflow joins that existing Docker network to reach the store.
+S3_NETWORK_OVERLAY = Path("docker/compose/s3-network.yaml")
 # Site-specific changes, read last, as plain `docker compose` does by default.
 OVERRIDE_FILE_NAME = "compose.override.yaml"
-ARTIFACT_STORES = ("volume", "nfs")
+ARTIFACT_STORES = ("volume", "nfs", "minio", "s3")
+#: Modes whose artifacts live in a bucket (reached through the S3 API).
+BUCKET_STORES = ("minio", "s3")
+#: Where MLflow reaches the kit's own MinIO (minio mode), on the internal storage network.
+MINIO_ENDPOINT = "http://minio:9000"
+S3_ADDRESSING_STYLES = ("path", "virtual", "auto")
 WILDCARD_ADDRESSES = ("0.0.0.0", "::")
 
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -174,6 +184,37 @@ def _user_name(value: str) -> str:
     return value
 
 
+def _url(value: str) -> str:
+    if value and not re.match(r"^https?://[A-Za-z0-9.\[\]:_-]+(:[0-9]+)?/?$", value):
+        raise ValueError("must be an http(s) URL of the S3 endpoint, such as https://s3.example.com:9000 (no path)")
+    return value.rstrip("/")
+
+
+def _bucket(value: str) -> str:
+    # S3's rules for bucket names (a subset every S3 server accepts).
+    if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", value) or ".." in value:
+        raise ValueError("must be an S3 bucket name: 3-63 characters of a-z 0-9 . - (start and end alphanumeric)")
+    return value
+
+
+def _key_prefix(value: str) -> str:
+    if value and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", value.strip("/")):
+        raise ValueError("must be an object key prefix of letters, digits, '.', '_', '-' and '/'")
+    return value.strip("/")
+
+
+def _region(value: str) -> str:
+    if not re.match(r"^[a-z0-9][a-z0-9-]{0,62}$", value):
+        raise ValueError("must be a region name such as us-east-1")
+    return value
+
+
+def _network_name(value: str) -> str:
+    if value and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", value):
+        raise ValueError("must be a Docker network name (letters, digits, '_', '.', '-')")
+    return value
+
+
 def _optional_file(value: str) -> Path | None:
     if not value:
         return None
@@ -202,6 +243,10 @@ SECRET_FILES: tuple[str, ...] = (
     "mlflow_admin_password",
     "mlflow_flask_secret_key",
 )
+#: The S3 store's keys (s3 and minio modes), secret files like the others. In minio
+#: mode init generates them (MinIO's root user and password); in s3 mode the operator
+#: provides them (`init --s3-credentials-stdin`, or write the files, mode 0600).
+S3_SECRET_FILES: tuple[str, ...] = ("s3_access_key_id", "s3_secret_access_key")
 #: Secrets `up` may generate for a stack initialised by an older kit: nothing
 #: was created with them yet (the admin user is created from its password on
 #: the first start with authentication).
@@ -244,6 +289,66 @@ SETTINGS: tuple[Setting, ...] = (
         "volume",
         _choice(*ARTIFACT_STORES),
         "Where artifacts live: volume (named Docker volume) or nfs.",
+    ),
+    Setting(
+        "MLOPS_KIT_S3_ENDPOINT_URL",
+        "s3_endpoint_url",
+        "",
+        _url,
+        "S3 endpoint (s3 mode; empty: AWS). minio mode: the kit's MinIO, http://minio:9000.",
+    ),
+    Setting("MLOPS_KIT_S3_BUCKET", "s3_bucket", "mlflow-artifacts", _bucket, "Bucket of the artifacts (s3, minio)."),
+    Setting(
+        "MLOPS_KIT_S3_PREFIX",
+        "s3_prefix",
+        "artifacts",
+        _key_prefix,
+        "Key prefix of the artifacts in the bucket (restore and migrate switch it to a fresh one).",
+    ),
+    Setting("MLOPS_KIT_S3_REGION", "s3_region", "us-east-1", _region, "Region of the bucket (s3, minio)."),
+    Setting(
+        "MLOPS_KIT_S3_ADDRESSING",
+        "s3_addressing",
+        "path",
+        _choice(*S3_ADDRESSING_STYLES),
+        "S3 addressing: path (endpoint/bucket/key: most on-prem servers), virtual (bucket.endpoint), auto.",
+    ),
+    Setting(
+        "MLOPS_KIT_S3_CA_FILE",
+        "s3_ca_file",
+        "",
+        _optional_path,
+        "PEM file of the CA that signed the S3 endpoint's certificate (trusted besides the system's).",
+    ),
+    Setting(
+        "MLOPS_KIT_S3_NETWORK",
+        "s3_network",
+        "",
+        _network_name,
+        "Existing Docker network MLflow joins to reach the S3 endpoint (an S3 server in another Compose project).",
+    ),
+    Setting(
+        "MLOPS_KIT_S3_PRESIGNED",
+        "s3_presigned",
+        "false",
+        _choice("true", "false"),
+        "Let clients move large files straight to S3 with presigned URLs (true only if they can reach the endpoint).",
+    ),
+    Setting(
+        "MLOPS_KIT_MINIO_IMAGE",
+        "minio_image",
+        "mlops-kit/minio:RELEASE.2025-10-15T17-29-55Z-kit0.4.0",
+        _text,
+        "Tag of the MinIO image (minio mode): built from source, or a mirror's or a maintained fork's.",
+    ),
+    Setting("MLOPS_KIT_MINIO_MEMORY", "minio_memory", "2g", _log_size, "Memory limit of the MinIO container."),
+    Setting("MLOPS_KIT_MINIO_CPUS", "minio_cpus", "1", _cpus, "CPU limit of the MinIO container."),
+    Setting(
+        "MLOPS_KIT_MINIO_VOLUME",
+        "minio_volume_name",
+        "",
+        _volume_name,
+        "Docker volume of MinIO's data (minio mode; empty: <project>_minio-data).",
     ),
     Setting(
         "MLOPS_KIT_ADMIN_USER",
@@ -314,21 +419,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLOPS_KIT_MLFLOW_IMAGE",
         "mlflow_image",
-        "mlops-kit/mlflow:3.17.2-kit0.3.0",
+        "mlops-kit/mlflow:3.17.2-kit0.4.0",
         _text,
         "Tag of the MLflow server image.",
     ),
     Setting(
         "MLOPS_KIT_POSTGRES_IMAGE",
         "postgres_image",
-        "mlops-kit/postgres:17-kit0.3.0",
+        "mlops-kit/postgres:17-kit0.4.0",
         _text,
         "Tag of the PostgreSQL image.",
     ),
     Setting(
         "MLOPS_KIT_PROXY_IMAGE",
         "proxy_image",
-        "mlops-kit/proxy:caddy2.6-kit0.3.0",
+        "mlops-kit/proxy:caddy2.6-kit0.4.0",
         _text,
         "Tag of the HTTPS proxy image (Caddy).",
     ),
@@ -365,7 +470,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLOPS_KIT_BACKUP_IMAGE",
         "backup_image",
-        "mlops-kit/backup:kit0.3.0",
+        "mlops-kit/backup:kit0.4.0",
         _text,
         "Tag of the backup job image (restic, PostgreSQL client).",
     ),
@@ -458,6 +563,18 @@ class KitConfig:
     public_host: str
     allowed_hosts: tuple[str, ...]
     artifact_store: str
+    s3_endpoint_url: str
+    s3_bucket: str
+    s3_prefix: str
+    s3_region: str
+    s3_addressing: str
+    s3_ca_file: Path | None
+    s3_network: str
+    s3_presigned: str
+    minio_image: str
+    minio_memory: str
+    minio_cpus: str
+    minio_volume_name: str
     admin_user: str
     auth_default_permission: str
     auth_cache_seconds: int
@@ -541,10 +658,32 @@ class KitConfig:
         return self.artifacts_volume_name or f"{self.project_name}_artifacts"
 
     @property
+    def minio_volume(self) -> str:
+        return self.minio_volume_name or f"{self.project_name}_minio-data"
+
+    @property
+    def uses_bucket(self) -> bool:
+        """Artifacts live in a bucket (s3 or minio mode), not in a volume."""
+        return self.artifact_store in BUCKET_STORES
+
+    @property
+    def s3_endpoint(self) -> str:
+        """The endpoint MLflow and the jobs use: the kit's MinIO in minio mode."""
+        return MINIO_ENDPOINT if self.artifact_store == "minio" else self.s3_endpoint_url
+
+    @property
+    def artifacts_destination(self) -> str:
+        """MLflow's --artifacts-destination: kit-s3:// (proxied only) or s3:// (presigned allowed)."""
+        if not self.uses_bucket:
+            return "/mlflow/artifacts"
+        scheme = "s3" if self.s3_presigned == "true" else "kit-s3"
+        return f"{scheme}://{self.s3_bucket}/{self.s3_prefix}".rstrip("/")
+
+    @property
     def compose_files(self) -> list[Path]:
-        files = [self.project_dir / COMPOSE_FILE_NAME]
-        if self.artifact_store == "nfs":
-            files.append(self.project_dir / NFS_OVERLAY)
+        """compose.yaml, this mode's overlays, then the site's compose.override.yaml."""
+        listed = compose_file_value(self.artifact_store, self.s3_network) or COMPOSE_FILE_NAME
+        files = [self.project_dir / name for name in listed.split(":")]
         override = self.project_dir / OVERRIDE_FILE_NAME
         if override.is_file():
             files.append(override)
@@ -585,6 +724,9 @@ class KitConfig:
         env["MLOPS_KIT_BACKUP_DIR"] = str(self.backup_path)
         env["MLOPS_KIT_POSTGRES_VOLUME"] = self.postgres_volume
         env["MLOPS_KIT_ARTIFACTS_VOLUME"] = self.artifacts_volume
+        env["MLOPS_KIT_MINIO_VOLUME"] = self.minio_volume
+        env["MLOPS_KIT_S3_ENDPOINT_URL"] = self.s3_endpoint
+        env["MLOPS_KIT_ARTIFACTS_DESTINATION"] = self.artifacts_destination
         for key, path in (
             ("MLOPS_KIT_TLS_CERT_FILE", self.tls_cert_file),
             ("MLOPS_KIT_TLS_KEY_FILE", self.tls_key_file),
@@ -593,7 +735,12 @@ class KitConfig:
         # Fingerprints of what each service reads at start: a new value makes
         # Compose recreate the container (it cannot see a file's content change).
         env["MLOPS_KIT_MLFLOW_SECRETS_REV"] = _fingerprint(
-            [self.secrets_path / "postgres_password", self.secrets_path / "mlflow_flask_secret_key"]
+            [
+                self.secrets_path / "postgres_password",
+                self.secrets_path / "mlflow_flask_secret_key",
+                *([self.secrets_path / name for name in S3_SECRET_FILES] if self.uses_bucket else []),
+                *([self.s3_ca_file] if self.uses_bucket and self.s3_ca_file else []),
+            ]
         )
         env["MLOPS_KIT_PROXY_SECRETS_REV"] = _fingerprint([self.proxy_cert_path, self.proxy_key_path])
         env["COMPOSE_PROJECT_NAME"] = self.project_name
@@ -613,6 +760,20 @@ def _fingerprint(paths: list[Path]) -> str:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def compose_file_value(artifact_store: str, s3_network: str = "") -> str:
+    """COMPOSE_FILE for `.env`: the files plain `docker compose` needs in this mode ('' for volume)."""
+    overlays: list[Path] = []
+    if artifact_store == "nfs":
+        overlays.append(NFS_OVERLAY)
+    if artifact_store in BUCKET_STORES:
+        overlays.append(S3_OVERLAY)
+    if artifact_store == "minio":
+        overlays.append(MINIO_OVERLAY)
+    if artifact_store in BUCKET_STORES and s3_network:
+        overlays.append(S3_NETWORK_OVERLAY)
+    return ":".join([COMPOSE_FILE_NAME, *(p.as_posix() for p in overlays)]) if overlays else ""
 
 
 def find_project_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -682,7 +843,12 @@ def load_config(
     values["postgres_password"] = read_secret(secrets_path, "postgres_password")
     if (secrets_path / "restic_password").is_file():
         read_secret(secrets_path, "restic_password")  # validated and masked from here on
-    for attr in ("tls_cert_file", "tls_key_file", "tls_ca_file"):
+    if values["artifact_store"] in BUCKET_STORES:
+        for name in S3_SECRET_FILES:
+            # minio mode: `up` generates missing keys (MinIO starts with whatever they are).
+            if values["artifact_store"] == "s3" or (secrets_path / name).exists():
+                read_s3_secret(secrets_path, name)  # validated and masked from here on
+    for attr in ("tls_cert_file", "tls_key_file", "tls_ca_file", "s3_ca_file"):
         if values[attr] is not None and not values[attr].is_absolute():
             values[attr] = (project_dir / values[attr]).resolve()
     config = KitConfig(project_dir=project_dir, env_file=env_file, **values)
@@ -710,6 +876,39 @@ def read_secret(secrets_path: Path, name: str) -> str:
         _secret(value)
     except ValueError as exc:
         raise ConfigError(f"secret file {path} {exc}", hint=f"replace the content of {path}") from None
+    if path.stat().st_mode & 0o077:
+        logger.warning("secret file %s is readable by other users; run: chmod 600 %s", path, path)
+    return value
+
+
+def check_s3_key_text(value: str, what: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` can be an S3 key id or secret; never shows it."""
+    # AWS secrets hold '/' and '+'; other servers' keys vary: any printable ASCII without spaces.
+    if not re.match(r"^[\x21-\x7e]{3,256}$", value):
+        raise ConfigError(
+            f"{what} must be 3 to 256 printable characters without spaces, on one line",
+            hint="copy the key again from your S3 server's console",
+        )
+
+
+def read_s3_secret(secrets_path: Path, name: str) -> str:
+    """Read one of the S3 key files (s3 and minio modes); errors name the file, never the value."""
+    path = secrets_path / name
+    if not path.is_file():
+        raise ConfigError(
+            f"secret file {path} is missing (MLOPS_KIT_ARTIFACT_STORE needs the S3 keys)",
+            hint="s3 mode: mlops-kit init --force --artifact-store s3 --s3-credentials-stdin (or write the file, "
+            "mode 0600); minio mode: mlops-kit init generates it",
+        )
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read secret file {path}: {exc.__class__.__name__}",
+            hint="run mlops-kit as the user that ran init (usually root)",
+        ) from None
+    register_secret(value)
+    check_s3_key_text(value, f"secret file {path}")
     if path.stat().st_mode & 0o077:
         logger.warning("secret file %s is readable by other users; run: chmod 600 %s", path, path)
     return value
@@ -779,6 +978,18 @@ def _check_consistency(config: KitConfig) -> None:
             raise ConfigError(
                 f"{env}={path} is not a readable file",
                 hint=f"fix {env} in {config.env_file} (a PEM file; relative paths start at the kit's folder)",
+            )
+    if config.uses_bucket:
+        if config.s3_ca_file is not None and not config.s3_ca_file.is_file():
+            raise ConfigError(
+                f"MLOPS_KIT_S3_CA_FILE={config.s3_ca_file} is not a readable file",
+                hint=f"fix MLOPS_KIT_S3_CA_FILE in {config.env_file} (a PEM file, relative to the kit's folder)",
+            )
+        if config.artifact_store == "s3" and config.s3_endpoint_url.startswith("http://") and config.s3_network == "":
+            logger.warning(
+                "MLOPS_KIT_S3_ENDPOINT_URL=%s is plain HTTP: keys are signed, but artifacts cross the network "
+                "unencrypted",
+                config.s3_endpoint_url,
             )
     if config.artifact_store == "nfs":
         for attr, env in (("nfs_server", "MLOPS_KIT_NFS_SERVER"), ("nfs_export", "MLOPS_KIT_NFS_EXPORT")):

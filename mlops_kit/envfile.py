@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlops_kit import __version__
-from mlops_kit.config import ENV_FILE_NAME, SECRET_FILES, SETTINGS_BY_ENV, read_env_file
+from mlops_kit.config import (
+    ENV_FILE_NAME,
+    MINIO_ENDPOINT,
+    S3_SECRET_FILES,
+    SECRET_FILES,
+    SETTINGS_BY_ENV,
+    check_s3_key_text,
+    compose_file_value,
+    read_env_file,
+)
 from mlops_kit.errors import ConfigError
 from mlops_kit.masking import register_secret
 
@@ -125,7 +134,42 @@ def initial_values(choices: dict[str, str | None], host: HostFacts) -> dict[str,
     public = choices.get("MLOPS_KIT_PUBLIC_HOST")
     if public and public not in names:
         values["MLOPS_KIT_ALLOWED_HOSTS"] = allowed_host_patterns([public, *names])
+    values.update(artifact_store_values(values.get("MLOPS_KIT_ARTIFACT_STORE", "volume"), values))
     return values
+
+
+def artifact_store_values(store: str, values: dict[str, str]) -> dict[str, str]:
+    """What a mode fixes in `.env`: the overlays plain Compose needs, MinIO's endpoint."""
+    fixed = {"COMPOSE_FILE": compose_file_value(store, values.get("MLOPS_KIT_S3_NETWORK", ""))}
+    if store == "minio":
+        fixed["MLOPS_KIT_S3_ENDPOINT_URL"] = MINIO_ENDPOINT
+    return fixed
+
+
+def generate_s3_keys() -> tuple[str, str]:
+    """A key id and secret for the kit's MinIO (its root user): 19 and 40 characters, as AWS's are."""
+    return "kit" + secrets.token_hex(8), secrets.token_urlsafe(30)
+
+
+def write_s3_keys(secrets_path: Path, key_id: str, secret: str) -> tuple[Path, ...]:
+    """Store the S3 keys as secret files (mode 0600). Checked first; never shown in an error."""
+    register_secret(key_id)
+    register_secret(secret)
+    check_s3_key_text(key_id, "the S3 access key id")
+    check_s3_key_text(secret, "the S3 secret key")
+    secrets_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    written = []
+    for name, value in zip(S3_SECRET_FILES, (key_id, secret), strict=True):
+        write_private_file(secrets_path / name, value + "\n")
+        written.append(secrets_path / name)
+    return tuple(written)
+
+
+def ensure_minio_keys(secrets_path: Path) -> tuple[Path, ...]:
+    """minio mode: generate MinIO's keys unless both files exist (MinIO's data was made with them)."""
+    if all((secrets_path / name).exists() for name in S3_SECRET_FILES):
+        return ()
+    return write_s3_keys(secrets_path, *generate_s3_keys())
 
 
 def render_env(example: str, values: dict[str, str], added_by: str = "mlops-kit init") -> str:
@@ -208,12 +252,17 @@ def init_env_file(
     env_file: Path | None = None,
     force: bool = False,
     host: HostFacts | None = None,
+    s3_keys: tuple[str, str] | None = None,
 ) -> InitResult:
     """Create `.env` for this host and any missing secret files.
 
     An existing `.env` is only replaced with ``force``; the old one is kept as
-    `.env.bak-<time>`. Existing secret files are always kept.
+    `.env.bak-<time>`. Existing secret files are always kept, except the S3 keys
+    when ``s3_keys`` (key id, secret) are given.
     """
+    if s3_keys is not None:
+        check_s3_key_text(s3_keys[0], "the S3 access key id")
+        check_s3_key_text(s3_keys[1], "the S3 secret key")
     env_file = env_file or project_dir / ENV_FILE_NAME
     example_path = project_dir / EXAMPLE_FILE_NAME
     if not example_path.is_file():
@@ -235,7 +284,12 @@ def init_env_file(
     secrets_dir = (
         choices.get("MLOPS_KIT_SECRETS_DIR") or read_env_file(env_file).get("MLOPS_KIT_SECRETS_DIR") or "secrets"
     )
-    generated, kept = ensure_secret_files((project_dir / secrets_dir).resolve())
+    secrets_path = (project_dir / secrets_dir).resolve()
+    generated, kept = ensure_secret_files(secrets_path)
+    if s3_keys is not None:
+        generated += write_s3_keys(secrets_path, *s3_keys)
+    elif values.get("MLOPS_KIT_ARTIFACT_STORE") == "minio":
+        generated += ensure_minio_keys(secrets_path)
     return InitResult(env_file=env_file, backup=backup, generated_secrets=generated, kept_secrets=kept)
 
 
@@ -248,10 +302,10 @@ def update_env_file(env_file: Path, values: dict[str, str], added_by: str) -> No
 #: Image tags earlier kit versions wrote into `.env`. Their images do not fit this
 #: kit's compose.yaml, so `up` moves such a `.env` to this kit's tags.
 OLD_KIT_IMAGES: dict[str, tuple[str, ...]] = {
-    "MLOPS_KIT_MLFLOW_IMAGE": ("mlops-kit/mlflow:3.17.2-kit0.1.0", "mlops-kit/mlflow:3.17.2-kit0.2.0"),
-    "MLOPS_KIT_POSTGRES_IMAGE": ("mlops-kit/postgres:17-kit0.1.0", "mlops-kit/postgres:17-kit0.2.0"),
-    "MLOPS_KIT_PROXY_IMAGE": ("mlops-kit/proxy:caddy2.6-kit0.2.0",),
-    "MLOPS_KIT_BACKUP_IMAGE": ("mlops-kit/backup:kit0.1.0", "mlops-kit/backup:kit0.2.0"),
+    "MLOPS_KIT_MLFLOW_IMAGE": tuple(f"mlops-kit/mlflow:3.17.2-kit0.{n}.0" for n in (1, 2, 3)),
+    "MLOPS_KIT_POSTGRES_IMAGE": tuple(f"mlops-kit/postgres:17-kit0.{n}.0" for n in (1, 2, 3)),
+    "MLOPS_KIT_PROXY_IMAGE": tuple(f"mlops-kit/proxy:caddy2.6-kit0.{n}.0" for n in (2, 3)),
+    "MLOPS_KIT_BACKUP_IMAGE": tuple(f"mlops-kit/backup:kit0.{n}.0" for n in (1, 2, 3)),
 }
 #: Host-sized settings a newer kit added: an older `.env` gets them sized for this host
 #: (a CPU limit above the host's count would stop Docker from creating the container).

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import shutil
 import socket
 import time
@@ -39,6 +40,8 @@ from mlops_kit.users import admin_access
 logger = logging.getLogger(__name__)
 
 WAIT_TIMEOUT = 600
+#: The generation suffix a restore adds to MLOPS_KIT_S3_PREFIX (replaced by the next one).
+_PREFIX_GENERATION = re.compile(r"-r\d{14}$")
 Step = Callable[[str], None]
 
 
@@ -82,6 +85,16 @@ class _Restored:
     job_set_dir: str
     postgres_volume: str
     artifacts_volume: str
+    #: s3/minio modes: the fresh prefix the artifacts were uploaded to ("" otherwise).
+    s3_prefix: str = ""
+
+    @property
+    def fresh_volumes(self) -> list[str]:
+        """The volumes this restore made (in bucket modes the artifacts stay in the stack's volume)."""
+        return [self.postgres_volume] if self.s3_prefix else [self.postgres_volume, self.artifacts_volume]
+
+    def artifacts_location(self, config: KitConfig) -> str:
+        return f"s3://{config.s3_bucket}/{self.s3_prefix}" if self.s3_prefix else self.artifacts_volume
 
 
 def restore_backup(
@@ -92,7 +105,9 @@ def restore_backup(
     started = time.monotonic()
     with backup_lock(config, "restore"):
         restored = _restore_and_verify(project, snapshot, on_step)
-        previous = (config.postgres_volume, config.artifacts_volume)
+        previous = (
+            (config.postgres_volume,) if config.uses_bucket else (config.postgres_volume, config.artifacts_volume)
+        )
         was_running = bool(project.ps())
         try:
             _switch(project, restored, on_step, rollback_to_previous=was_running, persist=True)
@@ -106,7 +121,7 @@ def restore_backup(
         artifact_files=int(restored.manifest["artifacts"]["file_count"]),
         backup_mlflow_version=str(restored.manifest.get("mlflow_version", "")),
         postgres_volume=restored.postgres_volume,
-        artifacts_volume=restored.artifacts_volume,
+        artifacts_volume=restored.artifacts_location(config),
         previous_volumes=tuple(v for v in previous if project.volume_exists(v)),
     )
 
@@ -141,8 +156,10 @@ def drill(project: ComposeProject, *, sample: int = 20, on_step: Step = lambda _
             # Also after a failed phase 1: its jobs made the project's Compose volumes.
             on_step("Removing the throwaway stack")
             throwaway.down(volumes=True)
-            kept = [restored.postgres_volume, restored.artifacts_volume] if restored else []
+            kept = restored.fresh_volumes if restored else []
             throwaway.remove_volumes(list(dict.fromkeys([*kept, *throwaway.volume_names()])))
+            if restored and restored.s3_prefix:
+                run_agent(throwaway, [AGENT, "delete-prefix", "--prefix", restored.s3_prefix], "removing the copy")
             if restored:
                 shutil.rmtree(restored.work, ignore_errors=True)
     database = next(iter(restored.manifest["databases"].values()))
@@ -203,11 +220,30 @@ def _restore_and_verify(project: ComposeProject, snapshot: str, on_step: Step) -
         logger.info("verified %s artifact files", answer.get("artifacts_checked"))
         manifest: dict[str, Any] = json.loads((work / "current" / "manifest.json").read_text())
         _check_versions(manifest)
+        s3_prefix = ""
+        if config.uses_bucket:
+            # Never over the stack's objects: into a fresh prefix, switched to in phase 2.
+            s3_prefix = f"{_PREFIX_GENERATION.sub('', config.s3_prefix)}-{generation}".lstrip("-")
+            on_step(f"Uploading the artifacts into s3://{config.s3_bucket}/{s3_prefix} (each read back)")
+            run_agent(
+                project,
+                [AGENT, "upload", "--source", "/restore/data/artifacts", "--prefix", s3_prefix],
+                "uploading the artifacts",
+                mounts=(f"{artifacts_volume}:/restore/data/artifacts:ro",),
+            )
+            project.remove_volumes([artifacts_volume])
+            artifacts_volume = config.artifacts_volume
     except BaseException:
-        project.remove_volumes([postgres_volume, artifacts_volume])
+        project.remove_volumes(
+            [postgres_volume]
+            if artifacts_volume == config.artifacts_volume and config.uses_bucket
+            else [postgres_volume, artifacts_volume]
+        )
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return _Restored(chosen, manifest, work, f"{STAGING_MOUNT}/{work.name}/current", postgres_volume, artifacts_volume)
+    return _Restored(
+        chosen, manifest, work, f"{STAGING_MOUNT}/{work.name}/current", postgres_volume, artifacts_volume, s3_prefix
+    )
 
 
 def _switch(
@@ -220,12 +256,18 @@ def _switch(
     """
     config = project.config
     switched = ComposeProject(
-        replace(config, postgres_volume_name=restored.postgres_volume, artifacts_volume_name=restored.artifacts_volume),
+        replace(
+            config,
+            postgres_volume_name=restored.postgres_volume,
+            artifacts_volume_name=restored.artifacts_volume,
+            s3_prefix=restored.s3_prefix or config.s3_prefix,
+        ),
         project.runner,
     )
     previous = {
         "MLOPS_KIT_POSTGRES_VOLUME": config.postgres_volume_name,
         "MLOPS_KIT_ARTIFACTS_VOLUME": config.artifacts_volume_name,
+        **({"MLOPS_KIT_S3_PREFIX": config.s3_prefix} if restored.s3_prefix else {}),
     }
     try:
         on_step("Stopping the stack")
@@ -247,6 +289,7 @@ def _switch(
                 {
                     "MLOPS_KIT_POSTGRES_VOLUME": restored.postgres_volume,
                     "MLOPS_KIT_ARTIFACTS_VOLUME": restored.artifacts_volume,
+                    **({"MLOPS_KIT_S3_PREFIX": restored.s3_prefix} if restored.s3_prefix else {}),
                 },
                 added_by="mlops-kit restore",
             )
@@ -277,7 +320,7 @@ def _rollback(
         ("stop the restored stack", lambda: switched.down(volumes=False)),
         (
             "remove the fresh volumes",
-            lambda: switched.remove_volumes([restored.postgres_volume, restored.artifacts_volume]),
+            lambda: switched.remove_volumes(restored.fresh_volumes),
         ),
     ]
     if persist:

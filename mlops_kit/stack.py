@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 
 from mlops_kit.compose import ComposeProject, ServiceState
 from mlops_kit.config import UPGRADE_SECRET_FILES, KitConfig
-from mlops_kit.envfile import ensure_secret_files
-from mlops_kit.errors import CommandError, KitError, StackError
+from mlops_kit.envfile import ensure_minio_keys, ensure_secret_files
+from mlops_kit.errors import CommandError, KitError, PreflightError, StackError
 from mlops_kit.preflight import CheckResult, Preflight, raise_on_failure
-from mlops_kit.services import MLFLOW, PROXY, SERVICES, STACK_SERVICES
+from mlops_kit.services import MLFLOW, PROXY, kit_services, stack_services
 from mlops_kit.services.mlflow import server_version
+from mlops_kit.services.s3 import CHECK_SERVICE, check_store, parse_verdict
 from mlops_kit.tls import ensure_certificates
 from mlops_kit.users import ADMIN_SECRET, admin_access, anonymous_access
 
@@ -89,12 +90,18 @@ def bring_up(
     checks = Preflight(project).run()
     raise_on_failure(checks)
 
-    built = [s.name for s in SERVICES] if force_build else project.missing_images()
+    built = [s.name for s in kit_services(project.config)] if force_build else project.missing_images()
     build_started = time.monotonic()
     if built:
         on_step(f"Building images: {', '.join(built)} (first time: a few minutes)")
         project.build(built)
     build_seconds = time.monotonic() - build_started
+
+    if project.config.uses_bucket and not project.runner.dry_run:
+        on_step(f"Checking the artifact store ({project.config.artifact_store}: endpoint, keys, bucket)")
+        verdict = check_store(project, create_bucket=project.config.artifact_store == "minio")
+        if not verdict.ok:
+            raise PreflightError(f"artifact store: {verdict.message}", hint=verdict.fix or None)
 
     on_step("Starting services and waiting until they are healthy")
     start = time.monotonic()
@@ -141,6 +148,8 @@ def prepare_host_files(config: KitConfig) -> list[str]:
     close to expiry, or missing a configured name.
     """
     generated, _kept = ensure_secret_files(config.secrets_path, UPGRADE_SECRET_FILES)
+    if config.artifact_store == "minio":
+        generated += ensure_minio_keys(config.secrets_path)
     done = [f"generated {path.name} (mode 0600)" for path in generated]
     return done + ensure_certificates(config)
 
@@ -151,6 +160,13 @@ _FAILED_CONTAINER = re.compile(r"container (\S+) (?:is unhealthy|exited|has exit
 def _unhealthy_error(project: ComposeProject, states: list[ServiceState], error: CommandError) -> StackError:
     """Name the service that failed and the last thing its healthcheck or log said."""
     named = _FAILED_CONTAINER.search(error.stderr + error.stdout)
+    for state in states:
+        if state.service == CHECK_SERVICE and state.state == "exited" and state.exit_code != 0:
+            logs = project.container_logs(state.container)
+            verdict = parse_verdict(logs, logs)
+            return StackError(f"artifact store: {verdict.message}", hint=verdict.fix or "see: mlops-kit logs")
+    # One-shot jobs that finished well are not services that failed.
+    states = [s for s in states if not (s.service == CHECK_SERVICE and s.exit_code == 0)]
     # The container Compose names first; a crash-looping one may look "running" for an instant.
     ordered = sorted(states, key=lambda s: 0 if named and s.container == named.group(1) else 1)
     for state in ordered:
@@ -186,7 +202,7 @@ def restart_proxy(project: ComposeProject, *, wait_timeout: int = 120) -> bool:
 
 def build_images(project: ComposeProject) -> None:
     """Build every kit image from the Dockerfiles (cached layers make a rebuild quick)."""
-    project.build([s.name for s in SERVICES])
+    project.build([s.name for s in kit_services(project.config)])
 
 
 def take_down(project: ComposeProject, *, volumes: bool) -> None:
@@ -210,7 +226,7 @@ def collect_status(project: ComposeProject) -> StackStatus:
         has_admin = (config.secrets_path / ADMIN_SECRET).is_file()
         version = server_version(admin_access(config) if has_admin else anonymous_access(config))
     services = []
-    for spec in STACK_SERVICES:
+    for spec in stack_services(project.config):
         state = states.get(spec.name)
         if state is None:
             services.append(ServiceStatus(spec.name, "absent", "", "", (), None))

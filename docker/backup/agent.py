@@ -8,9 +8,18 @@
     verify    recompute every checksum of a restored set against its manifest.
     load      pg_restore a restored dump into the (fresh) database and compare row counts
               and the alembic revision with the manifest.
+    upload    (s3/minio modes) copy a folder of artifacts into the bucket under a prefix,
+              each object read back and compared by sha256; objects already there with
+              the same sha256 are skipped (so an interrupted copy resumes).
+    download  (s3/minio modes) the other way: the prefix's objects into a folder.
+    delete-prefix  remove every object under a prefix (a restore drill's throwaway copy).
+
+In s3/minio modes `prepare --bucket` first mirrors the bucket's prefix into the
+artifacts folder (incrementally: only new or changed objects are fetched, removed
+ones are removed), so the backup set stores the artifacts as files, as in volume mode.
 
 Output for the kit is one JSON object on stdout; diagnostics go to stderr. Only the
-standard library and psycopg2 (Debian's python3-psycopg2) are used.
+standard library, psycopg2 and boto3 (Debian's python3-psycopg2, python3-boto3) are used.
 """
 
 from __future__ import annotations
@@ -27,6 +36,130 @@ from pathlib import Path
 PASSWORD_FILE = "/run/secrets/postgres_password"
 MANIFEST = "manifest.json"
 CHUNK = 4 * 2**20
+SECRETS = Path("/run/secrets")
+#: The s3 store check's probe objects: never artifacts.
+CHECK_PREFIX = ".mlops-kit-check"
+#: Files written into an artifacts volume belong to the mlflow user (uid/gid 10001).
+MLFLOW_UID = 10001
+
+
+# ---- S3 (s3 and minio modes) ------------------------------------------------------------
+
+
+def s3_client():  # type: ignore[no-untyped-def]
+    """A boto3 client configured as MLflow's: same endpoint, region, addressing, keys and CA."""
+    import boto3
+    from botocore.config import Config
+
+    ca = SECRETS / "s3_ca"
+    verify = None
+    if ca.is_file() and "BEGIN CERTIFICATE" in ca.read_text(errors="replace"):
+        bundle = Path("/tmp/kit-agent-ca.pem")
+        bundle.write_bytes(Path("/etc/ssl/certs/ca-certificates.crt").read_bytes() + b"\n" + ca.read_bytes())
+        verify = str(bundle)
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None,
+        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        aws_access_key_id=(SECRETS / "s3_access_key_id").read_text().strip(),
+        aws_secret_access_key=(SECRETS / "s3_secret_access_key").read_text().strip(),
+        verify=verify,
+        config=Config(
+            s3={"addressing_style": os.environ.get("MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE", "path")},
+            retries={"max_attempts": 5, "mode": "standard"},
+        ),
+    )
+
+
+def bucket() -> str:
+    return os.environ["MLOPS_KIT_S3_BUCKET"]
+
+
+def key_of(prefix: str, rel: str) -> str:
+    return f"{prefix.strip('/')}/{rel}" if prefix.strip("/") else rel
+
+
+def list_objects(s3, prefix: str) -> dict[str, dict[str, object]]:  # type: ignore[no-untyped-def]
+    """rel path -> size, etag, mtime of every object under ``prefix`` (the check's probes excluded)."""
+    base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    found: dict[str, dict[str, object]] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket(), Prefix=base):
+        for item in page.get("Contents", []):
+            rel = item["Key"][len(base):]
+            if not rel or rel.endswith("/") or rel.startswith(CHECK_PREFIX + "/"):
+                continue
+            found[rel] = {"size": int(item["Size"]), "etag": item["ETag"], "mtime": item["LastModified"].timestamp()}
+    return found
+
+
+def download_to(s3, key: str, path: Path, mtime: float | None = None) -> str:  # type: ignore[no-untyped-def]
+    """Fetch one object to ``path`` (atomically, via a temporary name); returns its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.kit-partial")
+    digest = hashlib.sha256()
+    body = s3.get_object(Bucket=bucket(), Key=key)["Body"]
+    with tmp.open("wb") as handle:
+        while block := body.read(CHUNK):
+            digest.update(block)
+            handle.write(block)
+    if mtime is not None:
+        os.utime(tmp, (mtime, mtime))
+    os.replace(tmp, path)
+    return digest.hexdigest()
+
+
+def mirror_bucket(root: Path, prefix: str, index_path: Path) -> dict[str, int]:
+    """Make ``root`` hold exactly the prefix's objects; fetch only new or changed ones.
+
+    Objects are immutable once MLflow wrote them, so size + ETag identify an unchanged one.
+    """
+    s3 = s3_client()
+    index: dict[str, dict[str, object]] = {}
+    if index_path.is_file():
+        index = json.loads(index_path.read_text())
+    objects = list_objects(s3, prefix)
+    fetched = fetched_bytes = 0
+    for rel, info in sorted(objects.items()):
+        path = root / rel
+        old = index.get(rel)
+        if old and old.get("etag") == info["etag"] and path.is_file() and path.stat().st_size == info["size"]:
+            continue
+        download_to(s3, key_of(prefix, rel), path, float(info["mtime"]))  # type: ignore[arg-type]
+        fetched += 1
+        fetched_bytes += int(info["size"])  # type: ignore[call-overload]
+    removed = 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.relative_to(root).as_posix() not in objects:
+            path.unlink()
+            removed += 1
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    index_path.write_text(json.dumps({rel: {"etag": i["etag"]} for rel, i in objects.items()}))
+    log(f"mirrored {len(objects)} objects of s3://{bucket()}/{prefix}: {fetched} fetched "
+        f"({fetched_bytes} bytes), {removed} removed")
+    return {"objects": len(objects), "fetched": fetched, "fetched_bytes": fetched_bytes, "removed": removed}
+
+
+def upload_verified(s3, path: Path, key: str, digest: str) -> bool:  # type: ignore[no-untyped-def]
+    """Put one file unless the same bytes are there; read it back and compare. True if uploaded."""
+    from botocore.exceptions import ClientError
+
+    try:
+        head = s3.head_object(Bucket=bucket(), Key=key)
+        if head.get("Metadata", {}).get("sha256") == digest and int(head["ContentLength"]) == path.stat().st_size:
+            return False
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+    s3.upload_file(str(path), bucket(), key, ExtraArgs={"Metadata": {"sha256": digest}})
+    check = hashlib.sha256()
+    body = s3.get_object(Bucket=bucket(), Key=key)["Body"]
+    while block := body.read(CHUNK):
+        check.update(block)
+    if check.hexdigest() != digest:
+        raise RuntimeError(f"s3://{bucket()}/{key} reads back with other bytes than {path}")
+    return True
 
 
 def log(message: str) -> None:
@@ -151,6 +284,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         log(f"dumped {database}: {dump.stat().st_size} bytes, {sum(facts['row_counts'].values())} rows")
 
     dumped = time.time()
+    mirrored: dict[str, int] = {}
+    if args.bucket_prefix is not None:
+        # After the dump: every artifact a dumped run refers to is in the bucket by now.
+        mirrored = mirror_bucket(Path(args.artifacts), args.bucket_prefix, Path(args.bucket_index))
     previous: dict[str, dict[str, object]] = {}
     if args.previous and Path(args.previous).is_file():
         previous = json.loads(Path(args.previous).read_text()).get("artifacts", {}).get("files", {})
@@ -174,6 +311,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         "ok": True, "databases": {k: {"rows": sum(v["row_counts"].values()), "dump_size": v["dump_size"]}  # type: ignore[index]
                                   for k, v in databases.items()},
         "artifact_files": len(files), "artifact_bytes": manifest["artifacts"]["total_bytes"], "hashed": hashed,
+        "mirrored": mirrored,
     }))
 
 
@@ -261,6 +399,88 @@ def cmd_facts(args: argparse.Namespace) -> None:
     print(json.dumps({"ok": True, **facts}))
 
 
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and
+                  not p.name.endswith(".kit-partial"))
+
+
+def cmd_upload(args: argparse.Namespace) -> None:
+    root = Path(args.source)
+    s3 = s3_client()
+    files = files_under(root)
+    total = sum(p.stat().st_size for p in files)
+    if args.dry_run:
+        print(json.dumps({"ok": True, "files": len(files), "bytes": total, "copied": 0, "skipped": 0}))
+        return
+    copied = skipped = 0
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        if upload_verified(s3, path, key_of(args.prefix, rel), sha256_file(path)):
+            copied += 1
+        else:
+            skipped += 1
+    log(f"uploaded {copied} files to s3://{bucket()}/{args.prefix} ({skipped} already there)")
+    print(json.dumps({"ok": True, "files": len(files), "bytes": total, "copied": copied, "skipped": skipped}))
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    root = Path(args.target)
+    s3 = s3_client()
+    objects = list_objects(s3, args.prefix)
+    total = sum(int(i["size"]) for i in objects.values())  # type: ignore[call-overload]
+    if args.dry_run:
+        print(json.dumps({"ok": True, "files": len(objects), "bytes": total, "copied": 0, "skipped": 0}))
+        return
+    copied = skipped = 0
+    for rel, info in sorted(objects.items()):
+        path = root / rel
+        key = key_of(args.prefix, rel)
+        if path.is_file() and path.stat().st_size == info["size"]:
+            # Resuming: a file of the right size was finished (downloads land under a temporary name).
+            skipped += 1
+            continue
+        digest = download_to(s3, key, path, float(info["mtime"]))  # type: ignore[arg-type]
+        head = s3.head_object(Bucket=bucket(), Key=key)
+        expected = head.get("Metadata", {}).get("sha256")
+        if sha256_file(path) != digest or (expected and expected != digest):
+            fail(f"{path} does not match s3://{bucket()}/{key} after the copy")
+        copied += 1
+    for path in [root, *(p for p in root.rglob("*"))]:
+        os.chown(path, MLFLOW_UID, MLFLOW_UID, follow_symlinks=False)
+    log(f"downloaded {copied} objects from s3://{bucket()}/{args.prefix} ({skipped} already there)")
+    print(json.dumps({"ok": True, "files": len(objects), "bytes": total, "copied": copied, "skipped": skipped}))
+
+
+def cmd_delete_prefix(args: argparse.Namespace) -> None:
+    s3 = s3_client()
+    keys = [key_of(args.prefix, rel) for rel in list_objects(s3, args.prefix)]
+    for start in range(0, len(keys), 1000):
+        s3.delete_objects(Bucket=bucket(), Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
+    print(json.dumps({"ok": True, "deleted": len(keys)}))
+
+
+def cmd_digest(args: argparse.Namespace) -> None:
+    """sha256 of every file under a folder, or every object under a prefix (migrate's final check)."""
+    table: dict[str, object] = {}
+    if args.sizes and args.prefix is not None:
+        table = {rel: info["size"] for rel, info in list_objects(s3_client(), args.prefix).items()}
+    elif args.sizes:
+        root = Path(args.folder)
+        table = {p.relative_to(root).as_posix(): p.stat().st_size for p in files_under(root)}
+    elif args.prefix is not None:
+        s3 = s3_client()
+        for rel in list_objects(s3, args.prefix):
+            digest = hashlib.sha256()
+            body = s3.get_object(Bucket=bucket(), Key=key_of(args.prefix, rel))["Body"]
+            while block := body.read(CHUNK):
+                digest.update(block)
+            table[rel] = digest.hexdigest()
+    else:
+        root = Path(args.folder)
+        table = {p.relative_to(root).as_posix(): sha256_file(p) for p in files_under(root)}
+    print(json.dumps({"ok": True, "files": table}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="kit-backup-agent", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -271,6 +491,8 @@ def main() -> None:
     prepare.add_argument("--previous")
     prepare.add_argument("--database", action="append", required=True)
     prepare.add_argument("--meta", default="{}")
+    prepare.add_argument("--bucket-prefix", help="mirror this prefix of the bucket into --artifacts first")
+    prepare.add_argument("--bucket-index", default="/staging/bucket-index.json")
     prepare.set_defaults(func=cmd_prepare)
     verify = sub.add_parser("verify")
     verify.add_argument("--set", required=True)
@@ -282,8 +504,29 @@ def main() -> None:
     facts = sub.add_parser("facts")
     facts.add_argument("--database", default="mlflow")
     facts.set_defaults(func=cmd_facts)
+    upload = sub.add_parser("upload")
+    upload.add_argument("--source", required=True)
+    upload.add_argument("--prefix", required=True)
+    upload.add_argument("--dry-run", action="store_true")
+    upload.set_defaults(func=cmd_upload)
+    download = sub.add_parser("download")
+    download.add_argument("--prefix", required=True)
+    download.add_argument("--target", required=True)
+    download.add_argument("--dry-run", action="store_true")
+    download.set_defaults(func=cmd_download)
+    delete_prefix = sub.add_parser("delete-prefix")
+    delete_prefix.add_argument("--prefix", required=True)
+    delete_prefix.set_defaults(func=cmd_delete_prefix)
+    digest = sub.add_parser("digest")
+    digest.add_argument("--prefix")
+    digest.add_argument("--folder")
+    digest.add_argument("--sizes", action="store_true", help="sizes only (no reading)")
+    digest.set_defaults(func=cmd_digest)
     args = parser.parse_args()
-    args.func(args)
+    try:
+        args.func(args)
+    except Exception as error:  # boto3 and OS errors: one JSON line for the kit
+        fail(f"{error.__class__.__name__}: {error}")
 
 
 if __name__ == "__main__":

@@ -59,13 +59,51 @@ if [[ -z "${MLFLOW_SQLALCHEMYSTORE_POOL_SIZE:-}" && -n "${MLOPS_KIT_POSTGRES_MAX
     export MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE="${MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE:-1800}"
 fi
 
+# s3 and minio modes (docker/compose/artifacts-s3.yaml sets MLOPS_KIT_S3_BUCKET):
+# artifacts go to the bucket. kit-s3:// stores exactly as s3:// does but keeps
+# every transfer on MLflow's proxy (no presigned URLs naming an internal host);
+# MLOPS_KIT_S3_PRESIGNED=true hands clients presigned URLs instead.
+if [[ -n "${MLOPS_KIT_S3_BUCKET:-}" ]]; then
+    scheme="kit-s3"
+    [[ "${MLOPS_KIT_S3_PRESIGNED:-false}" != "true" ]] || scheme="s3"
+    prefix="${MLOPS_KIT_S3_PREFIX:-}"
+    MLFLOW_ARTIFACTS_DESTINATION="${scheme}://${MLOPS_KIT_S3_BUCKET}${prefix:+/${prefix}}"
+    export MLFLOW_ARTIFACTS_DESTINATION
+    # An empty endpoint means AWS itself: botocore must not see an empty URL.
+    [[ -n "${MLFLOW_S3_ENDPOINT_URL:-}" ]] || unset MLFLOW_S3_ENDPOINT_URL
+    export AWS_SHARED_CREDENTIALS_FILE=/tmp/mlflow-aws/credentials AWS_CONFIG_FILE=/tmp/mlflow-aws/config
+fi
+
 if [[ "$(id -u)" == "0" ]]; then
-    password="$(read_secret postgres_password)"
-    # .pgpass escapes: backslash and colon.
-    password="${password//\\/\\\\}"
-    password="${password//:/\\:}"
-    printf '*:*:*:%s:%s\n' "${MLFLOW_DB_USER:-mlflow}" "${password}" | write_private "${PGPASSFILE}"
-    unset password
+    if [[ -n "${MLFLOW_BACKEND_STORE_URI:-}" ]]; then
+        password="$(read_secret postgres_password)"
+        # .pgpass escapes: backslash and colon.
+        password="${password//\\/\\\\}"
+        password="${password//:/\\:}"
+        printf '*:*:*:%s:%s\n' "${MLFLOW_DB_USER:-mlflow}" "${password}" | write_private "${PGPASSFILE}"
+        unset password
+    fi
+
+    if [[ -n "${MLOPS_KIT_S3_BUCKET:-}" ]]; then
+        # boto3 reads the keys from a credentials file only the mlflow user can read:
+        # never from the container's configured environment or argv.
+        as_mlflow mkdir -p -m 0700 /tmp/mlflow-aws
+        {
+            printf '[default]\n'
+            printf 'aws_access_key_id = %s\n' "$(read_secret s3_access_key_id)"
+            printf 'aws_secret_access_key = %s\n' "$(read_secret s3_secret_access_key)"
+        } | write_private "${AWS_SHARED_CREDENTIALS_FILE}"
+        printf '[default]\nregion = %s\n' "${AWS_DEFAULT_REGION:-us-east-1}" | write_private "${AWS_CONFIG_FILE}"
+        # The operator's CA for the endpoint, on top of the system's (AWS_CA_BUNDLE).
+        if [[ -r "${secrets_dir}/s3_ca" ]] && grep -q 'BEGIN CERTIFICATE' "${secrets_dir}/s3_ca"; then
+            cat /etc/ssl/certs/ca-certificates.crt "${secrets_dir}/s3_ca" | write_private /tmp/mlflow-aws/ca-bundle.pem
+            export AWS_CA_BUNDLE=/tmp/mlflow-aws/ca-bundle.pem
+        fi
+    fi
+    # Staging of proxied transfers (a disk volume in bucket modes): leftovers of a crash go.
+    if [[ -n "${TMPDIR:-}" && "${TMPDIR}" == /var/tmp/* && -d "${TMPDIR}" ]]; then
+        as_mlflow find "${TMPDIR}" -mindepth 1 -delete 2>/dev/null || true
+    fi
 
     if [[ -n "${MLFLOW_AUTH_CONFIG_PATH:-}" ]]; then
         as_mlflow mkdir -p -m 0700 "$(dirname "${MLFLOW_AUTH_CONFIG_PATH}")"

@@ -1,14 +1,44 @@
 """One module per service of the stack: its image, its healthcheck, its probes."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from mlops_kit.services.backup import BACKUP
 from mlops_kit.services.base import ServiceSpec
+from mlops_kit.services.minio import MINIO
 from mlops_kit.services.mlflow import MLFLOW
 from mlops_kit.services.postgres import POSTGRES
 from mlops_kit.services.proxy import PROXY
 
-#: Every image the kit builds: the stack's services in start order, then job images.
+if TYPE_CHECKING:
+    from mlops_kit.config import KitConfig
+
+#: Every image the kit builds in every mode: the stack's services in start order, then job images.
 SERVICES: tuple[ServiceSpec, ...] = (POSTGRES, MLFLOW, PROXY, BACKUP)
-#: The services `up` starts and `status` reports.
+#: The services `up` starts and `status` reports in every mode.
 STACK_SERVICES: tuple[ServiceSpec, ...] = tuple(s for s in SERVICES if s.long_running)
 
-__all__ = ["BACKUP", "MLFLOW", "POSTGRES", "PROXY", "SERVICES", "STACK_SERVICES", "ServiceSpec"]
+
+def kit_services(config: KitConfig) -> tuple[ServiceSpec, ...]:
+    """The images this stack's mode needs (minio mode adds MinIO)."""
+    return (MINIO, *SERVICES) if config.artifact_store == "minio" else SERVICES
+
+
+def stack_services(config: KitConfig) -> tuple[ServiceSpec, ...]:
+    """The long-running services of this stack's mode, in start order."""
+    return tuple(s for s in kit_services(config) if s.long_running)
+
+
+__all__ = [
+    "BACKUP",
+    "MINIO",
+    "MLFLOW",
+    "POSTGRES",
+    "PROXY",
+    "SERVICES",
+    "STACK_SERVICES",
+    "ServiceSpec",
+    "kit_services",
+    "stack_services",
+]

@@ -124,6 +124,9 @@ NOT_PLAIN_DEFAULTS = {
     "MLOPS_KIT_SECRETS_DIR",
     "MLOPS_KIT_BACKUP_DIR",
     "MLOPS_KIT_POSTGRES_VOLUME",
+    "MLOPS_KIT_MINIO_VOLUME",
+    # Empty = a placeholder file with no certificate (a secret needs a file).
+    "MLOPS_KIT_S3_CA_FILE",
     "MLOPS_KIT_ARTIFACTS_VOLUME",
     # Empty in the kit's config = the certificate the kit's CA issued (a path under secrets/).
     "MLOPS_KIT_TLS_CERT_FILE",
@@ -133,7 +136,9 @@ NOT_PLAIN_DEFAULTS = {
 
 def test_compose_defaults_match_config_defaults() -> None:
     """compose.yaml's ${VAR:-default} fallbacks (for plain Compose) equal the kit's defaults."""
-    text = (REPO_ROOT / "compose.yaml").read_text() + (REPO_ROOT / "docker/compose/artifacts-nfs.yaml").read_text()
+    text = (REPO_ROOT / "compose.yaml").read_text() + "".join(
+        path.read_text() for path in sorted((REPO_ROOT / "docker/compose").glob("*.yaml"))
+    )
     found = dict(re.findall(r"\$\{([A-Z0-9_]+):-([^}]*)\}", text))
     assert found
     for name, default in found.items():

@@ -1,0 +1,204 @@
+"""`mlops-kit artifacts migrate`: move a stack's artifacts to another store and switch over.
+
+Runs, experiments and models name their artifacts `mlflow-artifacts:/...`: the
+proxy's URIs never name the store behind it (checked in the tracking database by
+the integration tests), so a migration is a copy plus a configuration switch.
+
+The copy never writes over the store in use: it goes into a fresh volume or a fresh
+key prefix, recorded in a state file so that an interrupted migration resumes where
+it stopped (files already copied with the same sha256 are skipped). Every object is
+read back and compared by sha256 as it is copied. The bulk is copied while MLflow
+serves; MLflow is then stopped, what arrived meanwhile is copied, both sides are
+compared file by file (names and sizes), and only then `.env` names the new store
+and the stack starts on it. The old store is kept, untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mlops_kit.backup import backup_lock, run_agent
+from mlops_kit.compose import ComposeProject
+from mlops_kit.config import BUCKET_STORES, KitConfig, compose_file_value
+from mlops_kit.envfile import artifact_store_values, ensure_minio_keys, update_env_file
+from mlops_kit.errors import BackupError, ConfigError, PreflightError
+from mlops_kit.services import MLFLOW, PROXY
+from mlops_kit.services.backup import AGENT
+from mlops_kit.services.s3 import check_store
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = ".mlops-kit-migration.json"
+#: The suffix a migration or restore adds to a prefix (replaced by the next one).
+_GENERATION = re.compile(r"-[mr]\d{14}$")
+VOLUME_MOUNT = "/migrate/volume"
+Step = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    """What a migration did (or, with dry_run, would do)."""
+
+    source: str
+    target: str
+    files: int
+    bytes: int
+    copied: int
+    skipped: int
+    seconds: float
+    dry_run: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def describe(config: KitConfig) -> str:
+    """Where a config keeps its artifacts, for humans."""
+    if config.uses_bucket:
+        return f"{config.artifact_store} s3://{config.s3_bucket}/{config.s3_prefix}"
+    return f"{config.artifact_store} volume {config.artifacts_volume}"
+
+
+def plan_target(config: KitConfig, store: str, settings: dict[str, str]) -> KitConfig:
+    """The stack's configuration after the switch: ``store`` with ``settings`` (resuming a started one)."""
+    if store == config.artifact_store and store not in BUCKET_STORES:
+        raise ConfigError(f"the artifacts are in the {store} store already", hint="choose another --to")
+    if config.uses_bucket and store in BUCKET_STORES:
+        raise ConfigError(
+            f"migrating from {config.artifact_store} to {store} is not supported (bucket to bucket)",
+            hint="migrate to volume first, then to the other bucket (each step is verified)",
+        )
+    state = _read_state(config)
+    generation = state.get("generation") if state.get("to") == store else None
+    generation = generation or time.strftime("m%Y%m%d%H%M%S")
+    fields: dict[str, Any] = {"artifact_store": store}
+    attrs = {
+        "MLOPS_KIT_S3_ENDPOINT_URL": "s3_endpoint_url",
+        "MLOPS_KIT_S3_BUCKET": "s3_bucket",
+        "MLOPS_KIT_S3_REGION": "s3_region",
+        "MLOPS_KIT_S3_ADDRESSING": "s3_addressing",
+        "MLOPS_KIT_S3_NETWORK": "s3_network",
+        "MLOPS_KIT_S3_PREFIX": "s3_prefix",
+    }
+    for env, value in settings.items():
+        fields[attrs[env]] = value
+    if store in BUCKET_STORES:
+        base = _GENERATION.sub("", fields.get("s3_prefix", config.s3_prefix))
+        fields["s3_prefix"] = f"{base}-{generation}"
+    else:
+        fields["artifacts_volume_name"] = f"{config.project_name}_artifacts-{generation}"
+    target = replace(config, **fields)
+    _write_state(config, {"to": store, "generation": generation, "target": describe(target)})
+    return target
+
+
+def migrate_artifacts(
+    project: ComposeProject, target: KitConfig, *, dry_run: bool, on_step: Step = lambda _s: None
+) -> MigrationResult:
+    """Copy the artifacts into ``target``'s store, verify, and switch the stack to it (see above)."""
+    source = project.config
+    started = time.monotonic()
+    bucket_side = ComposeProject(target if target.uses_bucket else source, project.runner)
+    volume = source.artifacts_volume if target.uses_bucket else target.artifacts_volume
+    prefix = bucket_side.config.s3_prefix
+    if target.artifact_store == "minio" and not dry_run:
+        ensure_minio_keys(target.secrets_path)
+    on_step(f"Checking the {bucket_side.config.artifact_store} store")
+    verdict = check_store(bucket_side, create_bucket=bucket_side.config.artifact_store == "minio")
+    if not verdict.ok:
+        raise PreflightError(f"artifact store: {verdict.message}", hint=verdict.fix or None)
+    if not target.uses_bucket and not project.volume_exists(volume) and not dry_run:
+        project.create_volume(volume, "artifacts")
+
+    def copy(what: str) -> dict[str, Any]:
+        on_step(what)
+        if target.uses_bucket:
+            command = [AGENT, "upload", "--source", VOLUME_MOUNT, "--prefix", prefix]
+            mount = f"{volume}:{VOLUME_MOUNT}:ro"
+        else:
+            command = [AGENT, "download", "--prefix", prefix, "--target", VOLUME_MOUNT]
+            mount = f"{volume}:{VOLUME_MOUNT}"
+        return run_agent(bucket_side, [*command, *(["--dry-run"] if dry_run else [])], what, mounts=(mount,))
+
+    with backup_lock(source, "migrate artifacts"):
+        first = copy(f"Copying {describe(source)} -> {describe(target)} while MLflow serves")
+        if dry_run:
+            return MigrationResult(
+                describe(source), describe(target), first["files"], first["bytes"], 0, 0, 0.0, dry_run=True
+            )
+        was_running = project.is_running(MLFLOW.name)
+        on_step("Stopping MLflow for the final copy")
+        if was_running:
+            project.stop_services([PROXY.name, MLFLOW.name])
+        try:
+            final = copy("Copying what arrived meanwhile")
+            on_step("Comparing both stores file by file")
+            _compare(bucket_side, volume, prefix)
+        except BaseException:
+            if was_running:
+                project.up(wait_timeout=600)
+            raise
+        on_step(f"Switching the stack to {describe(target)}")
+        update_env_file(source.env_file, _env_changes(target), added_by="mlops-kit artifacts migrate")
+        (source.project_dir / STATE_FILE).unlink(missing_ok=True)
+    return MigrationResult(
+        describe(source),
+        describe(target),
+        final["files"],
+        final["bytes"],
+        first["copied"] + final["copied"],
+        final["skipped"] - first["copied"],
+        time.monotonic() - started,
+        dry_run=False,
+    )
+
+
+def _compare(bucket_side: ComposeProject, volume: str, prefix: str) -> None:
+    mount = f"{volume}:{VOLUME_MOUNT}:ro"
+    in_volume = run_agent(bucket_side, [AGENT, "digest", "--sizes", "--folder", VOLUME_MOUNT], "listing", (mount,))
+    in_bucket = run_agent(bucket_side, [AGENT, "digest", "--sizes", "--prefix", prefix], "listing the bucket")
+    if in_volume["files"] != in_bucket["files"]:
+        differ = sorted(set(in_volume["files"].items()) ^ set(in_bucket["files"].items()))
+        raise BackupError(
+            f"the stores differ after the copy in {len(differ)} file(s), e.g. {differ[0][0]}; nothing was switched",
+            hint="run the migration again (it resumes), or see the job output with -vv",
+        )
+
+
+def _env_changes(target: KitConfig) -> dict[str, str]:
+    changes = {"MLOPS_KIT_ARTIFACT_STORE": target.artifact_store}
+    if target.uses_bucket:
+        changes.update(
+            {
+                "MLOPS_KIT_S3_ENDPOINT_URL": target.s3_endpoint_url,
+                "MLOPS_KIT_S3_BUCKET": target.s3_bucket,
+                "MLOPS_KIT_S3_PREFIX": target.s3_prefix,
+                "MLOPS_KIT_S3_REGION": target.s3_region,
+                "MLOPS_KIT_S3_ADDRESSING": target.s3_addressing,
+                "MLOPS_KIT_S3_NETWORK": target.s3_network,
+            }
+        )
+    else:
+        changes["MLOPS_KIT_ARTIFACTS_VOLUME"] = target.artifacts_volume_name
+    changes.update(artifact_store_values(target.artifact_store, {"MLOPS_KIT_S3_NETWORK": target.s3_network}))
+    changes["COMPOSE_FILE"] = compose_file_value(target.artifact_store, target.s3_network)
+    return changes
+
+
+def _read_state(config: KitConfig) -> dict[str, Any]:
+    try:
+        return dict(json.loads((config.project_dir / STATE_FILE).read_text()))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _write_state(config: KitConfig, state: dict[str, Any]) -> None:
+    path: Path = config.project_dir / STATE_FILE
+    path.write_text(json.dumps(state, indent=2) + "\n")
