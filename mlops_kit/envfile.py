@@ -140,7 +140,10 @@ def initial_values(choices: dict[str, str | None], host: HostFacts) -> dict[str,
 
 def artifact_store_values(store: str, values: dict[str, str]) -> dict[str, str]:
     """What a mode fixes in `.env`: the overlays plain Compose needs, MinIO's endpoint."""
-    fixed = {"COMPOSE_FILE": compose_file_value(store, values.get("MLOPS_KIT_S3_NETWORK", ""))}
+    fixed: dict[str, str] = {}
+    # An empty COMPOSE_FILE breaks plain Compose: volume mode leaves the line commented out.
+    if compose_files := compose_file_value(store, values.get("MLOPS_KIT_S3_NETWORK", "")):
+        fixed["COMPOSE_FILE"] = compose_files
     if store == "minio":
         fixed["MLOPS_KIT_S3_ENDPOINT_URL"] = MINIO_ENDPOINT
     return fixed
