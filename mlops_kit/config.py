@@ -344,6 +344,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MLOPS_KIT_MINIO_MEMORY", "minio_memory", "2g", _log_size, "Memory limit of the MinIO container."),
     Setting("MLOPS_KIT_MINIO_CPUS", "minio_cpus", "1", _cpus, "CPU limit of the MinIO container."),
     Setting(
+        "MLOPS_KIT_MINIO_GIT_URL",
+        "minio_git_url",
+        "https://github.com/minio/minio.git",
+        _text,
+        "Git repository the MinIO image is built from (a mirror; the pinned commit is still checked).",
+    ),
+    Setting(
+        "MLOPS_KIT_GO_DOWNLOAD_URL",
+        "go_download_url",
+        "https://go.dev/dl",
+        _text,
+        "Where the MinIO build downloads the Go toolchain tarball (a mirror; its sha256 is still checked).",
+    ),
+    Setting(
+        "MLOPS_KIT_GOPROXY",
+        "goproxy",
+        "https://proxy.golang.org,direct",
+        _text,
+        "Go module proxy for the MinIO build (Athens, Artifactory...; go.sum still verifies every module).",
+    ),
+    Setting(
         "MLOPS_KIT_MINIO_VOLUME",
         "minio_volume_name",
         "",
@@ -574,6 +595,9 @@ class KitConfig:
     minio_image: str
     minio_memory: str
     minio_cpus: str
+    minio_git_url: str
+    go_download_url: str
+    goproxy: str
     minio_volume_name: str
     admin_user: str
     auth_default_permission: str

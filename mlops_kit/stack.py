@@ -6,7 +6,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mlops_kit.compose import ComposeProject, ServiceState
@@ -15,6 +15,7 @@ from mlops_kit.envfile import ensure_minio_keys, ensure_secret_files
 from mlops_kit.errors import CommandError, KitError, PreflightError, StackError
 from mlops_kit.preflight import CheckResult, Preflight, raise_on_failure
 from mlops_kit.services import MLFLOW, PROXY, kit_services, stack_services
+from mlops_kit.services.base import ServiceSpec
 from mlops_kit.services.mlflow import server_version
 from mlops_kit.services.s3 import CHECK_SERVICE, check_store, parse_verdict
 from mlops_kit.tls import ensure_certificates
@@ -94,7 +95,10 @@ def bring_up(
     build_started = time.monotonic()
     if built:
         on_step(f"Building images: {', '.join(built)} (first time: a few minutes)")
-        project.build(built)
+        try:
+            project.build(built)
+        except CommandError as exc:
+            raise build_error(exc, kit_services(project.config)) from exc
     build_seconds = time.monotonic() - build_started
 
     if project.config.uses_bucket and not project.runner.dry_run:
@@ -152,6 +156,26 @@ def prepare_host_files(config: KitConfig) -> list[str]:
         generated += ensure_minio_keys(config.secrets_path)
     done = [f"generated {path.name} (mode 0600)" for path in generated]
     return done + ensure_certificates(config)
+
+
+# BuildKit prints the failing step as "> [service stage n/m] RUN ..." and its output as "0.516 text".
+_FAILED_STEP = re.compile(r"^\s*> \[(\S+)[^\]]*\]", re.MULTILINE)
+_STEP_OUTPUT = re.compile(r"^\s*\d+\.\d+ (.+)$", re.MULTILINE)
+
+
+def build_error(error: CommandError, services: Sequence[ServiceSpec]) -> StackError:
+    """Name the image whose build failed, the step's last words and what to do about it."""
+    output = error.stderr + "\n" + error.stdout
+    step = _FAILED_STEP.search(output)
+    name = step.group(1) if step else ""
+    said = _STEP_OUTPUT.findall(output[step.start() :] if step else output)
+    reason = said[-1].strip() if said else error.message
+    spec = next((s for s in services if s.name == name), None)
+    hint = spec.build_hint if spec and spec.build_hint else ""
+    rebuild = f"docker compose build {name}" if name else "docker compose build"
+    hint = f"{hint}; full output: {rebuild}" if hint else f"full output: {rebuild}"
+    what = f"the {name} image ({spec.dockerfile})" if spec else "an image"
+    return StackError(f"building {what} failed: {reason}", hint=hint)
 
 
 _FAILED_CONTAINER = re.compile(r"container (\S+) (?:is unhealthy|exited|has exited)")

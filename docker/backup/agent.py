@@ -85,7 +85,7 @@ def list_objects(s3, prefix: str) -> dict[str, dict[str, object]]:  # type: igno
     found: dict[str, dict[str, object]] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket(), Prefix=base):
         for item in page.get("Contents", []):
-            rel = item["Key"][len(base):]
+            rel = item["Key"][len(base) :]
             if not rel or rel.endswith("/") or rel.startswith(CHECK_PREFIX + "/"):
                 continue
             found[rel] = {"size": int(item["Size"]), "etag": item["ETag"], "mtime": item["LastModified"].timestamp()}
@@ -136,8 +136,10 @@ def mirror_bucket(root: Path, prefix: str, index_path: Path) -> dict[str, int]:
         if not any(folder.iterdir()):
             folder.rmdir()
     index_path.write_text(json.dumps({rel: {"etag": i["etag"]} for rel, i in objects.items()}))
-    log(f"mirrored {len(objects)} objects of s3://{bucket()}/{prefix}: {fetched} fetched "
-        f"({fetched_bytes} bytes), {removed} removed")
+    log(
+        f"mirrored {len(objects)} objects of s3://{bucket()}/{prefix}: {fetched} fetched "
+        f"({fetched_bytes} bytes), {removed} removed"
+    )
     return {"objects": len(objects), "fetched": fetched, "fetched_bytes": fetched_bytes, "removed": removed}
 
 
@@ -269,7 +271,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
             dump = out / "postgres" / f"{database}.dump"
             result = subprocess.run(
                 ["pg_dump", "--format=custom", f"--snapshot={snapshot}", f"--dbname={database}", f"--file={dump}"],
-                capture_output=True, text=True, check=False,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if result.returncode != 0:
                 fail(f"pg_dump of {database} failed: {result.stderr.strip().splitlines()[-1:]}")
@@ -307,12 +311,21 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         },
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    print(json.dumps({
-        "ok": True, "databases": {k: {"rows": sum(v["row_counts"].values()), "dump_size": v["dump_size"]}  # type: ignore[index]
-                                  for k, v in databases.items()},
-        "artifact_files": len(files), "artifact_bytes": manifest["artifacts"]["total_bytes"], "hashed": hashed,
-        "mirrored": mirrored,
-    }))
+    print(
+        json.dumps(
+            {
+                "ok": True,
+                "databases": {
+                    k: {"rows": sum(v["row_counts"].values()), "dump_size": v["dump_size"]}  # type: ignore[index]
+                    for k, v in databases.items()
+                },
+                "artifact_files": len(files),
+                "artifact_bytes": manifest["artifacts"]["total_bytes"],
+                "hashed": hashed,
+                "mirrored": mirrored,
+            }
+        )
+    )
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
@@ -327,12 +340,21 @@ def cmd_verify(args: argparse.Namespace) -> None:
         if not dump.is_file():
             problems.append(f"dump of {name} is missing")
         elif dump.stat().st_size != info["dump_size"] or sha256_file(dump) != info["dump_sha256"]:
-            problems.append(f"dump of {name} does not match its checksum (size {dump.stat().st_size}, "
-                            f"expected {info['dump_size']})")
+            problems.append(
+                f"dump of {name} does not match its checksum (size {dump.stat().st_size}, expected {info['dump_size']})"
+            )
     result = verify_artifacts(Path(args.artifacts), manifest["artifacts"]["files"])
     problems += result["problems"]
-    print(json.dumps({"ok": not problems, "problems": problems[:20], "artifacts_checked": result["checked"],
-                      "changed_during_backup": result["changed"]}))
+    print(
+        json.dumps(
+            {
+                "ok": not problems,
+                "problems": problems[:20],
+                "artifacts_checked": result["checked"],
+                "changed_during_backup": result["changed"],
+            }
+        )
+    )
     sys.exit(0 if not problems else 1)
 
 
@@ -370,9 +392,17 @@ def cmd_load(args: argparse.Namespace) -> None:
     report: dict[str, object] = {}
     for name, info in manifest["databases"].items():
         result = subprocess.run(
-            ["pg_restore", "--exit-on-error", "--single-transaction", "--no-owner", f"--dbname={name}",
-             str(set_dir / info["dump"])],
-            capture_output=True, text=True, check=False,
+            [
+                "pg_restore",
+                "--exit-on-error",
+                "--single-transaction",
+                "--no-owner",
+                f"--dbname={name}",
+                str(set_dir / info["dump"]),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             fail(f"pg_restore of {name} failed: {' '.join(result.stderr.strip().splitlines()[-2:])}")
@@ -381,12 +411,16 @@ def cmd_load(args: argparse.Namespace) -> None:
             facts = database_facts(cursor)
         conn.close()
         expected = info["row_counts"]
-        differing = {t: (expected.get(t), facts["row_counts"].get(t))  # type: ignore[union-attr]
-                     for t in set(expected) | set(facts["row_counts"])  # type: ignore[arg-type]
-                     if expected.get(t) != facts["row_counts"].get(t)}  # type: ignore[union-attr]
+        differing = {
+            t: (expected.get(t), facts["row_counts"].get(t))  # type: ignore[union-attr]
+            for t in set(expected) | set(facts["row_counts"])  # type: ignore[arg-type]
+            if expected.get(t) != facts["row_counts"].get(t)
+        }  # type: ignore[union-attr]
         if differing or facts["alembic_revision"] != info["alembic_revision"]:
-            fail(f"restored {name} differs from the manifest: rows {differing}, alembic "
-                 f"{facts['alembic_revision']} vs {info['alembic_revision']}")
+            fail(
+                f"restored {name} differs from the manifest: rows {differing}, alembic "
+                f"{facts['alembic_revision']} vs {info['alembic_revision']}"
+            )
         report[name] = {"rows": sum(expected.values()), "alembic_revision": facts["alembic_revision"]}
     print(json.dumps({"ok": True, "databases": report}))
 
@@ -400,8 +434,9 @@ def cmd_facts(args: argparse.Namespace) -> None:
 
 
 def files_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and
-                  not p.name.endswith(".kit-partial"))
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and not p.name.endswith(".kit-partial")
+    )
 
 
 def cmd_upload(args: argparse.Namespace) -> None:
@@ -455,7 +490,7 @@ def cmd_delete_prefix(args: argparse.Namespace) -> None:
     s3 = s3_client()
     keys = [key_of(args.prefix, rel) for rel in list_objects(s3, args.prefix)]
     for start in range(0, len(keys), 1000):
-        s3.delete_objects(Bucket=bucket(), Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
+        s3.delete_objects(Bucket=bucket(), Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]})
     print(json.dumps({"ok": True, "deleted": len(keys)}))
 
 
@@ -482,8 +517,9 @@ def cmd_digest(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="kit-backup-agent", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="kit-backup-agent", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     prepare = sub.add_parser("prepare")
     prepare.add_argument("--out", required=True)

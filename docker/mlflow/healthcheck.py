@@ -6,6 +6,7 @@ the tracking and the auth database, with the server's own credentials, proves
 the database path. Runs as the mlflow user: the probe needs no privilege and
 the password file belongs to that user.
 """
+
 import os
 import sys
 import urllib.request

@@ -7,6 +7,7 @@ password comes from secrets/mlflow_admin_password and never from argv. Used
 after a restore (the restored user database holds the old host's admin
 password) and to recover a lost admin password.
 """
+
 import sys
 
 from mlflow.server.auth.config import read_auth_config

@@ -22,3 +22,5 @@ class ServiceSpec:
     description: str
     #: False for one-shot job images (run with `docker compose run`, not started by `up`).
     long_running: bool = True
+    #: What to do when building the image fails (beyond reading the build output).
+    build_hint: str = ""

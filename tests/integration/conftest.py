@@ -59,10 +59,16 @@ class Stack:
     port: int
 
     def kit(
-        self, *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT
+        self,
+        *args: str,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+        timeout: float = CLI_TIMEOUT,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "mlops_kit", *args],
+            input=input,
             cwd=self.directory,
             capture_output=True,
             text=True,

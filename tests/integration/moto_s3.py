@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 IMAGE = "mlops-kit-test/moto:5.2.5"
-ALIAS = "s3.kit-test.internal"
+#: No "s3." in front: moto would read the first label as a virtual-hosted bucket name.
+ALIAS = "objects.kit-test.internal"
 LABEL = "mlops-kit.test=moto"
 REGION = "us-east-1"
 POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
@@ -116,6 +117,9 @@ def start_s3_server(name: str, buckets: list[str]) -> S3Server:
             f"127.0.0.1:{port}:5000",
             "--memory",
             "3g",
+            # Path-style addressing only (as the kit is configured): never a bucket in the Host.
+            "--env",
+            "S3_IGNORE_SUBDOMAIN_BUCKETNAME=true",
             IMAGE,
         ],
         check=True,

@@ -51,36 +51,25 @@ def s3_server(kit_images: None) -> Iterator[S3Server]:
 def stack(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = new_stack(tmp_path_factory.mktemp("s3"), prefix="mlkt-s3")
     keys = f"{s3_server.access_key_id}\n{s3_server.secret_access_key}\n"
-    result = subprocess.run(
-        [
-            "python",
-            "-m",
-            "mlops_kit",
-            "init",
-            "--project-name",
-            stack.project,
-            "--port",
-            str(stack.port),
-            "--artifact-store",
-            "s3",
-            "--s3-endpoint-url",
-            s3_server.endpoint_in_network,
-            "--s3-bucket",
-            BUCKET,
-            "--s3-region",
-            s3_server.region,
-            "--s3-network",
-            s3_server.network,
-            "--s3-credentials-stdin",
-        ],
-        cwd=stack.directory,
+    stack.kit(
+        "init",
+        "--project-name",
+        stack.project,
+        "--port",
+        str(stack.port),
+        "--artifact-store",
+        "s3",
+        "--s3-endpoint-url",
+        s3_server.endpoint_in_network,
+        "--s3-bucket",
+        BUCKET,
+        "--s3-region",
+        s3_server.region,
+        "--s3-network",
+        s3_server.network,
+        "--s3-credentials-stdin",
         input=keys,
-        capture_output=True,
-        text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_KIT_", "COMPOSE_", "MLFLOW_"))},
-        check=False,
     )
-    assert result.returncode == 0, result.stderr
     try:
         yield stack
     finally:

@@ -10,9 +10,11 @@ import pytest
 
 from mlops_kit.config import load_config
 from mlops_kit.envfile import HostFacts, init_env_file
-from mlops_kit.errors import ConfigError
+from mlops_kit.errors import CommandError, ConfigError
 from mlops_kit.migrate import plan_target
+from mlops_kit.services import MINIO, SERVICES
 from mlops_kit.services.s3 import parse_verdict
+from mlops_kit.stack import build_error
 from tests.unit.test_compose import compose_config
 
 HOST = HostFacts(memory_bytes=8 * 2**30, cpus=2, hostname="mlhost", fqdn="mlhost", addresses=())
@@ -173,3 +175,32 @@ def test_migration_targets_are_fresh_and_resumable(kit_dir: Path) -> None:
     assert again.s3_prefix == first.s3_prefix
     with pytest.raises(ConfigError):
         plan_target(config, "volume", {})
+
+
+# What `docker compose build minio` printed on a host with no route to GitHub (abridged).
+MINIO_BUILD_STDERR = """\
+------
+ > [minio source 4/4] RUN set -eu;     git -c transfer.fsckObjects=true clone --quiet --depth 1 ...:
+0.516 fatal: unable to access 'https://github.com/minio/minio.git/': Could not resolve host: github.com
+------
+failed to solve: executor failed running [/bin/sh -c set -eu; git clone ...]: exit code: 128
+"""
+
+
+def test_a_failed_minio_build_names_the_image_the_cause_and_the_mirrors() -> None:
+    error = CommandError(["docker", "compose", "build", "minio"], 1, "", MINIO_BUILD_STDERR)
+    failure = build_error(error, (MINIO, *SERVICES))
+    assert failure.message == (
+        "building the minio image (docker/minio/Dockerfile) failed: fatal: unable to access "
+        "'https://github.com/minio/minio.git/': Could not resolve host: github.com"
+    )
+    assert "MLOPS_KIT_MINIO_GIT_URL" in (failure.hint or "")
+    assert "MLOPS_KIT_MINIO_IMAGE" in (failure.hint or "")
+    assert "docker compose build minio" in (failure.hint or "")
+
+
+def test_a_build_failure_without_step_output_keeps_the_command_error() -> None:
+    error = CommandError(["docker", "compose", "build"], 1, "", "no space left on device")
+    failure = build_error(error, SERVICES)
+    assert failure.message.startswith("building an image failed: `docker compose build` failed with exit code 1")
+    assert failure.hint == "full output: docker compose build"
