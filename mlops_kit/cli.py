@@ -381,6 +381,9 @@ def down(app: AppContext, volumes: bool, yes: bool) -> None:
     _echo_dry_run(project)
     if volumes:
         ui.success(f"stack {config.project_name} removed with its data volumes")
+        if config.artifact_store == "s3":
+            # The bucket is not the stack's: deleting someone's S3 data is never implied.
+            ui.info(f"the artifacts in s3://{config.s3_bucket}/{config.s3_prefix} are kept (an external bucket)")
     else:
         ui.success(f"stack {config.project_name} stopped; data kept (start again: mlops-kit up)")
 

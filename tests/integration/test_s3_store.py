@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.integration.conftest import Stack, new_stack
+from tests.integration.conftest import Stack, clean_env, new_stack
 from tests.integration.mlflow_data import digest, populate
 from tests.integration.moto_s3 import S3Server, build_image, start_s3_server, stop_s3_server
 
@@ -219,8 +221,14 @@ def test_migration_to_volume_and_back_keeps_every_artifact(
     before = populated
     plan = json.loads(stack.kit("artifacts", "migrate", "--to", "volume", "--dry-run", "--json").stdout)
     assert plan["dry_run"] is True and plan["files"] >= 8 and plan["copied"] == 0
+    # Killed mid-copy (an SSH session lost, say): nothing is switched, and running the
+    # same command again carries on into the same target instead of starting another.
+    generation = interrupt_migration(stack, "volume")
+    assert "MLOPS_KIT_ARTIFACT_STORE=s3" in (stack.directory / ".env").read_text()
     moved = json.loads(stack.kit("artifacts", "migrate", "--to", "volume", "--yes", "--json").stdout)
-    assert moved["copied"] == moved["files"] == plan["files"]
+    assert moved["target"].endswith(f"_artifacts-{generation}"), moved
+    assert moved["copied"] + moved["skipped"] == moved["files"] == plan["files"]
+    assert not (stack.directory / ".mlops-kit-migration.json").exists()
     assert "MLOPS_KIT_ARTIFACT_STORE=volume" in (stack.directory / ".env").read_text()
     assert stack.status()["healthy"] is True
     with stack.as_user("admin"):
@@ -232,3 +240,35 @@ def test_migration_to_volume_and_back_keeps_every_artifact(
     assert "MLOPS_KIT_ARTIFACT_STORE=s3" in env and "MLOPS_KIT_S3_PREFIX=artifacts-m" in env
     with stack.as_user("admin"):
         assert digest(stack.tracking_uri, NAMES) == before
+
+
+def interrupt_migration(stack: Stack, store: str) -> str:
+    """Start `artifacts migrate --to STORE`, SIGKILL it once its copy job runs; return the target's generation."""
+    state = stack.directory / ".mlops-kit-migration.json"
+    jobs = ["docker", "ps", "--quiet", "--filter", f"label=com.docker.compose.project={stack.project}"]
+    jobs += ["--filter", "label=com.docker.compose.service=backup"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlops_kit", "artifacts", "migrate", "--to", store, "--yes"],
+        cwd=stack.directory,
+        env=clean_env(None),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            if state.exists() and subprocess.run(jobs, capture_output=True, text=True).stdout.strip():
+                break
+            time.sleep(0.1)
+        assert process.poll() is None, "the migration finished before it could be interrupted"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    # The job container outlives its killed client: let it finish, as it would after a lost session.
+    for container in subprocess.run([*jobs, "--all"], capture_output=True, text=True).stdout.split():
+        subprocess.run(["docker", "wait", container], capture_output=True, check=False)
+        subprocess.run(["docker", "rm", "--force", container], capture_output=True, check=False)
+    generation: str = json.loads(state.read_text())["generation"]
+    return generation
