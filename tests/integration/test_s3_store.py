@@ -219,6 +219,17 @@ def test_migration_to_volume_and_back_keeps_every_artifact(
     stack: Stack, s3_server: S3Server, populated: dict[str, Any]
 ) -> None:
     before = populated
+    # Why a migration is a copy plus a switch: no row of the tracking database names the
+    # store; runs, experiments, models and traces hold the proxy's mlflow-artifacts:/ URIs.
+    rows = subprocess.run(
+        ["docker", "exec", "--user", "postgres", f"{stack.project}-postgres-1", "pg_dump", "--data-only", "mlflow"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "mlflow-artifacts:/" in rows
+    for store_name in ("s3://", BUCKET, "/mlflow/artifacts"):
+        assert store_name not in rows, store_name
     plan = json.loads(stack.kit("artifacts", "migrate", "--to", "volume", "--dry-run", "--json").stdout)
     assert plan["dry_run"] is True and plan["files"] >= 8 and plan["copied"] == 0
     # Killed mid-copy (an SSH session lost, say): nothing is switched, and running the
