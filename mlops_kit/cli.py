@@ -359,9 +359,9 @@ def build(app: AppContext) -> None:
     started = time.monotonic()
     with _progress() as progress:
         progress.add_task("Building images (first time: a few minutes)", total=None)
-        build_images(project)
+        built = build_images(project)
     _echo_dry_run(project)
-    ui.success(f"images built in {time.monotonic() - started:.0f} s: {config.mlflow_image}, {config.postgres_image}")
+    ui.success(f"images built in {time.monotonic() - started:.0f} s: {', '.join(built)}")
 
 
 @cli.command()

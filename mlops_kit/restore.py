@@ -35,6 +35,7 @@ from mlops_kit.envfile import update_env_file
 from mlops_kit.errors import BackupError, KitError
 from mlops_kit.services.backup import AGENT, STAGING_MOUNT
 from mlops_kit.services.mlflow import BACKEND_STORE_URI, RESET_ADMIN, ServerAccess
+from mlops_kit.services.s3 import check_store
 from mlops_kit.users import admin_access
 
 logger = logging.getLogger(__name__)
@@ -224,6 +225,12 @@ def _restore_and_verify(project: ComposeProject, snapshot: str, on_step: Step) -
         if config.uses_bucket:
             # Never over the stack's objects: into a fresh prefix, switched to in phase 2.
             s3_prefix = f"{_PREFIX_GENERATION.sub('', config.s3_prefix)}-{generation}".lstrip("-")
+            # minio mode: MinIO may be stopped, or new and empty after `down --volumes`
+            # (its data went with the stack's volumes): start it and create the bucket first.
+            on_step(f"Checking the artifact store ({config.artifact_store})")
+            verdict = check_store(project, create_bucket=config.artifact_store == "minio")
+            if not verdict.ok:
+                raise BackupError(f"artifact store: {verdict.message}", hint=verdict.fix or None)
             on_step(f"Uploading the artifacts into s3://{config.s3_bucket}/{s3_prefix} (each read back)")
             run_agent(
                 project,

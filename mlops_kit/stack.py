@@ -95,10 +95,7 @@ def bring_up(
     build_started = time.monotonic()
     if built:
         on_step(f"Building images: {', '.join(built)} (first time: a few minutes)")
-        try:
-            project.build(built)
-        except CommandError as exc:
-            raise build_error(exc, kit_services(project.config)) from exc
+        _build(project, built)
     build_seconds = time.monotonic() - build_started
 
     if project.config.uses_bucket and not project.runner.dry_run:
@@ -224,9 +221,18 @@ def restart_proxy(project: ComposeProject, *, wait_timeout: int = 120) -> bool:
     return running
 
 
-def build_images(project: ComposeProject) -> None:
-    """Build every kit image from the Dockerfiles (cached layers make a rebuild quick)."""
-    project.build([s.name for s in kit_services(project.config)])
+def build_images(project: ComposeProject) -> list[str]:
+    """Build every kit image of this mode from the Dockerfiles (cached layers make a rebuild quick)."""
+    names = [s.name for s in kit_services(project.config)]
+    _build(project, names)
+    return names
+
+
+def _build(project: ComposeProject, services: list[str]) -> None:
+    try:
+        project.build(services)
+    except CommandError as exc:
+        raise build_error(exc, kit_services(project.config)) from exc
 
 
 def take_down(project: ComposeProject, *, volumes: bool) -> None:
