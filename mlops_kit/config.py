@@ -786,6 +786,15 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+#: The suffix restore (-r<time>) or migrate (-m<time>) adds to MLOPS_KIT_S3_PREFIX.
+_PREFIX_GENERATION = re.compile(r"-[mr]\d{14}$")
+
+
+def fresh_prefix(prefix: str, generation: str) -> str:
+    """A new key prefix for ``generation`` (r/m + time), replacing the generation ``prefix`` already has."""
+    return f"{_PREFIX_GENERATION.sub('', prefix)}-{generation}".lstrip("-")
+
+
 def compose_file_value(artifact_store: str, s3_network: str = "") -> str:
     """COMPOSE_FILE for `.env`: the files plain `docker compose` needs in this mode ('' for volume)."""
     overlays: list[Path] = []
@@ -883,11 +892,25 @@ def load_config(
 def read_secret(secrets_path: Path, name: str) -> str:
     """Read and validate one secret file. Errors name the file, never the value."""
     path = secrets_path / name
+    return _read_secret_file(
+        path,
+        missing=f"secret file {path} is missing",
+        missing_hint="run `mlops-kit init` (it generates missing secrets and keeps existing ones)",
+        validate=lambda value: _check_generated_secret(value, path),
+    )
+
+
+def _check_generated_secret(value: str, path: Path) -> None:
+    try:
+        _secret(value)
+    except ValueError as exc:
+        raise ConfigError(f"secret file {path} {exc}", hint=f"replace the content of {path}") from None
+
+
+def _read_secret_file(path: Path, *, missing: str, missing_hint: str, validate: Callable[[str], None]) -> str:
+    """The one way a secret file is read: present, readable, masked before it is validated, private."""
     if not path.is_file():
-        raise ConfigError(
-            f"secret file {path} is missing",
-            hint="run `mlops-kit init` (it generates missing secrets and keeps existing ones)",
-        )
+        raise ConfigError(missing, hint=missing_hint)
     try:
         value = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
@@ -896,10 +919,7 @@ def read_secret(secrets_path: Path, name: str) -> str:
             hint="run mlops-kit as the user that ran init (usually root)",
         ) from None
     register_secret(value)
-    try:
-        _secret(value)
-    except ValueError as exc:
-        raise ConfigError(f"secret file {path} {exc}", hint=f"replace the content of {path}") from None
+    validate(value)
     if path.stat().st_mode & 0o077:
         logger.warning("secret file %s is readable by other users; run: chmod 600 %s", path, path)
     return value
@@ -918,24 +938,13 @@ def check_s3_key_text(value: str, what: str) -> None:
 def read_s3_secret(secrets_path: Path, name: str) -> str:
     """Read one of the S3 key files (s3 and minio modes); errors name the file, never the value."""
     path = secrets_path / name
-    if not path.is_file():
-        raise ConfigError(
-            f"secret file {path} is missing (MLOPS_KIT_ARTIFACT_STORE needs the S3 keys)",
-            hint="s3 mode: mlops-kit init --force --artifact-store s3 --s3-credentials-stdin (or write the file, "
-            "mode 0600); minio mode: mlops-kit init generates it",
-        )
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"cannot read secret file {path}: {exc.__class__.__name__}",
-            hint="run mlops-kit as the user that ran init (usually root)",
-        ) from None
-    register_secret(value)
-    check_s3_key_text(value, f"secret file {path}")
-    if path.stat().st_mode & 0o077:
-        logger.warning("secret file %s is readable by other users; run: chmod 600 %s", path, path)
-    return value
+    return _read_secret_file(
+        path,
+        missing=f"secret file {path} is missing (MLOPS_KIT_ARTIFACT_STORE needs the S3 keys)",
+        missing_hint="s3 mode: mlops-kit init --force --artifact-store s3 --s3-credentials-stdin (or write the "
+        "file, mode 0600); minio mode: mlops-kit init generates it",
+        validate=lambda value: check_s3_key_text(value, f"secret file {path}"),
+    )
 
 
 def _resolve(
@@ -997,24 +1006,18 @@ def _check_consistency(config: KitConfig) -> None:
         ("MLOPS_KIT_TLS_CERT_FILE", config.tls_cert_file),
         ("MLOPS_KIT_TLS_KEY_FILE", config.tls_key_file),
         ("MLOPS_KIT_TLS_CA_FILE", config.tls_ca_file),
+        ("MLOPS_KIT_S3_CA_FILE", config.s3_ca_file if config.uses_bucket else None),
     ):
         if path is not None and not path.is_file():
             raise ConfigError(
                 f"{env}={path} is not a readable file",
                 hint=f"fix {env} in {config.env_file} (a PEM file; relative paths start at the kit's folder)",
             )
-    if config.uses_bucket:
-        if config.s3_ca_file is not None and not config.s3_ca_file.is_file():
-            raise ConfigError(
-                f"MLOPS_KIT_S3_CA_FILE={config.s3_ca_file} is not a readable file",
-                hint=f"fix MLOPS_KIT_S3_CA_FILE in {config.env_file} (a PEM file, relative to the kit's folder)",
-            )
-        if config.artifact_store == "s3" and config.s3_endpoint_url.startswith("http://") and config.s3_network == "":
-            logger.warning(
-                "MLOPS_KIT_S3_ENDPOINT_URL=%s is plain HTTP: keys are signed, but artifacts cross the network "
-                "unencrypted",
-                config.s3_endpoint_url,
-            )
+    if config.artifact_store == "s3" and config.s3_endpoint_url.startswith("http://") and config.s3_network == "":
+        logger.warning(
+            "MLOPS_KIT_S3_ENDPOINT_URL=%s is plain HTTP: keys are signed, but artifacts cross the network unencrypted",
+            config.s3_endpoint_url,
+        )
     if config.artifact_store == "nfs":
         for attr, env in (("nfs_server", "MLOPS_KIT_NFS_SERVER"), ("nfs_export", "MLOPS_KIT_NFS_EXPORT")):
             if not getattr(config, attr):

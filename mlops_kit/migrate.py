@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -26,18 +25,16 @@ from typing import Any
 
 from mlops_kit.backup import backup_lock, run_agent
 from mlops_kit.compose import ComposeProject
-from mlops_kit.config import BUCKET_STORES, KitConfig, compose_file_value
+from mlops_kit.config import BUCKET_STORES, KitConfig, compose_file_value, fresh_prefix
 from mlops_kit.envfile import artifact_store_values, ensure_minio_keys, update_env_file
-from mlops_kit.errors import BackupError, ConfigError, PreflightError
+from mlops_kit.errors import BackupError, ConfigError
 from mlops_kit.services import MLFLOW, PROXY
 from mlops_kit.services.backup import AGENT
-from mlops_kit.services.s3 import check_store
+from mlops_kit.services.s3 import require_store
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = ".mlops-kit-migration.json"
-#: The suffix a migration or restore adds to a prefix (replaced by the next one).
-_GENERATION = re.compile(r"-[mr]\d{14}$")
 VOLUME_MOUNT = "/migrate/volume"
 Step = Callable[[str], None]
 
@@ -90,8 +87,7 @@ def plan_target(config: KitConfig, store: str, settings: dict[str, str]) -> KitC
     for env, value in settings.items():
         fields[attrs[env]] = value
     if store in BUCKET_STORES:
-        base = _GENERATION.sub("", fields.get("s3_prefix", config.s3_prefix))
-        fields["s3_prefix"] = f"{base}-{generation}"
+        fields["s3_prefix"] = fresh_prefix(fields.get("s3_prefix", config.s3_prefix), generation)
     else:
         fields["artifacts_volume_name"] = f"{config.project_name}_artifacts-{generation}"
     target = replace(config, **fields)
@@ -111,9 +107,7 @@ def migrate_artifacts(
     if target.artifact_store == "minio" and not dry_run:
         ensure_minio_keys(target.secrets_path)
     on_step(f"Checking the {bucket_side.config.artifact_store} store")
-    verdict = check_store(bucket_side, create_bucket=bucket_side.config.artifact_store == "minio")
-    if not verdict.ok:
-        raise PreflightError(f"artifact store: {verdict.message}", hint=verdict.fix or None)
+    require_store(bucket_side)
     if not target.uses_bucket and not project.volume_exists(volume) and not dry_run:
         project.create_volume(volume, "artifacts")
 

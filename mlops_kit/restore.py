@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import random
-import re
 import shutil
 import socket
 import time
@@ -30,19 +29,17 @@ from packaging.version import InvalidVersion, Version
 from mlops_kit import MLFLOW_VERSION, __version__
 from mlops_kit.backup import Repository, backup_lock, run_agent, set_id_of
 from mlops_kit.compose import ComposeProject
-from mlops_kit.config import KitConfig
+from mlops_kit.config import KitConfig, fresh_prefix
 from mlops_kit.envfile import update_env_file
 from mlops_kit.errors import BackupError, KitError
 from mlops_kit.services.backup import AGENT, STAGING_MOUNT
 from mlops_kit.services.mlflow import BACKEND_STORE_URI, RESET_ADMIN, ServerAccess
-from mlops_kit.services.s3 import check_store
+from mlops_kit.services.s3 import require_store
 from mlops_kit.users import admin_access
 
 logger = logging.getLogger(__name__)
 
 WAIT_TIMEOUT = 600
-#: The generation suffix a restore adds to MLOPS_KIT_S3_PREFIX (replaced by the next one).
-_PREFIX_GENERATION = re.compile(r"-r\d{14}$")
 Step = Callable[[str], None]
 
 
@@ -224,13 +221,11 @@ def _restore_and_verify(project: ComposeProject, snapshot: str, on_step: Step) -
         s3_prefix = ""
         if config.uses_bucket:
             # Never over the stack's objects: into a fresh prefix, switched to in phase 2.
-            s3_prefix = f"{_PREFIX_GENERATION.sub('', config.s3_prefix)}-{generation}".lstrip("-")
+            s3_prefix = fresh_prefix(config.s3_prefix, generation)
             # minio mode: MinIO may be stopped, or new and empty after `down --volumes`
             # (its data went with the stack's volumes): start it and create the bucket first.
             on_step(f"Checking the artifact store ({config.artifact_store})")
-            verdict = check_store(project, create_bucket=config.artifact_store == "minio")
-            if not verdict.ok:
-                raise BackupError(f"artifact store: {verdict.message}", hint=verdict.fix or None)
+            require_store(project, error=BackupError)
             on_step(f"Uploading the artifacts into s3://{config.s3_bucket}/{s3_prefix} (each read back)")
             run_agent(
                 project,

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from mlops_kit.compose import ComposeProject, ServiceState
 from mlops_kit.config import UPGRADE_SECRET_FILES, KitConfig
 from mlops_kit.envfile import ensure_minio_keys, ensure_secret_files
-from mlops_kit.errors import CommandError, KitError, PreflightError, StackError
+from mlops_kit.errors import CommandError, KitError, StackError
 from mlops_kit.preflight import CheckResult, Preflight, raise_on_failure
 from mlops_kit.services import MLFLOW, PROXY, kit_services, stack_services
 from mlops_kit.services.base import ServiceSpec
 from mlops_kit.services.mlflow import server_version
-from mlops_kit.services.s3 import CHECK_SERVICE, check_store, parse_verdict
+from mlops_kit.services.s3 import CHECK_SERVICE, parse_verdict, require_store
 from mlops_kit.tls import ensure_certificates
 from mlops_kit.users import ADMIN_SECRET, admin_access, anonymous_access
 
@@ -100,9 +100,7 @@ def bring_up(
 
     if project.config.uses_bucket and not project.runner.dry_run:
         on_step(f"Checking the artifact store ({project.config.artifact_store}: endpoint, keys, bucket)")
-        verdict = check_store(project, create_bucket=project.config.artifact_store == "minio")
-        if not verdict.ok:
-            raise PreflightError(f"artifact store: {verdict.message}", hint=verdict.fix or None)
+        require_store(project)
 
     on_step("Starting services and waiting until they are healthy")
     start = time.monotonic()

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 
 from mlops_kit.compose import ComposeProject
-from mlops_kit.errors import CommandError
+from mlops_kit.errors import CommandError, KitError, PreflightError
 from mlops_kit.preflight import FAIL, OK, SKIP, WARN, CheckResult
 
 CHECK_SERVICE = "s3-check"
@@ -43,6 +43,13 @@ def check_store(project: ComposeProject, *, create_bucket: bool = False) -> Stor
     except CommandError as error:
         return StoreCheck(False, f"the store check could not run: {error.message}", "see: mlops-kit logs minio")
     return parse_verdict(result.stdout, result.stderr)
+
+
+def require_store(project: ComposeProject, *, error: type[KitError] = PreflightError) -> None:
+    """Before anything uses the store: check it (minio mode: start MinIO, create the bucket) or raise ``error``."""
+    verdict = check_store(project, create_bucket=project.config.artifact_store == "minio")
+    if not verdict.ok:
+        raise error(f"artifact store: {verdict.message}", hint=verdict.fix or None)
 
 
 def parse_verdict(stdout: str, stderr: str) -> StoreCheck:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_kit.config import load_config
+from mlops_kit.config import fresh_prefix, load_config
 from mlops_kit.envfile import HostFacts, init_env_file
 from mlops_kit.errors import CommandError, ConfigError
 from mlops_kit.migrate import plan_target
@@ -204,3 +204,11 @@ def test_a_build_failure_without_step_output_keeps_the_command_error() -> None:
     failure = build_error(error, SERVICES)
     assert failure.message.startswith("building an image failed: `docker compose build` failed with exit code 1")
     assert failure.hint == "full output: docker compose build"
+
+
+def test_restore_and_migrate_replace_the_prefix_generation_either_made() -> None:
+    assert fresh_prefix("artifacts", "r20261124040000") == "artifacts-r20261124040000"
+    assert fresh_prefix("artifacts-m20261124031515", "r20261124040000") == "artifacts-r20261124040000"
+    assert fresh_prefix("team/a-r20261124040000", "m20261125010101") == "team/a-m20261125010101"
+    # An empty prefix must not become "-m...": a key prefix starts with a letter or digit.
+    assert fresh_prefix("", "m20261124031515") == "m20261124031515"
