@@ -242,6 +242,7 @@ SECRET_FILES: tuple[str, ...] = (
     "restic_password",
     "mlflow_admin_password",
     "mlflow_flask_secret_key",
+    "mlflow_kek_passphrase",
 )
 #: The S3 store's keys (s3 and minio modes), secret files like the others. In minio
 #: mode init generates them (MinIO's root user and password); in s3 mode the operator
@@ -250,7 +251,9 @@ S3_SECRET_FILES: tuple[str, ...] = ("s3_access_key_id", "s3_secret_access_key")
 #: Secrets `up` may generate for a stack initialised by an older kit: nothing
 #: was created with them yet (the admin user is created from its password on
 #: the first start with authentication).
-UPGRADE_SECRET_FILES: tuple[str, ...] = ("mlflow_admin_password", "mlflow_flask_secret_key")
+#: The KEK passphrase replaces MLflow's public default: the MLflow entrypoint re-wraps
+#: what the default encrypted (mlflow-kek-adopt).
+UPGRADE_SECRET_FILES: tuple[str, ...] = ("mlflow_admin_password", "mlflow_flask_secret_key", "mlflow_kek_passphrase")
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -337,7 +340,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLOPS_KIT_MINIO_IMAGE",
         "minio_image",
-        "mlops-kit/minio:RELEASE.2025-10-15T17-29-55Z-kit0.4.0",
+        "mlops-kit/minio:RELEASE.2025-10-15T17-29-55Z-kit0.5.0",
         _text,
         "Tag of the MinIO image (minio mode): built from source, or a mirror's or a maintained fork's.",
     ),
@@ -393,6 +396,20 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a verified login is cached per worker (0: verify every request, ~100 ms each).",
     ),
     Setting(
+        "MLOPS_KIT_LOGIN_FAILURES_PER_MINUTE",
+        "login_failures_per_minute",
+        "10",
+        _bounded_int(1, 10000),
+        "Failed logins a client address may make in a minute; more are answered 429 with Retry-After.",
+    ),
+    Setting(
+        "MLOPS_KIT_GENAI_ENDPOINTS",
+        "genai_endpoints",
+        "admin",
+        _choice("admin", "users"),
+        "Who may use MLflow's AI gateway, assistant and demo-data endpoints: admin only, or every user.",
+    ),
+    Setting(
         "MLOPS_KIT_TLS_CERT_FILE",
         "tls_cert_file",
         "",
@@ -440,21 +457,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLOPS_KIT_MLFLOW_IMAGE",
         "mlflow_image",
-        "mlops-kit/mlflow:3.17.2-kit0.4.0",
+        "mlops-kit/mlflow:3.17.2-kit0.5.0",
         _text,
         "Tag of the MLflow server image.",
     ),
     Setting(
         "MLOPS_KIT_POSTGRES_IMAGE",
         "postgres_image",
-        "mlops-kit/postgres:17-kit0.4.0",
+        "mlops-kit/postgres:17-kit0.5.0",
         _text,
         "Tag of the PostgreSQL image.",
     ),
     Setting(
         "MLOPS_KIT_PROXY_IMAGE",
         "proxy_image",
-        "mlops-kit/proxy:caddy2.6-kit0.4.0",
+        "mlops-kit/proxy:caddy2.6-kit0.5.0",
         _text,
         "Tag of the HTTPS proxy image (Caddy).",
     ),
@@ -491,7 +508,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLOPS_KIT_BACKUP_IMAGE",
         "backup_image",
-        "mlops-kit/backup:kit0.4.0",
+        "mlops-kit/backup:kit0.5.0",
         _text,
         "Tag of the backup job image (restic, PostgreSQL client).",
     ),
@@ -602,6 +619,8 @@ class KitConfig:
     admin_user: str
     auth_default_permission: str
     auth_cache_seconds: int
+    login_failures_per_minute: int
+    genai_endpoints: str
     tls_cert_file: Path | None
     tls_key_file: Path | None
     tls_ca_file: Path | None
@@ -762,6 +781,7 @@ class KitConfig:
             [
                 self.secrets_path / "postgres_password",
                 self.secrets_path / "mlflow_flask_secret_key",
+                self.secrets_path / "mlflow_kek_passphrase",
                 *([self.secrets_path / name for name in S3_SECRET_FILES] if self.uses_bucket else []),
                 *([self.s3_ca_file] if self.uses_bucket and self.s3_ca_file else []),
             ]

@@ -30,10 +30,10 @@ from mlops_kit import MLFLOW_VERSION, __version__
 from mlops_kit.backup import Repository, backup_lock, run_agent, set_id_of
 from mlops_kit.compose import ComposeProject
 from mlops_kit.config import KitConfig, fresh_prefix
-from mlops_kit.envfile import update_env_file
+from mlops_kit.envfile import update_env_file, write_private_file
 from mlops_kit.errors import BackupError, KitError
 from mlops_kit.services.backup import AGENT, STAGING_MOUNT
-from mlops_kit.services.mlflow import BACKEND_STORE_URI, RESET_ADMIN, ServerAccess
+from mlops_kit.services.mlflow import BACKEND_STORE_URI, KEK_FILE, RESET_ADMIN, ServerAccess
 from mlops_kit.services.s3 import require_store
 from mlops_kit.users import admin_access
 
@@ -271,7 +271,10 @@ def _switch(
         "MLOPS_KIT_ARTIFACTS_VOLUME": config.artifacts_volume_name,
         **({"MLOPS_KIT_S3_PREFIX": config.s3_prefix} if restored.s3_prefix else {}),
     }
+    previous_kek: str | None = None
     try:
+        if persist:
+            previous_kek = _adopt_set_passphrase(config, restored.work / "current")
         on_step("Stopping the stack")
         project.down(volumes=False)
         on_step("Starting PostgreSQL on the fresh volume and loading the dump")
@@ -297,7 +300,15 @@ def _switch(
             )
     except BaseException as error:  # Ctrl-C and OS errors too: never leave the stack half-switched
         on_step("Restore failed: switching back to the previous data")
-        _rollback(project, switched, restored, previous, rollback_to_previous=rollback_to_previous, persist=persist)
+        _rollback(
+            project,
+            switched,
+            restored,
+            previous,
+            rollback_to_previous=rollback_to_previous,
+            persist=persist,
+            previous_kek=previous_kek,
+        )
         if not isinstance(error, (KitError, OSError)):
             raise
         message = error.message if isinstance(error, KitError) else str(error)
@@ -316,6 +327,7 @@ def _rollback(
     *,
     rollback_to_previous: bool,
     persist: bool,
+    previous_kek: str | None = None,
 ) -> None:
     """Each step on its own: one failing must not stop the next (above all, the restart)."""
     steps: list[tuple[str, Callable[[], object]]] = [
@@ -329,6 +341,11 @@ def _rollback(
         steps.append(
             ("put .env back", lambda: update_env_file(project.config.env_file, previous, added_by="mlops-kit restore"))
         )
+    if previous_kek is not None:
+        kek_file = project.config.secrets_path / KEK_FILE
+        steps.append(
+            ("put MLflow's key-encryption passphrase back", lambda: write_private_file(kek_file, previous_kek))
+        )
     if rollback_to_previous:
         steps.append(("start the stack on its previous data", lambda: project.up(wait_timeout=WAIT_TIMEOUT)))
     for what, step in steps:
@@ -336,6 +353,25 @@ def _rollback(
             step()
         except Exception as exc:
             logger.error("rollback: could not %s: %s", what, exc)
+
+
+def _adopt_set_passphrase(config: KitConfig, set_dir: Path) -> str | None:
+    """Use the set's key-encryption passphrase, so MLflow decrypts the secrets of the restored database.
+
+    Returns the passphrase it replaced (for the rollback), or None when nothing changed:
+    the set carries none (made by an older kit) or the same one (this host's own backup).
+    """
+    carried = set_dir / KEK_FILE
+    if not carried.is_file():
+        return None
+    ours = config.secrets_path / KEK_FILE
+    previous = ours.read_text(encoding="utf-8") if ours.is_file() else ""
+    wanted = carried.read_text(encoding="utf-8")
+    if wanted == previous:
+        return None
+    write_private_file(ours, wanted)
+    logger.info("restore: MLflow's key-encryption passphrase is now the backup set's (%s)", ours)
+    return previous
 
 
 def artifacts_driver_opts(config: KitConfig) -> dict[str, str]:

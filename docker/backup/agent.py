@@ -35,6 +35,8 @@ from pathlib import Path
 
 PASSWORD_FILE = "/run/secrets/postgres_password"
 MANIFEST = "manifest.json"
+#: MLflow's key-encryption passphrase: a secret of the stack, a file of every backup set.
+KEK_FILE = "mlflow_kek_passphrase"
 CHUNK = 4 * 2**20
 SECRETS = Path("/run/secrets")
 #: The s3 store check's probe objects: never artifacts.
@@ -296,9 +298,19 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     if args.previous and Path(args.previous).is_file():
         previous = json.loads(Path(args.previous).read_text()).get("artifacts", {}).get("files", {})
     files, hashed = hash_artifacts(Path(args.artifacts), previous)
+    # MLflow's key-encryption passphrase travels with the database it protects (AI
+    # gateway and webhook secrets): a restore on a new host must still decrypt them.
+    kek: dict[str, object] = {}
+    kek_source = SECRETS / KEK_FILE
+    if kek_source.is_file():
+        kek_copy = out / KEK_FILE
+        kek_copy.touch(mode=0o600)
+        kek_copy.write_bytes(kek_source.read_bytes())
+        kek = {"kek_passphrase": {"file": KEK_FILE, "sha256": sha256_file(kek_copy)}}
     manifest = {
         "format": 1,
         **meta,
+        **kek,
         "started_at": meta.get("started_at", started),
         "database_dumped_at": dumped,
         "finished_at": time.time(),
@@ -343,6 +355,9 @@ def cmd_verify(args: argparse.Namespace) -> None:
             problems.append(
                 f"dump of {name} does not match its checksum (size {dump.stat().st_size}, expected {info['dump_size']})"
             )
+    kek = manifest.get("kek_passphrase")
+    if kek and (not (set_dir / kek["file"]).is_file() or sha256_file(set_dir / kek["file"]) != kek["sha256"]):
+        problems.append("MLflow's key-encryption passphrase in the set is missing or does not match its checksum")
     result = verify_artifacts(Path(args.artifacts), manifest["artifacts"]["files"])
     problems += result["problems"]
     print(

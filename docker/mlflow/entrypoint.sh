@@ -25,18 +25,12 @@ read_secret() {
 }
 
 # Browsers send an Origin header with the UI's writes; MLflow refuses writes from
-# any origin but localhost unless it is listed. List exactly the names clients
-# may use (the allowed hosts without wildcards) on the published HTTPS port.
+# any origin but localhost unless it is listed. The proxy already refuses every
+# other origin (localhost pages included); MLflow gets the same list.
+# shellcheck source=../common/allowed-origins.sh
+source /usr/local/lib/mlops-kit/allowed-origins.sh
 if [[ -z "${MLFLOW_SERVER_CORS_ALLOWED_ORIGINS:-}" && -n "${MLOPS_KIT_PUBLIC_PORT:-}" ]]; then
-    origins=()
-    IFS=',' read -r -a allowed <<<"${MLFLOW_SERVER_ALLOWED_HOSTS:-}"
-    for host in "${allowed[@]}"; do
-        [[ -z "${host}" || "${host}" == *[*?]* ]] && continue
-        host="${host//\[\[\]/[}"
-        origins+=("https://${host}:${MLOPS_KIT_PUBLIC_PORT}")
-        [[ "${MLOPS_KIT_PUBLIC_PORT}" != "443" ]] || origins+=("https://${host}")
-    done
-    MLFLOW_SERVER_CORS_ALLOWED_ORIGINS="$(IFS=','; echo "${origins[*]}")"
+    MLFLOW_SERVER_CORS_ALLOWED_ORIGINS="$(allowed_origins)"
     export MLFLOW_SERVER_CORS_ALLOWED_ORIGINS
 fi
 
@@ -72,6 +66,14 @@ if [[ -n "${MLOPS_KIT_S3_BUCKET:-}" ]]; then
     # An empty endpoint means AWS itself: botocore must not see an empty URL.
     [[ -n "${MLFLOW_S3_ENDPOINT_URL:-}" ]] || unset MLFLOW_S3_ENDPOINT_URL
     export AWS_SHARED_CREDENTIALS_FILE=/tmp/mlflow-aws/credentials AWS_CONFIG_FILE=/tmp/mlflow-aws/config
+fi
+
+# Listen on the Unix socket the proxy shares, never on TCP. Only the proxy can
+# connect to it, so the client address and scheme it forwards are trusted (the
+# public https URL in redirects, the real client in the access log).
+if [[ -n "${MLOPS_KIT_MLFLOW_SOCKET:-}" ]]; then
+    MLFLOW_UVICORN_OPTS="${MLFLOW_UVICORN_OPTS:-} --uds ${MLOPS_KIT_MLFLOW_SOCKET} --proxy-headers --forwarded-allow-ips=*"
+    export MLFLOW_UVICORN_OPTS
 fi
 
 if [[ "$(id -u)" == "0" ]]; then
@@ -119,7 +121,9 @@ if [[ "$(id -u)" == "0" ]]; then
             printf 'database_uri = %s\n' "${MLOPS_KIT_AUTH_DATABASE_URI:?MLOPS_KIT_AUTH_DATABASE_URI must be set}"
             printf 'admin_username = %s\n' "${MLOPS_KIT_ADMIN_USER:-admin}"
             printf 'admin_password = %s\n' "${admin_password}"
-            printf 'authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n'
+            # MLflow's password check behind the kit's login and request policy
+            # (docker/mlflow/plugin/mlops_kit_auth.py).
+            printf 'authorization_function = mlops_kit_auth:authenticate_request\n'
             # Password hashes are slow on purpose (scrypt, ~100 ms): a verified login is
             # cached per worker for this long (password changes and deletions reach the
             # other workers within it).
@@ -132,10 +136,28 @@ if [[ "$(id -u)" == "0" ]]; then
         export MLFLOW_FLASK_SERVER_SECRET_KEY
     fi
 
+    # The key-encryption passphrase of MLflow's stored secrets (AI gateway, webhooks):
+    # the kit's own, never MLflow's public default. Same route as the CSRF key.
+    if [[ -e "${secrets_dir}/mlflow_kek_passphrase" ]]; then
+        MLFLOW_CRYPTO_KEK_PASSPHRASE="$(read_secret mlflow_kek_passphrase)"
+        export MLFLOW_CRYPTO_KEK_PASSPHRASE
+        if [[ "${1:-}" == "mlflow" && "${2:-}" == "server" ]]; then
+            # Secrets a kit without its own passphrase stored under the default one.
+            as_mlflow mlflow-kek-adopt || die "could not re-wrap MLflow's stored secrets with the kit's passphrase (see above)" 70
+        fi
+    fi
+
+    if [[ -n "${MLOPS_KIT_MLFLOW_SOCKET:-}" ]]; then
+        # A socket left by a killed server would make uvicorn's bind fail.
+        as_mlflow rm -f "${MLOPS_KIT_MLFLOW_SOCKET}"
+    fi
+
     artifacts="${MLFLOW_ARTIFACTS_DESTINATION:-}"
     if [[ "${artifacts}" == /* ]] && ! as_mlflow test -w "${artifacts}"; then
         die "the artifact store ${artifacts} is not writable by uid $(id -u mlflow); for NFS, export it with all_squash,anonuid=$(id -u mlflow),anongid=$(id -g mlflow) or chown the export to that uid" 73
     fi
+    # setpriv keeps root's HOME; MLflow's assistant and caches write under HOME.
+    export HOME=/home/mlflow
     exec setpriv --reuid=mlflow --regid=mlflow --init-groups "$@"
 fi
 

@@ -1,30 +1,49 @@
 #!/opt/mlflow/bin/python
 """Container healthcheck: the web server answers and both databases work.
 
-/health (exempt from authentication) proves the HTTP server is up; a query in
-the tracking and the auth database, with the server's own credentials, proves
-the database path. Runs as the mlflow user: the probe needs no privilege and
-the password file belongs to that user.
+/health (exempt from authentication) on MLflow's Unix socket proves the HTTP
+server is up; a query in the tracking and the auth database, with the server's
+own credentials, proves the database path. Runs as the mlflow user: the probe
+needs no privilege and the password file belongs to that user.
 """
 
+import http.client
 import os
+import socket
 import sys
-import urllib.request
 
 if os.getuid() == 0:
     os.execvp("setpriv", ["setpriv", "--reuid=mlflow", "--regid=mlflow", "--init-groups", sys.argv[0]])
 
-PORT = os.environ.get("MLFLOW_PORT", "5000")
+SOCKET = os.environ.get("MLOPS_KIT_MLFLOW_SOCKET", "")
+PORT = int(os.environ.get("MLFLOW_PORT", "5000"))
 
 
-def fail(what: str, exc: BaseException) -> None:
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over MLflow's Unix socket (the server has no TCP listener)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def fail(what: str, exc: BaseException | str) -> None:
     print(f"unhealthy: {what}: {exc}", file=sys.stderr)
     sys.exit(1)
 
 
 try:
-    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=4) as response:
-        response.read()
+    connection = UnixHTTPConnection(SOCKET, 4) if SOCKET else http.client.HTTPConnection("127.0.0.1", PORT, timeout=4)
+    connection.request("GET", "/health", headers={"Host": "localhost"})
+    response = connection.getresponse()
+    response.read()
+    if response.status != 200:
+        fail("GET /health", f"HTTP {response.status}")
 except Exception as exc:  # any failure means unhealthy; say which probe
     fail("GET /health", exc)
 

@@ -7,6 +7,16 @@ set -euo pipefail
 secrets_dir="${MLOPS_KIT_SECRETS_MOUNT:-/run/secrets}"
 die() { echo "proxy-entrypoint: $1" >&2; exit 78; }
 
+# The origins a browser request may come from (docker/common/allowed-origins.sh),
+# as one anchored regular expression for the Caddyfile's Origin check. No names
+# (the image run without the kit's settings): every Origin is refused.
+# shellcheck source=../common/allowed-origins.sh
+source /usr/local/lib/mlops-kit/allowed-origins.sh
+origins=""
+[[ -z "${MLOPS_KIT_PUBLIC_PORT:-}" ]] || origins="$(allowed_origins)"
+escaped="$(printf '%s' "${origins}" | sed -e 's/[].[\\^$*+?(){}|]/\\&/g' -e 's/,/|/g')"
+export MLOPS_KIT_ORIGIN_REGEX="^(${escaped})\$"
+
 if [[ "$(id -u)" == "0" ]]; then
     for name in tls_cert tls_key; do
         [[ -s "${secrets_dir}/${name}" ]] || die "cannot read ${secrets_dir}/${name}; run \`mlops-kit init\` (it issues the kit's certificate) or check MLOPS_KIT_TLS_CERT_FILE / MLOPS_KIT_TLS_KEY_FILE"

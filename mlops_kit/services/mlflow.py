@@ -29,6 +29,9 @@ AUTH_DATABASE_URI = f"postgresql+psycopg2://{ROLE}@/{AUTH_DATABASE}?host={SOCKET
 #: One-shot job in the MLflow image: make MLOPS_KIT_ADMIN_USER an admin with the
 #: password in secrets/mlflow_admin_password (after a restore; lost password).
 RESET_ADMIN = "mlflow-reset-admin"
+#: The secret file of MLflow's key-encryption passphrase (AI gateway and webhook
+#: secrets in the database); every backup set carries a copy of it.
+KEK_FILE = "mlflow_kek_passphrase"
 #: The variables the MLflow client reads (and `client-env` prints).
 CLIENT_VARIABLES = (
     "MLFLOW_TRACKING_URI",

@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
 CLI_TIMEOUT = 1800
 
+# testcontainers starts its reaper (Ryuk) from an image on a registry, and no registry
+# can be reached here: the helper containers are removed by their fixtures instead
+# (context managers, also when a test fails).
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -129,8 +134,8 @@ class Stack:
             session.auth = (user, self.password(user))
         return session
 
-    def init(self, *extra: str) -> None:
-        self.kit("init", "--project-name", self.project, "--port", str(self.port), *extra)
+    def init(self, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.kit("init", "--project-name", self.project, "--port", str(self.port), *extra, env=env)
 
     def volumes(self) -> list[str]:
         out = subprocess.run(
@@ -205,3 +210,21 @@ def stack_factory(kit_images: None, tmp_path_factory: pytest.TempPathFactory) ->
     yield make
     for stack in made:
         stack.destroy()
+
+
+@pytest.fixture
+def fail_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MLflow client in this process gives up at once instead of retrying for minutes."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+def tcp_listeners(container_id: str) -> list[str]:
+    """The listening TCP sockets (state 0A) in a container's network namespace, as /proc lists them."""
+    tcp = subprocess.run(
+        ["docker", "exec", container_id, "cat", "/proc/net/tcp", "/proc/net/tcp6"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line for line in tcp.splitlines() if line.split()[3:4] == ["0A"]]

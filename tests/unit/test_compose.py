@@ -170,14 +170,20 @@ def test_rendered_compose_is_wired_as_documented(kit_dir: Path) -> None:
     mlflow, postgres, proxy = services["mlflow"], services["postgres"], services["proxy"]
     assert mlflow["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert proxy["depends_on"]["mlflow"]["condition"] == "service_healthy"
-    # Only the proxy is published; PostgreSQL has no network at all.
+    # Only the proxy is published; PostgreSQL and MLflow have no network at all:
+    # each is reached over a Unix socket in a volume (MLflow's shared with the proxy).
     assert proxy["ports"][0]["published"] == "5998"
     assert proxy["ports"][0]["host_ip"] == "127.0.0.1"
     assert proxy["ports"][0]["target"] == 8443
     assert [name for name, service in services.items() if service.get("ports")] == ["proxy"]
     assert postgres["network_mode"] == "none"
-    assert set(mlflow["networks"]) == {"app"}
-    assert model["networks"]["app"]["internal"] is True
+    assert mlflow["network_mode"] == "none" and "networks" not in mlflow
+    socket = mlflow["environment"]["MLOPS_KIT_MLFLOW_SOCKET"]
+    assert proxy["environment"]["MLOPS_KIT_UPSTREAM"] == f"unix/{socket}"
+    shared = {v["source"] for v in mlflow["volumes"]} & {v["source"] for v in proxy["volumes"]}
+    assert shared == {"mlflow-socket"}
+    assert set(proxy["networks"]) == {"edge"}
+    assert proxy["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"] == mlflow["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"]
     assert "listen_addresses=" in postgres["command"]
     for name in ("mlflow", "postgres", "proxy"):
         service = services[name]
@@ -198,7 +204,7 @@ def test_rendered_compose_is_wired_as_documented(kit_dir: Path) -> None:
     assert "mlhost:*" in mlflow["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"]
     assert model["secrets"]["postgres_password"]["file"] == str(kit_dir / "secrets" / "postgres_password")
     assert model["secrets"]["tls_key"]["file"] == str(kit_dir / "secrets" / "tls" / "server.key")
-    for name in ("postgres_password", "mlflow_admin_password", "mlflow_flask_secret_key"):
+    for name in ("postgres_password", "mlflow_admin_password", "mlflow_flask_secret_key", "mlflow_kek_passphrase"):
         value = (kit_dir / "secrets" / name).read_text()
         assert value not in json.dumps(model), name
 

@@ -89,7 +89,8 @@ def test_rendered_s3_mode_checks_the_store_before_mlflow(kit_dir: Path) -> None:
     services = model["services"]
     mlflow = services["mlflow"]
     assert mlflow["depends_on"]["s3-check"]["condition"] == "service_completed_successfully"
-    assert set(mlflow["networks"]) == {"app", "storage"}
+    # Its one network is the way to the store (no network at all in the disk modes).
+    assert set(mlflow["networks"]) == {"storage"} and "network_mode" not in mlflow
     assert mlflow["environment"]["MLOPS_KIT_S3_BUCKET"] == "ml-artifacts"
     assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "https://s3.corp.example:9000"
     assert mlflow["environment"]["TMPDIR"] == "/var/tmp/mlflow"
@@ -123,7 +124,7 @@ def test_rendered_minio_mode_is_internal_and_private(kit_dir: Path) -> None:
     model = rendered(kit_dir)
     services = model["services"]
     minio = services["minio"]
-    assert minio["image"] == "mlops-kit/minio:RELEASE.2025-10-15T17-29-55Z-kit0.4.0"
+    assert minio["image"] == "mlops-kit/minio:RELEASE.2025-10-15T17-29-55Z-kit0.5.0"
     assert minio["build"]["dockerfile"] == "minio/Dockerfile"
     assert not minio.get("ports")
     assert minio["networks"] == {"storage": None}

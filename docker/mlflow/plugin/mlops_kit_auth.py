@@ -1,0 +1,308 @@
+"""The kit's login and request policy, in front of MLflow's basic-auth.
+
+MLflow's basic-auth app calls one configurable ``authorization_function`` for
+every protected request, on its Flask routes and (through its bridge) on its
+native FastAPI routes. The kit names :func:`authenticate_request` there
+(``MLFLOW_AUTH_CONFIG_PATH``, written by the entrypoint). It keeps MLflow's own
+password check, users, grants and login cache, and adds what a deployment that
+others can reach needs:
+
+- only Basic credentials: any other scheme (``Bearer x``) gets 401, not a 500;
+- failed logins are counted per client address (shared by every worker through
+  a SQLite file in /dev/shm); past ``MLOPS_KIT_LOGIN_FAILURES_PER_MINUTE`` the
+  address gets 429 with Retry-After and no password is checked at all;
+- an unknown user costs the same password hash as a known one, so the answer's
+  timing does not tell which user names exist;
+- requests no user should make: setting or removing a trace's storage-location
+  tags (they decide where the server reads the trace's files), an experiment
+  artifact location chosen by anyone but the admin, the user list for anyone but
+  the admin, and the AI gateway, assistant and demo-data endpoints for anyone but
+  the admin (unless ``MLOPS_KIT_GENAI_ENDPOINTS=users``);
+- error answers without internals: a 5xx body says only that the server failed,
+  a 4xx message is cut before database, SQL or file-system details; the full
+  text goes to the server log;
+- the authenticated user in the ``X-Mlops-Kit-User`` response header, which the
+  proxy's access log records (who, from where, what, result).
+
+The client address is the one the proxy forwards: MLflow listens only on a Unix
+socket the proxy shares, and Caddy replaces any X-Forwarded-For a client sends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from contextlib import closing
+from typing import Any
+
+from flask import Response, after_this_request, g, jsonify, request
+
+_logger = logging.getLogger("mlops_kit.auth")
+
+USER_HEADER = "X-Mlops-Kit-User"
+THROTTLE_DB = os.environ.get("MLOPS_KIT_LOGIN_THROTTLE_DB", "/dev/shm/mlops-kit-login-failures.sqlite")
+WINDOW_SECONDS = 60.0
+
+#: Trace tags the server sets and reads to find a trace's files: never a client's to change.
+RESERVED_TRACE_TAGS = frozenset({"mlflow.artifactLocation", "mlflow.trace.spansLocation", "mlflow.trace.archiveLocation"})
+
+_TRACE_TAGS_PATH = re.compile(r"/(?:ajax-)?api/[23]\.0/mlflow/traces/[^/]+/tags")
+_START_TRACE_PATH = re.compile(r"/(?:ajax-)?api/[23]\.0/mlflow/traces")
+_CREATE_EXPERIMENT_PATH = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/experiments/create")
+_LIST_USERS_PATH = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/users/list")
+_GENAI_PATH = re.compile(r"(?:^|/)gateway/|/mlflow/gateway(?:/|-proxy)|/mlflow/assistant(?:/|$)|/mlflow/demo/")
+
+#: Where a message stops being for the client: driver and SQL details, internal paths and URLs.
+_INTERNAL_DETAIL = re.compile(
+    r"\(psycopg2\.|\(sqlalchemy\.|\[SQL:|\[parameters:|Traceback|/run/postgresql|/mlflow/artifacts"
+    r"|/var/tmp/|/tmp/|kit-s3://|s3://|https?://(?!localhost)[^\s'\"]*:\d+"
+)
+
+
+# ---- the authorization function ----------------------------------------------------------
+
+
+def authenticate_request() -> Any:
+    """MLflow's ``authorization_function``: an ``Authorization`` to go on, or a Response to stop."""
+    decided = g.get("mlops_kit_auth")
+    if decided is not None:  # MLflow asks again in its after-request handlers
+        return decided
+    decided = _decide()
+    g.mlops_kit_auth = decided
+    return decided
+
+
+def _decide() -> Any:
+    from mlflow.server import auth
+
+    credentials = request.authorization
+    if credentials is None or credentials.type != "basic" or not credentials.username:
+        # No login, or a scheme MLflow's basic-auth cannot check (``Bearer x``).
+        return auth.make_basic_auth_response()
+
+    client = client_address()
+    wait = failures().retry_after(client)
+    if wait:
+        return _too_many_failures(wait)
+
+    result = auth.authenticate_request_basic_auth()
+    if isinstance(result, Response):
+        _equalise_unknown_user(credentials.username)
+        failures().record(client)
+        _logger.warning("login failed for user %r from %s", credentials.username, client)
+        return result
+
+    username = str(result.username)
+    refused = refusal(request.method, request.path, _json_body(), is_admin=lambda: _is_admin(username))
+    _after(_finish_response(username))
+    return refused or result
+
+
+def client_address() -> str:
+    """The client's address as the proxy saw it (the proxy overwrites X-Forwarded-For)."""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    return forwarded.split(",")[0].strip() or (request.remote_addr or "")
+
+
+def _json_body() -> dict[str, Any]:
+    if request.method not in ("POST", "PATCH", "PUT", "DELETE"):
+        return {}
+    body = request.get_json(silent=True, force=True)
+    return body if isinstance(body, dict) else {}
+
+
+def _is_admin(username: str) -> bool:
+    from mlflow.server.auth import store
+
+    try:
+        return bool(store.get_user(username).is_admin)
+    except Exception:  # a user removed meanwhile is no admin
+        return False
+
+
+def _after(hook: Callable[[Response], Response]) -> None:
+    try:
+        after_this_request(hook)
+    except Exception:  # the FastAPI bridge's synthetic context runs no after-request hooks
+        pass
+
+
+# ---- the policy -------------------------------------------------------------------------------
+
+
+def refusal(method: str, path: str, body: dict[str, Any], is_admin: Callable[[], bool]) -> Response | None:
+    """The answer to a request no user (or no user but the admin) may make; None lets it through."""
+    reserved = _reserved_trace_tags(method, path, body)
+    if reserved:
+        return _error(
+            400,
+            "INVALID_PARAMETER_VALUE",
+            f"Tag '{reserved}' is set by the server and cannot be set or removed by a client.",
+        )
+    if method == "POST" and _CREATE_EXPERIMENT_PATH.fullmatch(path) and body.get("artifact_location"):
+        if not is_admin():
+            return _error(
+                403,
+                "PERMISSION_DENIED",
+                "Experiments store their artifacts where the server decides: leave artifact_location empty "
+                "(only the admin may choose one).",
+            )
+    if _LIST_USERS_PATH.fullmatch(path) and not is_admin():
+        return _error(403, "PERMISSION_DENIED", "Only the admin may list users.")
+    if _GENAI_PATH.search(path) and os.environ.get("MLOPS_KIT_GENAI_ENDPOINTS", "admin") != "users":
+        if not is_admin():
+            return _error(
+                403,
+                "PERMISSION_DENIED",
+                "The AI gateway, assistant and demo-data endpoints are for the admin on this server "
+                "(the operator can open them with MLOPS_KIT_GENAI_ENDPOINTS=users).",
+            )
+    return None
+
+
+def _reserved_trace_tags(method: str, path: str, body: dict[str, Any]) -> str | None:
+    if method in ("PATCH", "DELETE") and _TRACE_TAGS_PATH.fullmatch(path):
+        key = body.get("key")
+        return key if key in RESERVED_TRACE_TAGS else None
+    if method == "POST" and _START_TRACE_PATH.fullmatch(path):
+        # v3: {"trace": {"trace_info": {"tags": {key: value}}}}; v2: {"tags": [{"key": k, "value": v}]}
+        trace = body.get("trace")
+        info = trace.get("trace_info") if isinstance(trace, dict) else None
+        tags = info.get("tags") if isinstance(info, dict) else None
+        keys = list(tags) if isinstance(tags, dict) else []
+        listed = body.get("tags")
+        if isinstance(listed, list):
+            keys += [tag.get("key") for tag in listed if isinstance(tag, dict)]
+        return next((key for key in keys if key in RESERVED_TRACE_TAGS), None)
+    return None
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    response = jsonify({"error_code": code, "message": message})
+    response.status_code = status
+    return response
+
+
+# ---- answers ------------------------------------------------------------------------------------
+
+
+def _finish_response(username: str) -> Callable[[Response], Response]:
+    def finish(response: Response) -> Response:
+        response.headers[USER_HEADER] = username
+        return sanitise_error(response)
+
+    return finish
+
+
+def sanitise_error(response: Response) -> Response:
+    """Keep internals (SQL, driver errors, paths, internal URLs) out of error answers."""
+    if response.status_code < 400 or response.mimetype != "application/json" or response.direct_passthrough:
+        return response
+    try:
+        body = response.get_json(silent=True)
+    except Exception:
+        return response
+    if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+        return response
+    message = body["message"]
+    cleaned = public_message(response.status_code, message)
+    if cleaned != message:
+        _logger.warning("%s %s answered %s: %s", request.method, request.path, response.status_code, message)
+        body["message"] = cleaned
+        response.set_data(jsonify(body).get_data())
+    return response
+
+
+def public_message(status: int, message: str) -> str:
+    """What a client may read of an error message."""
+    if status >= 500:
+        return "The server failed to handle this request; its log has the details."
+    cut = _INTERNAL_DETAIL.search(message)
+    if cut is None:
+        return message
+    kept = message[: cut.start()].rstrip(" .:;,(-")
+    if kept.endswith("Error"):  # "... Error: (psycopg2..." -> drop the dangling label
+        kept = kept[: -len("Error")].rstrip(" .:;,(-")
+    return f"{kept}. (Details are in the server log.)" if kept else "The request failed; the server log has the details."
+
+
+def _too_many_failures(wait: float) -> Response:
+    seconds = max(1, math.ceil(wait))
+    response = Response(
+        f"Too many failed logins from this address: try again in {seconds} s.\n",
+        status=429,
+        mimetype="text/plain",
+    )
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+# ---- timing ------------------------------------------------------------------------------------
+
+_DUMMY_HASH: str | None = None
+
+
+def _equalise_unknown_user(username: str) -> None:
+    """Spend on an unknown user the same password hash a known user's wrong password costs."""
+    global _DUMMY_HASH
+    from mlflow.server.auth import store
+    from werkzeug.security import check_password_hash, generate_password_hash
+
+    if store.has_user(username):
+        return
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = generate_password_hash(os.urandom(16).hex())
+    check_password_hash(_DUMMY_HASH, "not-the-password")
+
+
+# ---- failed-login counts ---------------------------------------------------------------------
+
+
+class FailureCounter:
+    """Failed logins per client address in the last minute, shared by every worker process."""
+
+    def __init__(self, path: str, limit: int, window: float = WINDOW_SECONDS) -> None:
+        self.path = path
+        self.limit = limit
+        self.window = window
+        with closing(self._connect()) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS failures (client TEXT NOT NULL, at REAL NOT NULL)")
+            db.execute("CREATE INDEX IF NOT EXISTS failures_by_client ON failures (client, at)")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=5, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def retry_after(self, client: str, now: float | None = None) -> float:
+        """Seconds until ``client`` may try again (0: now)."""
+        now = time.time() if now is None else now
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                "SELECT at FROM failures WHERE client = ? AND at > ? ORDER BY at DESC LIMIT ?",
+                (client, now - self.window, self.limit),
+            ).fetchall()
+        if len(rows) < self.limit:
+            return 0.0
+        return max(0.0, rows[-1][0] + self.window - now)
+
+    def record(self, client: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with closing(self._connect()) as db:
+            db.execute("INSERT INTO failures (client, at) VALUES (?, ?)", (client, now))
+            db.execute("DELETE FROM failures WHERE at <= ?", (now - self.window,))
+
+
+_COUNTER: FailureCounter | None = None
+
+
+def failures() -> FailureCounter:
+    global _COUNTER
+    if _COUNTER is None:
+        _COUNTER = FailureCounter(THROTTLE_DB, int(os.environ.get("MLOPS_KIT_LOGIN_FAILURES_PER_MINUTE", "10")))
+    return _COUNTER

@@ -1,0 +1,130 @@
+"""The kit's login and request policy in the MLflow image (docker/mlflow/plugin/mlops_kit_auth.py).
+
+Pure parts here (what is refused, what an error may say, the failed-login counts);
+the integration tests (test_attacks.py) send the same requests to a real server.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.conftest import load_image_module
+
+
+@pytest.fixture(scope="module")
+def policy() -> ModuleType:
+    return load_image_module("mlops_kit_auth", "docker/mlflow/plugin/mlops_kit_auth.py")
+
+
+@pytest.fixture
+def app():  # type: ignore[no-untyped-def]
+    from flask import Flask
+
+    app = Flask("policy-test")
+    with app.test_request_context("/"):
+        yield app
+
+
+def refused(policy: ModuleType, method: str, path: str, body: dict[str, Any] | None = None, admin: bool = False):  # type: ignore[no-untyped-def]
+    return policy.refusal(method, path, body or {}, is_admin=lambda: admin)
+
+
+@pytest.mark.parametrize("version", ["2.0", "3.0"])
+@pytest.mark.parametrize("prefix", ["api", "ajax-api"])
+def test_trace_location_tags_are_never_a_clients(policy: ModuleType, app, version: str, prefix: str) -> None:  # type: ignore[no-untyped-def]
+    path = f"/{prefix}/{version}/mlflow/traces/tr-1/tags"
+    for method in ("PATCH", "DELETE"):
+        for admin in (False, True):
+            answer = refused(policy, method, path, {"key": "mlflow.artifactLocation", "value": "file:///etc"}, admin)
+            assert answer is not None and answer.status_code == 400
+            assert "mlflow.artifactLocation" in answer.get_json()["message"]
+    assert refused(policy, "PATCH", path, {"key": "team", "value": "a"}) is None
+
+
+def test_a_new_trace_cannot_bring_its_own_location(policy: ModuleType, app) -> None:  # type: ignore[no-untyped-def]
+    v3 = {"trace": {"trace_info": {"tags": {"mlflow.artifactLocation": "mlflow-artifacts:/1/traces/x/artifacts"}}}}
+    assert refused(policy, "POST", "/api/3.0/mlflow/traces", v3).status_code == 400
+    v2 = {"tags": [{"key": "mlflow.trace.spansLocation", "value": "elsewhere"}]}
+    assert refused(policy, "POST", "/api/2.0/mlflow/traces", v2).status_code == 400
+    plain = {"trace": {"trace_info": {"tags": {"mlflow.traceName": "t"}}}}
+    assert refused(policy, "POST", "/api/3.0/mlflow/traces", plain) is None
+
+
+@pytest.mark.parametrize("location", ["file:///etc", "/mlflow/artifacts/2", "/tmp/x", "mlflow-artifacts:/9"])
+def test_only_the_admin_chooses_an_artifact_location(policy: ModuleType, app, location: str) -> None:  # type: ignore[no-untyped-def]
+    body = {"name": "e", "artifact_location": location}
+    for path in ("/api/2.0/mlflow/experiments/create", "/ajax-api/2.0/mlflow/experiments/create"):
+        answer = refused(policy, "POST", path, body)
+        assert answer is not None and answer.status_code == 403
+        assert "artifact_location" in answer.get_json()["message"]
+        assert refused(policy, "POST", path, body, admin=True) is None
+    assert refused(policy, "POST", "/api/2.0/mlflow/experiments/create", {"name": "e"}) is None
+
+
+def test_user_list_and_genai_endpoints_are_the_admins(policy: ModuleType, app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("MLOPS_KIT_GENAI_ENDPOINTS", raising=False)
+    for path in (
+        "/api/2.0/mlflow/users/list",
+        "/ajax-api/2.0/mlflow/users/list",
+        "/api/3.0/mlflow/gateway/secrets/create",
+        "/ajax-api/2.0/mlflow/gateway-proxy",
+        "/gateway/chat/mlflow/invocations",
+        "/ajax-api/3.0/mlflow/assistant/message",
+        "/ajax-api/3.0/mlflow/demo/generate",
+    ):
+        assert refused(policy, "POST", path).status_code == 403, path
+        assert refused(policy, "POST", path, admin=True) is None, path
+    monkeypatch.setenv("MLOPS_KIT_GENAI_ENDPOINTS", "users")
+    assert refused(policy, "POST", "/ajax-api/3.0/mlflow/demo/generate") is None
+    assert refused(policy, "GET", "/api/2.0/mlflow/users/list").status_code == 403
+    # Ordinary tracking calls are never asked about.
+    assert refused(policy, "POST", "/api/2.0/mlflow/runs/log-metric", {"run_id": "r"}) is None
+    assert refused(policy, "GET", "/api/2.0/mlflow/gateway-like/experiments/search") is None
+
+
+def test_error_messages_lose_their_internals(policy: ModuleType) -> None:
+    duplicate = (
+        "Experiment(name=o2) already exists. Error: (psycopg2.errors.UniqueViolation) duplicate key value "
+        'violates unique constraint "experiments_name_key"\n[SQL: INSERT INTO experiments (name) VALUES (%(name)s)]'
+        "\n[parameters: {'name': 'o2'}]"
+    )
+    cleaned = policy.public_message(400, duplicate)
+    assert cleaned.startswith("Experiment(name=o2) already exists.")
+    for leak in ("psycopg2", "INSERT", "[SQL", "parameters", "experiments_name_key"):
+        assert leak not in cleaned
+    assert policy.public_message(404, "Run 'abc' not found") == "Run 'abc' not found"
+    assert "minio" not in policy.public_message(400, "Could not reach http://minio:9000/bucket")
+    assert "/mlflow/artifacts" not in policy.public_message(404, "No such file: /mlflow/artifacts/1/x")
+    assert policy.public_message(500, "KeyError: 'x' at /opt/mlflow/...") == (
+        "The server failed to handle this request; its log has the details."
+    )
+
+
+def test_error_answers_are_rewritten_but_keep_their_code(policy: ModuleType, app) -> None:  # type: ignore[no-untyped-def]
+    from flask import jsonify
+
+    response = jsonify({"error_code": "RESOURCE_ALREADY_EXISTS", "message": "x. Error: (psycopg2.errors.X) [SQL: ...]"})
+    response.status_code = 400
+    body = json.loads(policy.sanitise_error(response).get_data())
+    assert body == {"error_code": "RESOURCE_ALREADY_EXISTS", "message": "x. (Details are in the server log.)"}
+    ok = jsonify({"message": "(psycopg2. in a successful answer is data"})
+    assert policy.sanitise_error(ok).get_json()["message"].startswith("(psycopg2.")
+
+
+def test_failed_logins_are_counted_per_address_for_a_minute(policy: ModuleType, tmp_path: Path) -> None:
+    counter = policy.FailureCounter(str(tmp_path / "failures.sqlite"), limit=3)
+    other = policy.FailureCounter(str(tmp_path / "failures.sqlite"), limit=3)  # another worker process
+    now = 1_000_000.0
+    for second in range(3):
+        assert counter.retry_after("10.0.0.9", now + second) == 0
+        other.record("10.0.0.9", now + second)
+    assert counter.retry_after("10.0.0.9", now + 3) == pytest.approx(57.0)
+    assert counter.retry_after("10.0.0.7", now + 3) == 0  # other addresses are not slowed
+    assert counter.retry_after("10.0.0.9", now + 60.5) == 0  # the first failure left the window
+    counter.record("10.0.0.9", now + 200)
+    assert counter.retry_after("10.0.0.9", now + 200) == 0
