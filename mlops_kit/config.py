@@ -34,6 +34,8 @@ S3_OVERLAY = Path("docker/compose/artifacts-s3.yaml")
 MINIO_OVERLAY = Path("docker/compose/artifacts-minio.yaml")
 #: MLOPS_KIT_S3_NETWORK set: MLflow joins that existing Docker network to reach the store.
 S3_NETWORK_OVERLAY = Path("docker/compose/s3-network.yaml")
+#: MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS set: the egress proxy MLflow's webhooks go through.
+WEBHOOKS_OVERLAY = Path("docker/compose/webhooks.yaml")
 # Site-specific changes, read last, as plain `docker compose` does by default.
 OVERRIDE_FILE_NAME = "compose.override.yaml"
 ARTIFACT_STORES = ("volume", "nfs", "minio", "s3")
@@ -49,6 +51,7 @@ _HOST_NAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
 )
 _HOST_PATTERN = re.compile(r"^[A-Za-z0-9.*\[\]:_-]+$")
+_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]+))(?::(?P<port>[0-9]{1,5}))?$")
 _SIZE = re.compile(r"^[0-9]+(kB|MB|GB|TB)$")
 _LOG_SIZE = re.compile(r"^[0-9]+[kmg]$")
 # Secrets travel through .env, Compose interpolation and libpq's password file;
@@ -92,6 +95,25 @@ def _host(value: str) -> str:
         except ValueError:
             raise ValueError("must be a host name or an IP address") from None
     return value
+
+
+def _host_ports(value: str) -> tuple[str, ...]:
+    """Comma-separated host[:port] entries ([v6]:port for IPv6); the port defaults to 443."""
+    entries = tuple(e.strip() for e in value.split(",") if e.strip())
+    for entry in entries:
+        match = _HOST_PORT.match(entry)
+        try:
+            if match is None:
+                raise ValueError(entry)
+            if match.group("v6"):
+                ipaddress.IPv6Address(match.group("v6"))
+            else:
+                _host(match.group("host"))
+            if not 1 <= int(match.group("port") or 443) <= 65535:
+                raise ValueError(entry)
+        except ValueError:
+            raise ValueError(f"has an invalid entry {entry!r} (use host or host:port, separated by commas)") from None
+    return entries
 
 
 def _host_patterns(value: str) -> tuple[str, ...]:
@@ -396,6 +418,20 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a verified login is cached per worker (0: verify every request, ~100 ms each).",
     ),
     Setting(
+        "MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS",
+        "webhook_allowed_hosts",
+        "",
+        _host_ports,
+        "Hosts MLflow's webhooks may reach (host or host:port, default port 443); empty: no egress at all.",
+    ),
+    Setting(
+        "MLOPS_KIT_WEBHOOK_CA_FILE",
+        "webhook_ca_file",
+        "",
+        _optional_path,
+        "PEM file of the CA that signed your webhook receivers' certificates (trusted besides the system's).",
+    ),
+    Setting(
         "MLOPS_KIT_LOGIN_FAILURES_PER_MINUTE",
         "login_failures_per_minute",
         "10",
@@ -474,6 +510,13 @@ SETTINGS: tuple[Setting, ...] = (
         "mlops-kit/proxy:caddy2.6-kit0.5.0",
         _text,
         "Tag of the HTTPS proxy image (Caddy).",
+    ),
+    Setting(
+        "MLOPS_KIT_EGRESS_IMAGE",
+        "egress_image",
+        "mlops-kit/egress:squid-kit0.5.0",
+        _text,
+        "Tag of the webhooks' egress proxy image (Squid; only with MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS).",
     ),
     Setting("MLOPS_KIT_MLFLOW_MEMORY", "mlflow_memory", "6g", _log_size, "Memory limit of the MLflow container."),
     Setting(
@@ -620,6 +663,9 @@ class KitConfig:
     auth_default_permission: str
     auth_cache_seconds: int
     login_failures_per_minute: int
+    webhook_allowed_hosts: tuple[str, ...]
+    webhook_ca_file: Path | None
+    egress_image: str
     genai_endpoints: str
     tls_cert_file: Path | None
     tls_key_file: Path | None
@@ -725,7 +771,10 @@ class KitConfig:
     @property
     def compose_files(self) -> list[Path]:
         """compose.yaml, this mode's overlays, then the site's compose.override.yaml."""
-        listed = compose_file_value(self.artifact_store, self.s3_network) or COMPOSE_FILE_NAME
+        listed = (
+            compose_file_value(self.artifact_store, self.s3_network, bool(self.webhook_allowed_hosts))
+            or COMPOSE_FILE_NAME
+        )
         files = [self.project_dir / name for name in listed.split(":")]
         override = self.project_dir / OVERRIDE_FILE_NAME
         if override.is_file():
@@ -784,6 +833,7 @@ class KitConfig:
                 self.secrets_path / "mlflow_kek_passphrase",
                 *([self.secrets_path / name for name in S3_SECRET_FILES] if self.uses_bucket else []),
                 *([self.s3_ca_file] if self.uses_bucket and self.s3_ca_file else []),
+                *([self.webhook_ca_file] if self.webhook_allowed_hosts and self.webhook_ca_file else []),
             ]
         )
         env["MLOPS_KIT_PROXY_SECRETS_REV"] = _fingerprint([self.proxy_cert_path, self.proxy_key_path])
@@ -815,8 +865,8 @@ def fresh_prefix(prefix: str, generation: str) -> str:
     return f"{_PREFIX_GENERATION.sub('', prefix)}-{generation}".lstrip("-")
 
 
-def compose_file_value(artifact_store: str, s3_network: str = "") -> str:
-    """COMPOSE_FILE for `.env`: the files plain `docker compose` needs in this mode ('' for volume)."""
+def compose_file_value(artifact_store: str, s3_network: str = "", webhooks: bool = False) -> str:
+    """COMPOSE_FILE for `.env`: the files plain `docker compose` needs ('' for volume mode without webhooks)."""
     overlays: list[Path] = []
     if artifact_store == "nfs":
         overlays.append(NFS_OVERLAY)
@@ -826,6 +876,8 @@ def compose_file_value(artifact_store: str, s3_network: str = "") -> str:
         overlays.append(MINIO_OVERLAY)
     if artifact_store in BUCKET_STORES and s3_network:
         overlays.append(S3_NETWORK_OVERLAY)
+    if webhooks:
+        overlays.append(WEBHOOKS_OVERLAY)
     return ":".join([COMPOSE_FILE_NAME, *(p.as_posix() for p in overlays)]) if overlays else ""
 
 
@@ -901,7 +953,7 @@ def load_config(
             # minio mode: `up` generates missing keys (MinIO starts with whatever they are).
             if values["artifact_store"] == "s3" or (secrets_path / name).exists():
                 read_s3_secret(secrets_path, name)  # validated and masked from here on
-    for attr in ("tls_cert_file", "tls_key_file", "tls_ca_file", "s3_ca_file"):
+    for attr in ("tls_cert_file", "tls_key_file", "tls_ca_file", "s3_ca_file", "webhook_ca_file"):
         if values[attr] is not None and not values[attr].is_absolute():
             values[attr] = (project_dir / values[attr]).resolve()
     config = KitConfig(project_dir=project_dir, env_file=env_file, **values)
@@ -1027,6 +1079,7 @@ def _check_consistency(config: KitConfig) -> None:
         ("MLOPS_KIT_TLS_KEY_FILE", config.tls_key_file),
         ("MLOPS_KIT_TLS_CA_FILE", config.tls_ca_file),
         ("MLOPS_KIT_S3_CA_FILE", config.s3_ca_file if config.uses_bucket else None),
+        ("MLOPS_KIT_WEBHOOK_CA_FILE", config.webhook_ca_file if config.webhook_allowed_hosts else None),
     ):
         if path is not None and not path.is_file():
             raise ConfigError(

@@ -18,6 +18,7 @@ from mlops_kit.config import (
     S3_SECRET_FILES,
     SECRET_FILES,
     SETTINGS_BY_ENV,
+    KitConfig,
     check_s3_key_text,
     compose_file_value,
     read_env_file,
@@ -142,7 +143,8 @@ def artifact_store_values(store: str, values: dict[str, str]) -> dict[str, str]:
     """What a mode fixes in `.env`: the overlays plain Compose needs, MinIO's endpoint."""
     fixed: dict[str, str] = {}
     # An empty COMPOSE_FILE breaks plain Compose: volume mode leaves the line commented out.
-    if compose_files := compose_file_value(store, values.get("MLOPS_KIT_S3_NETWORK", "")):
+    webhooks = bool(values.get("MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS", "").strip())
+    if compose_files := compose_file_value(store, values.get("MLOPS_KIT_S3_NETWORK", ""), webhooks):
         fixed["COMPOSE_FILE"] = compose_files
     if store == "minio":
         fixed["MLOPS_KIT_S3_ENDPOINT_URL"] = MINIO_ENDPOINT
@@ -321,6 +323,22 @@ NEW_SIZED_SETTINGS = (
     "MLOPS_KIT_MLFLOW_MEMORY",
     "MLOPS_KIT_POSTGRES_MEMORY",
 )
+
+
+def sync_compose_file(config: KitConfig) -> str | None:
+    """Keep `.env`'s COMPOSE_FILE (for plain `docker compose`) naming the overlays the settings need.
+
+    An operator who sets MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS in `.env` after init needs the
+    webhooks overlay too. Returns the new value when it changed.
+    """
+    if not config.env_file.is_file():
+        return None
+    wanted = compose_file_value(config.artifact_store, config.s3_network, bool(config.webhook_allowed_hosts))
+    current = read_env_file(config.env_file).get("COMPOSE_FILE", "")
+    if current == wanted or (not wanted and current in ("", "compose.yaml")):
+        return None
+    update_env_file(config.env_file, {"COMPOSE_FILE": wanted or "compose.yaml"}, added_by="mlops-kit up")
+    return wanted or "compose.yaml"
 
 
 def upgrade_env_file(env_file: Path, host: HostFacts | None = None) -> dict[str, str]:

@@ -183,7 +183,10 @@ def _env_changes(target: KitConfig) -> dict[str, str]:
         changes["MLOPS_KIT_ARTIFACTS_VOLUME"] = target.artifacts_volume_name
     changes.update(artifact_store_values(target.artifact_store, {"MLOPS_KIT_S3_NETWORK": target.s3_network}))
     # Plain Compose reads this; with the overlays gone it must still name compose.yaml (empty breaks it).
-    changes["COMPOSE_FILE"] = compose_file_value(target.artifact_store, target.s3_network) or "compose.yaml"
+    changes["COMPOSE_FILE"] = (
+        compose_file_value(target.artifact_store, target.s3_network, bool(target.webhook_allowed_hosts))
+        or "compose.yaml"
+    )
     return changes
 
 

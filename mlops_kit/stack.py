@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from mlops_kit.compose import ComposeProject, ServiceState
 from mlops_kit.config import UPGRADE_SECRET_FILES, KitConfig
-from mlops_kit.envfile import ensure_minio_keys, ensure_secret_files
+from mlops_kit.envfile import ensure_minio_keys, ensure_secret_files, sync_compose_file
 from mlops_kit.errors import CommandError, KitError, StackError
 from mlops_kit.preflight import CheckResult, Preflight, raise_on_failure
 from mlops_kit.services import MLFLOW, PROXY, kit_services, stack_services
@@ -150,6 +150,8 @@ def prepare_host_files(config: KitConfig) -> list[str]:
     if config.artifact_store == "minio":
         generated += ensure_minio_keys(config.secrets_path)
     done = [f"generated {path.name} (mode 0600)" for path in generated]
+    if (compose_file := sync_compose_file(config)) is not None:
+        done.append(f"COMPOSE_FILE={compose_file} in {config.env_file.name} (for plain docker compose)")
     return done + ensure_certificates(config)
 
 

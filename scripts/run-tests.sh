@@ -7,6 +7,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=lib/venv.sh
 source scripts/lib/venv.sh
 ensure_venv "[test]"
+# The browser test drives Debian's Chromium (Playwright cannot download browsers here).
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "[run-tests] installing chromium for the browser test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 started=$(date +%s)
 echo "[run-tests] static checks: ruff, mypy --strict, compose-lint --fail-on medium"
 "${VENV_DIR}/bin/ruff" check mlops_kit tests benchmarks

@@ -145,6 +145,34 @@ if [[ "$(id -u)" == "0" ]]; then
             # Secrets a kit without its own passphrase stored under the default one.
             as_mlflow mlflow-kek-adopt || die "could not re-wrap MLflow's stored secrets with the kit's passphrase (see above)" 70
         fi
+        # Webhook secrets (the HMAC keys) are encrypted with their own Fernet key;
+        # without one each worker process makes up its own, so a secret stored by one
+        # worker cannot be read by the next, nor after a restart. Derived from the
+        # passphrase (backups carry it), never written anywhere.
+        MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY="$(printf '%s' "${MLFLOW_CRYPTO_KEK_PASSPHRASE}" | python3 -c \
+            'import base64, hashlib, sys; print(base64.urlsafe_b64encode(hashlib.sha256(b"mlops-kit webhook secrets\0" + sys.stdin.buffer.read()).digest()).decode())')"
+        export MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY
+    fi
+
+    # Webhooks (docker/compose/webhooks.yaml): MLflow has no network; its one way out
+    # is the egress proxy's socket, offered on loopback as an HTTP proxy for the webhook
+    # session only (docker/mlflow/plugin/mlops_kit_webhooks.py). The proxy allows only
+    # MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS, so MLflow's own check that a webhook reaches a
+    # public address (it would see only this loopback proxy, and on-prem receivers have
+    # private addresses) gives way to that allowlist.
+    if [[ -n "${MLOPS_KIT_EGRESS_SOCKET:-}" && "${1:-}" == "mlflow" && "${2:-}" == "server" ]]; then
+        setpriv --reuid=mlflow --regid=mlflow --init-groups \
+            socat TCP-LISTEN:3128,bind=127.0.0.1,fork,reuseaddr "UNIX-CONNECT:${MLOPS_KIT_EGRESS_SOCKET}" &
+        export MLOPS_KIT_WEBHOOK_PROXY=http://127.0.0.1:3128 MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true
+        # The CAs receivers' certificates are checked against: the system's (with the
+        # build's extra CAs), plus MLOPS_KIT_WEBHOOK_CA_FILE's.
+        export MLOPS_KIT_WEBHOOK_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+        if [[ -r "${secrets_dir}/webhook_ca" ]] && grep -q 'BEGIN CERTIFICATE' "${secrets_dir}/webhook_ca"; then
+            as_mlflow mkdir -p -m 0700 /tmp/mlflow-webhooks
+            cat /etc/ssl/certs/ca-certificates.crt "${secrets_dir}/webhook_ca" \
+                | write_private /tmp/mlflow-webhooks/ca-bundle.pem
+            MLOPS_KIT_WEBHOOK_CA_BUNDLE=/tmp/mlflow-webhooks/ca-bundle.pem
+        fi
     fi
 
     if [[ -n "${MLOPS_KIT_MLFLOW_SOCKET:-}" ]]; then

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from mlops_kit.services.backup import BACKUP
 from mlops_kit.services.base import ServiceSpec
+from mlops_kit.services.egress import EGRESS
 from mlops_kit.services.minio import MINIO
 from mlops_kit.services.mlflow import MLFLOW
 from mlops_kit.services.postgres import POSTGRES
@@ -21,8 +22,9 @@ STACK_SERVICES: tuple[ServiceSpec, ...] = tuple(s for s in SERVICES if s.long_ru
 
 
 def kit_services(config: KitConfig) -> tuple[ServiceSpec, ...]:
-    """The images this stack's mode needs (minio mode adds MinIO)."""
-    return (MINIO, *SERVICES) if config.artifact_store == "minio" else SERVICES
+    """The images this stack's mode needs (minio mode adds MinIO, webhooks the egress proxy)."""
+    services = (MINIO, *SERVICES) if config.artifact_store == "minio" else SERVICES
+    return (*services, EGRESS) if config.webhook_allowed_hosts else services
 
 
 def stack_services(config: KitConfig) -> tuple[ServiceSpec, ...]:
@@ -32,6 +34,7 @@ def stack_services(config: KitConfig) -> tuple[ServiceSpec, ...]:
 
 __all__ = [
     "BACKUP",
+    "EGRESS",
     "MINIO",
     "MLFLOW",
     "POSTGRES",

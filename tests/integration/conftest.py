@@ -7,8 +7,10 @@ Nothing here mocks Docker, MLflow or PostgreSQL.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -228,3 +230,75 @@ def tcp_listeners(container_id: str) -> list[str]:
         check=True,
     ).stdout
     return [line for line in tcp.splitlines() if line.split()[3:4] == ["0A"]]
+
+
+@dataclass
+class RemoteHost:
+    """A host of the test's own on another network: a network namespace joined to this one by a veth pair.
+
+    To this host's services it is a remote client with its own address (never
+    rewritten by Docker's userland proxy, which every local client goes through).
+    """
+
+    namespace: str
+    address: str  # the remote host's address
+    host_address: str  # this host's end of the link (bind a stack here to serve the remote host)
+
+    def run(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """Run a command on the remote host (in its namespace)."""
+        return subprocess.run(["ip", "netns", "exec", self.namespace, *argv], text=True, **kwargs)
+
+    def start(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen(["ip", "netns", "exec", self.namespace, *argv], text=True, **kwargs)
+
+
+def _free_link() -> tuple[str, str]:
+    """A /30 in 10.250.0.0/16 that no route of this host uses: (this host's end, the remote end)."""
+    used = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    for _ in range(50):
+        subnet = ipaddress.ip_network(f"10.250.{random.randrange(256)}.{4 * random.randrange(64)}/30")
+        if f"{subnet.network_address}/" not in used and str(subnet.network_address) not in used:
+            first, second = subnet.hosts()
+            return str(first), str(second)
+    raise AssertionError("no free /30 in 10.250.0.0/16")
+
+
+@pytest.fixture(scope="module")
+def remote_host() -> Iterator[RemoteHost]:
+    """A remote host for this test module; removed (with its link) afterwards."""
+    suffix = uuid.uuid4().hex[:6]
+    namespace, host_if, remote_if = f"mlkt-remote-{suffix}", f"mlkt-h{suffix}", f"mlkt-r{suffix}"
+    host_address, address = _free_link()
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    try:
+        ip("netns", "add", namespace)
+        ip("link", "add", host_if, "type", "veth", "peer", "name", remote_if)
+        ip("link", "set", remote_if, "netns", namespace)
+        ip("addr", "add", f"{host_address}/30", "dev", host_if)
+        ip("link", "set", host_if, "up")
+        ip("netns", "exec", namespace, "ip", "addr", "add", f"{address}/30", "dev", remote_if)
+        ip("netns", "exec", namespace, "ip", "link", "set", remote_if, "up")
+        ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up")
+        yield RemoteHost(namespace, address, host_address)
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace], check=False, capture_output=True)
+        subprocess.run(["ip", "link", "del", host_if], check=False, capture_output=True)
+
+
+def psql(stack: Stack, query: str, database: str = "mlflow") -> str:
+    """Run one query in the stack's PostgreSQL as its superuser (over its socket); the unaligned output."""
+    labels = ("--filter", f"label=com.docker.compose.project={stack.project}")
+    labels += ("--filter", "label=com.docker.compose.service=postgres")
+    postgres = subprocess.run(
+        ["docker", "ps", "-q", *labels], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert postgres, f"no running postgres container in {stack.project}"
+    return subprocess.run(
+        ["docker", "exec", "-u", "postgres", postgres[0], "psql", "-d", database, "-Atc", query],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout

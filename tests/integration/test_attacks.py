@@ -14,9 +14,7 @@ longer works.
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import random
 import re
 import socket
 import statistics
@@ -30,14 +28,13 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.conftest import Stack, new_stack, tcp_listeners
+from tests.integration.conftest import RemoteHost, Stack, new_stack, psql, tcp_listeners
 
 pytestmark = pytest.mark.usefixtures("fail_fast")
 
 #: Failed logins one address may make in a minute on this stack.
 FAILURE_LIMIT = 12
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=5"
-NETNS_EXEC = ("ip", "netns", "exec")
 
 
 @dataclass
@@ -45,9 +42,15 @@ class Outside:
     """The test's own places outside the stack: a Docker network and a remote host (a namespace)."""
 
     network: str  # Docker network of the attacker container
-    namespace: str  # the remote host
-    host_address: str  # this host's end of the link: where the stack is published
-    remote_address: str  # the remote host's address
+    remote: RemoteHost  # the stack is published on this host's end of the link to it
+
+    @property
+    def host_address(self) -> str:
+        return self.remote.host_address
+
+    @property
+    def remote_address(self) -> str:
+        return self.remote.address
 
 
 @dataclass
@@ -67,61 +70,18 @@ class Target:
 
     def remote_curl(self, *args: str) -> str:
         """curl on the remote host (the namespace), trusting the stack's CA; returns its output."""
-        result = subprocess.run(
-            [
-                *NETNS_EXEC,
-                self.outside.namespace,
-                "curl",
-                "--silent",
-                "--max-time",
-                "30",
-                "--cacert",
-                str(self.stack.ca_file),
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        curl = ["curl", "--silent", "--max-time", "30", "--cacert", str(self.stack.ca_file), *args]
+        result = self.outside.remote.run(curl, capture_output=True, timeout=60, check=False)
         return result.stdout
 
 
-def free_link() -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
-    """Two addresses of a /30 in 10.250.0.0/16 that no interface or route of this host uses."""
-    used = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
-    for _ in range(50):
-        subnet = ipaddress.ip_network(f"10.250.{random.randrange(256)}.{4 * random.randrange(64)}/30")
-        if str(subnet.network_address)[:-1] not in used:
-            first, second = list(subnet.hosts())
-            return first, second
-    raise AssertionError("no free /30 in 10.250.0.0/16")
-
-
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
-def outside() -> Iterator[Outside]:
-    suffix = uuid.uuid4().hex[:6]
-    network, namespace = f"mlkt-outside-{suffix}", f"mlkt-remote-{suffix}"
-    host_if, remote_if = f"mlkt-h{suffix}", f"mlkt-r{suffix}"
-    host_address, remote_address = free_link()
+def outside(remote_host: RemoteHost) -> Iterator[Outside]:
+    network = f"mlkt-outside-{uuid.uuid4().hex[:6]}"
     subprocess.run(["docker", "network", "create", network], check=True, capture_output=True)
     try:
-        ip("netns", "add", namespace)
-        ip("link", "add", host_if, "type", "veth", "peer", "name", remote_if)
-        ip("link", "set", remote_if, "netns", namespace)
-        ip("addr", "add", f"{host_address}/30", "dev", host_if)
-        ip("link", "set", host_if, "up")
-        ip("netns", "exec", namespace, "ip", "addr", "add", f"{remote_address}/30", "dev", remote_if)
-        ip("netns", "exec", namespace, "ip", "link", "set", remote_if, "up")
-        ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up")
-        yield Outside(network, namespace, str(host_address), str(remote_address))
+        yield Outside(network, remote_host)
     finally:
-        subprocess.run(["ip", "netns", "del", namespace], check=False, capture_output=True)
-        subprocess.run(["ip", "link", "del", host_if], check=False, capture_output=True)
         subprocess.run(["docker", "network", "rm", network], check=False, capture_output=True)
 
 
@@ -397,25 +357,9 @@ def test_users_cannot_choose_an_experiments_artifact_location(target: Target, lo
 
 def stored_secret(stack: Stack, name: str) -> tuple[bytes, int]:
     """(wrapped data key, kek version) of a gateway secret, read straight from PostgreSQL."""
-    postgres = service_container(stack, "postgres")["Id"]
-    out = subprocess.run(
-        [
-            "docker",
-            "exec",
-            "-u",
-            "postgres",
-            postgres,
-            "psql",
-            "-d",
-            "mlflow",
-            "-Atc",
-            f"SELECT encode(wrapped_dek, 'hex') || ' ' || kek_version FROM secrets WHERE secret_name = '{name}'",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    return bytes.fromhex(out[0]), int(out[1])
+    query = f"SELECT encode(wrapped_dek, 'hex') || ' ' || kek_version FROM secrets WHERE secret_name = '{name}'"
+    wrapped, version = psql(stack, query).split()
+    return bytes.fromhex(wrapped), int(version)
 
 
 def opens_with(wrapped: bytes, version: int, passphrase: str) -> bool:
@@ -458,13 +402,7 @@ def test_secrets_stored_under_the_default_passphrase_are_re_wrapped(target: Targ
     kit_passphrase = (stack.directory / "secrets" / "mlflow_kek_passphrase").read_text()
     dek = unwrap_dek(wrapped, KEKManager(passphrase=kit_passphrase, kek_version=version).get_kek())
     legacy = wrap_dek(dek, KEKManager(passphrase=DEFAULT_KEK_PASSPHRASE, kek_version=version).get_kek())
-    postgres = service_container(stack, "postgres")["Id"]
-    subprocess.run(
-        ["docker", "exec", "-u", "postgres", postgres, "psql", "-d", "mlflow", "-c",
-         f"UPDATE secrets SET wrapped_dek = decode('{legacy.hex()}', 'hex') WHERE secret_name = 'legacy-key'"],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    psql(stack, f"UPDATE secrets SET wrapped_dek = decode('{legacy.hex()}', 'hex') WHERE secret_name = 'legacy-key'")
     assert opens_with(stored_secret(stack, "legacy-key")[0], version, DEFAULT_KEK_PASSPHRASE)
     subprocess.run(["docker", "restart", service_container(stack, "mlflow")["Id"]], check=True, capture_output=True)
     stack.kit("up")  # waits until healthy again

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ import pytest
 from mlops_kit.compose import ComposeProject
 from mlops_kit.config import load_config
 from mlops_kit.runner import CommandRunner
-from tests.integration.conftest import Stack, clean_env, new_stack
+from tests.integration.conftest import Stack, clean_env, new_stack, psql
 from tests.integration.mlflow_data import digest, populate
 
 PREFIX = "bk"
@@ -252,6 +253,18 @@ def test_backup_while_a_client_writes_and_restore_on_a_new_host(
             client.set_terminated(run.info.run_id)
             finished.append(run.info.run_id)
 
+    # Secrets MLflow encrypts in the database: an AI-gateway key (under the passphrase
+    # in secrets/mlflow_kek_passphrase) and a webhook's HMAC secret (a key derived from it).
+    secret = {"secret_name": "backup-gateway-key", "secret_value": {"api_key": "sk-not-real"}, "provider": "openai"}
+    created = stack_a.session("admin").post(
+        stack_a.tracking_uri + "/api/3.0/mlflow/gateway/secrets/create", json=secret, timeout=30
+    )
+    assert created.status_code == 200, created.text
+    with stack_a.as_user("admin"):
+        MlflowClient(stack_a.tracking_uri).create_webhook(
+            name="backup-hook", url="https://ci.example.invalid/hook", events=["model_version.created"], secret="s" * 24
+        )
+
     with stack_a.as_user("admin"):
         thread = threading.Thread(target=writer)
         thread.start()
@@ -283,6 +296,17 @@ def test_backup_while_a_client_writes_and_restore_on_a_new_host(
         # The users came along; the kit's admin logs in with the new host's password.
         assert restored["users"] == populated["users"]
         assert restored["grants"] == populated["grants"]
+        # The stored secrets still decrypt on the new host: the set brought the passphrase.
+        passphrase = (stack_a.directory / "secrets" / "mlflow_kek_passphrase").read_text()
+        assert (stack_b.directory / "secrets" / "mlflow_kek_passphrase").read_text() == passphrase
+        assert stat.S_IMODE((stack_b.directory / "secrets" / "mlflow_kek_passphrase").stat().st_mode) == 0o600
+        wrapped, version = gateway_secret(stack_b, "backup-gateway-key")
+        from mlflow.utils.crypto import KEKManager, unwrap_dek
+
+        unwrap_dek(wrapped, KEKManager(passphrase=passphrase, kek_version=version).get_kek())
+        with stack_b.as_user("admin"):
+            hooks = MlflowClient(stack_b.tracking_uri).list_webhooks()  # reads (decrypts) each secret
+        assert [h.name for h in hooks] == ["backup-hook"]
 
         with stack_b.as_user("admin"):
             mlflow.set_tracking_uri(stack_b.tracking_uri)
@@ -348,3 +372,10 @@ def test_restore_drill_reports_rto_and_removes_its_stack(stack_a: Stack) -> None
     assert leftovers == []
     volumes = subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True, check=True).stdout
     assert drill_project not in volumes
+
+
+def gateway_secret(stack: Stack, name: str) -> tuple[bytes, int]:
+    """(wrapped data key, kek version) of an AI-gateway secret, read straight from PostgreSQL."""
+    query = f"SELECT encode(wrapped_dek, 'hex') || ' ' || kek_version FROM secrets WHERE secret_name = '{name}'"
+    wrapped, version = psql(stack, query).split()
+    return bytes.fromhex(wrapped), int(version)

@@ -7,18 +7,26 @@ the integration tests (test_attacks.py) send the same requests to a real server.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.conftest import load_image_module
+from tests.conftest import REPO_ROOT, load_image_module
+
+PLUGIN = "docker/mlflow/plugin"
 
 
 @pytest.fixture(scope="module")
 def policy() -> ModuleType:
-    return load_image_module("mlops_kit_auth", "docker/mlflow/plugin/mlops_kit_auth.py")
+    # The image installs the plugin's modules side by side in site-packages.
+    sys.path.insert(0, str(REPO_ROOT / PLUGIN))
+    try:
+        return load_image_module("mlops_kit_auth", f"{PLUGIN}/mlops_kit_auth.py")
+    finally:
+        sys.path.remove(str(REPO_ROOT / PLUGIN))
 
 
 @pytest.fixture
@@ -31,7 +39,7 @@ def app():  # type: ignore[no-untyped-def]
 
 
 def refused(policy: ModuleType, method: str, path: str, body: dict[str, Any] | None = None, admin: bool = False):  # type: ignore[no-untyped-def]
-    return policy.refusal(method, path, body or {}, is_admin=lambda: admin)
+    return policy.refusal(method, path, lambda: body or {}, is_admin=lambda: admin)
 
 
 @pytest.mark.parametrize("version", ["2.0", "3.0"])
@@ -103,6 +111,10 @@ def test_error_messages_lose_their_internals(policy: ModuleType) -> None:
     assert policy.public_message(500, "KeyError: 'x' at /opt/mlflow/...") == (
         "The server failed to handle this request; its log has the details."
     )
+    # A 501 "not supported" is a signal clients act on (multipart uploads fall back to one request).
+    unsupported = "Multipart upload is not supported for the current artifact repository"
+    assert policy.public_message(501, unsupported, "NOT_IMPLEMENTED") == unsupported
+    assert "minio" not in policy.public_message(503, "http://minio:9000 is down", "TEMPORARILY_UNAVAILABLE")
 
 
 def test_error_answers_are_rewritten_but_keep_their_code(policy: ModuleType, app) -> None:  # type: ignore[no-untyped-def]
@@ -128,3 +140,37 @@ def test_failed_logins_are_counted_per_address_for_a_minute(policy: ModuleType, 
     assert counter.retry_after("10.0.0.9", now + 60.5) == 0  # the first failure left the window
     counter.record("10.0.0.9", now + 200)
     assert counter.retry_after("10.0.0.9", now + 200) == 0
+
+
+def test_an_upload_body_is_never_read(policy: ModuleType, app) -> None:  # type: ignore[no-untyped-def]
+    """Reading a body consumes the stream an artifact upload handler reads: only JSON calls are parsed."""
+
+    def unreadable() -> dict[str, Any]:
+        raise AssertionError("the policy read a body it has no business with")
+
+    for method, path in (
+        ("PUT", "/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts/model.bin"),
+        ("POST", "/ajax-api/2.0/mlflow/upload-artifact"),
+        ("POST", "/api/2.0/mlflow/runs/log-batch"),
+        ("POST", "/api/2.0/mlflow-artifacts/mpu/create/1/abc/artifacts/big"),
+    ):
+        assert policy.refusal(method, path, unreadable, is_admin=lambda: False) is None
+
+
+def test_webhooks_go_through_the_egress_proxy_with_mlflows_own_session(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from mlflow.webhooks import delivery
+    from mlflow.webhooks.ssrf import SSRFProtectedHTTPAdapter
+
+    hooks = load_image_module("mlops_kit_webhooks", f"{PLUGIN}/mlops_kit_webhooks.py")
+    monkeypatch.setattr(delivery, "_webhook_session", None)
+    monkeypatch.delenv("MLOPS_KIT_WEBHOOK_PROXY", raising=False)
+    assert hooks.route_through_egress() is False
+    assert delivery._webhook_session is None  # no webhooks configured: MLflow's as it is
+    monkeypatch.setenv("MLOPS_KIT_WEBHOOK_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("MLOPS_KIT_WEBHOOK_CA_BUNDLE", "/tmp/webhook-cas.pem")
+    assert hooks.route_through_egress() is True
+    session = delivery._get_or_create_webhook_session()
+    assert session.proxies == {"http": "http://127.0.0.1:3128", "https": "http://127.0.0.1:3128"}
+    assert session.verify == "/tmp/webhook-cas.pem"
+    assert session.trust_env is False  # still MLflow's session: no other environment leaks in
+    assert isinstance(session.get_adapter("https://ci.example/hook"), SSRFProtectedHTTPAdapter)

@@ -13,7 +13,7 @@ import pytest
 from mlops_kit.compose import ComposeProject, ServiceState
 from mlops_kit.config import SETTINGS_BY_ENV, load_config
 from mlops_kit.envfile import HostFacts, init_env_file
-from mlops_kit.errors import CommandError, EngineUnavailableError, PreflightError
+from mlops_kit.errors import CommandError, ConfigError, EngineUnavailableError, PreflightError
 from mlops_kit.runner import CommandResult, CommandRunner
 
 HOST = HostFacts(memory_bytes=8 * 2**30, cpus=2, hostname="mlhost", fqdn="mlhost", addresses=())
@@ -127,6 +127,7 @@ NOT_PLAIN_DEFAULTS = {
     "MLOPS_KIT_MINIO_VOLUME",
     # Empty = a placeholder file with no certificate (a secret needs a file).
     "MLOPS_KIT_S3_CA_FILE",
+    "MLOPS_KIT_WEBHOOK_CA_FILE",
     "MLOPS_KIT_ARTIFACTS_VOLUME",
     # Empty in the kit's config = the certificate the kit's CA issued (a path under secrets/).
     "MLOPS_KIT_TLS_CERT_FILE",
@@ -272,3 +273,30 @@ def test_every_built_service_has_its_image_checked(kit_dir: Path) -> None:
     images = ComposeProject(load_config(kit_dir, environ={}), CommandRunner()).service_images()
     assert set(images) == {s.name for s in SERVICES} == {"postgres", "mlflow", "proxy", "backup"}
     assert images["proxy"] == SETTINGS_BY_ENV["MLOPS_KIT_PROXY_IMAGE"].default
+
+
+def test_webhooks_add_an_egress_proxy_and_nothing_else(kit_dir: Path) -> None:
+    init_env_file(kit_dir, {}, host=HOST)
+    assert "webhooks.yaml" not in (kit_dir / ".env").read_text()
+    assert "egress" not in compose_config(kit_dir, "compose.yaml")["services"]
+    init_env_file(kit_dir, {"MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS": "ci.corp.example,10.0.4.7:8443"}, host=HOST, force=True)
+    env = (kit_dir / ".env").read_text()
+    assert "COMPOSE_FILE=compose.yaml:docker/compose/webhooks.yaml" in env
+    model = compose_config(kit_dir, "compose.yaml", "docker/compose/webhooks.yaml")
+    mlflow, egress = model["services"]["mlflow"], model["services"]["egress"]
+    # MLflow still has no network: the proxy's socket is its only way out.
+    assert mlflow["network_mode"] == "none"
+    assert mlflow["depends_on"]["egress"]["condition"] == "service_healthy"
+    assert mlflow["environment"]["MLOPS_KIT_EGRESS_SOCKET"] == egress["environment"]["MLOPS_KIT_EGRESS_SOCKET"]
+    assert egress["environment"]["MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS"] == "ci.corp.example,10.0.4.7:8443"
+    assert set(egress["networks"]) == {"egress"} and not egress.get("ports")
+    assert egress["read_only"] is True and egress["cap_drop"] == ["ALL"]
+
+
+def test_webhook_hosts_are_checked_and_named(kit_dir: Path) -> None:
+    init_env_file(kit_dir, {}, host=HOST)
+    env = kit_dir / ".env"
+    env.write_text(env.read_text() + "\nMLOPS_KIT_WEBHOOK_ALLOWED_HOSTS=https://ci.corp.example/hook\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(kit_dir, environ={})
+    assert "MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS" in error.value.message

@@ -41,6 +41,7 @@ from contextlib import closing
 from typing import Any
 
 from flask import Response, after_this_request, g, jsonify, request
+from mlops_kit_webhooks import route_through_egress
 
 _logger = logging.getLogger("mlops_kit.auth")
 
@@ -62,6 +63,11 @@ _INTERNAL_DETAIL = re.compile(
     r"\(psycopg2\.|\(sqlalchemy\.|\[SQL:|\[parameters:|Traceback|/run/postgresql|/mlflow/artifacts"
     r"|/var/tmp/|/tmp/|kit-s3://|s3://|https?://(?!localhost)[^\s'\"]*:\d+"
 )
+
+
+# MLflow imports this module in every worker (its authorization_function): the place to
+# route webhook deliveries through the egress proxy, before any can be sent.
+route_through_egress()
 
 
 # ---- the authorization function ----------------------------------------------------------
@@ -98,7 +104,7 @@ def _decide() -> Any:
         return result
 
     username = str(result.username)
-    refused = refusal(request.method, request.path, _json_body(), is_admin=lambda: _is_admin(username))
+    refused = refusal(request.method, request.path, _json_body, is_admin=lambda: _is_admin(username))
     _after(_finish_response(username))
     return refused or result
 
@@ -110,8 +116,8 @@ def client_address() -> str:
 
 
 def _json_body() -> dict[str, Any]:
-    if request.method not in ("POST", "PATCH", "PUT", "DELETE"):
-        return {}
+    """The request's JSON object. Only called for the few JSON API calls the policy reads:
+    reading a body consumes the stream an upload handler would read."""
     body = request.get_json(silent=True, force=True)
     return body if isinstance(body, dict) else {}
 
@@ -135,8 +141,14 @@ def _after(hook: Callable[[Response], Response]) -> None:
 # ---- the policy -------------------------------------------------------------------------------
 
 
-def refusal(method: str, path: str, body: dict[str, Any], is_admin: Callable[[], bool]) -> Response | None:
-    """The answer to a request no user (or no user but the admin) may make; None lets it through."""
+def refusal(
+    method: str, path: str, body: Callable[[], dict[str, Any]], is_admin: Callable[[], bool]
+) -> Response | None:
+    """The answer to a request no user (or no user but the admin) may make; None lets it through.
+
+    ``body`` reads the JSON body; it is called only for the calls whose body matters here,
+    never for artifact uploads (whose stream must stay unread).
+    """
     reserved = _reserved_trace_tags(method, path, body)
     if reserved:
         return _error(
@@ -144,7 +156,7 @@ def refusal(method: str, path: str, body: dict[str, Any], is_admin: Callable[[],
             "INVALID_PARAMETER_VALUE",
             f"Tag '{reserved}' is set by the server and cannot be set or removed by a client.",
         )
-    if method == "POST" and _CREATE_EXPERIMENT_PATH.fullmatch(path) and body.get("artifact_location"):
+    if method == "POST" and _CREATE_EXPERIMENT_PATH.fullmatch(path) and body().get("artifact_location"):
         if not is_admin():
             return _error(
                 403,
@@ -165,12 +177,13 @@ def refusal(method: str, path: str, body: dict[str, Any], is_admin: Callable[[],
     return None
 
 
-def _reserved_trace_tags(method: str, path: str, body: dict[str, Any]) -> str | None:
+def _reserved_trace_tags(method: str, path: str, read_body: Callable[[], dict[str, Any]]) -> str | None:
     if method in ("PATCH", "DELETE") and _TRACE_TAGS_PATH.fullmatch(path):
-        key = body.get("key")
+        key = read_body().get("key")
         return key if key in RESERVED_TRACE_TAGS else None
     if method == "POST" and _START_TRACE_PATH.fullmatch(path):
         # v3: {"trace": {"trace_info": {"tags": {key: value}}}}; v2: {"tags": [{"key": k, "value": v}]}
+        body = read_body()
         trace = body.get("trace")
         info = trace.get("trace_info") if isinstance(trace, dict) else None
         tags = info.get("tags") if isinstance(info, dict) else None
@@ -210,7 +223,7 @@ def sanitise_error(response: Response) -> Response:
     if not isinstance(body, dict) or not isinstance(body.get("message"), str):
         return response
     message = body["message"]
-    cleaned = public_message(response.status_code, message)
+    cleaned = public_message(response.status_code, message, str(body.get("error_code", "")))
     if cleaned != message:
         _logger.warning("%s %s answered %s: %s", request.method, request.path, response.status_code, message)
         body["message"] = cleaned
@@ -218,9 +231,14 @@ def sanitise_error(response: Response) -> Response:
     return response
 
 
-def public_message(status: int, message: str) -> str:
+#: 5xx answers that are part of the protocol, not failures: clients act on their message
+#: (a 501 "not supported" makes the MLflow client fall back to a proxied upload).
+PROTOCOL_ERROR_CODES = frozenset({"NOT_IMPLEMENTED", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"})
+
+
+def public_message(status: int, message: str, error_code: str = "") -> str:
     """What a client may read of an error message."""
-    if status >= 500:
+    if status >= 500 and error_code not in PROTOCOL_ERROR_CODES:
         return "The server failed to handle this request; its log has the details."
     cut = _INTERNAL_DETAIL.search(message)
     if cut is None:
