@@ -342,9 +342,8 @@ def _rollback(
             ("put .env back", lambda: update_env_file(project.config.env_file, previous, added_by="mlops-kit restore"))
         )
     if previous_kek is not None:
-        kek_file = project.config.secrets_path / KEK_FILE
         steps.append(
-            ("put MLflow's key-encryption passphrase back", lambda: write_private_file(kek_file, previous_kek))
+            ("put MLflow's key-encryption passphrase back", lambda: _put_back_passphrase(project, previous_kek))
         )
     if rollback_to_previous:
         steps.append(("start the stack on its previous data", lambda: project.up(wait_timeout=WAIT_TIMEOUT)))
@@ -369,9 +368,21 @@ def _adopt_set_passphrase(config: KitConfig, set_dir: Path) -> str | None:
     wanted = carried.read_text(encoding="utf-8")
     if wanted == previous:
         return None
+    if previous:
+        # The kept previous volumes' secrets open only with it: keep it beside them.
+        write_private_file(ours.with_name(f"{KEK_FILE}.before-{set_dir.parent.name}"), previous)
     write_private_file(ours, wanted)
     logger.info("restore: MLflow's key-encryption passphrase is now the backup set's (%s)", ours)
     return previous
+
+
+def _put_back_passphrase(project: ComposeProject, previous: str) -> None:
+    """Undo ``_adopt_set_passphrase``: "" means there was none before (`up` generates one)."""
+    kek_file = project.config.secrets_path / KEK_FILE
+    if previous:
+        write_private_file(kek_file, previous)
+    else:
+        kek_file.unlink(missing_ok=True)
 
 
 def artifacts_driver_opts(config: KitConfig) -> dict[str, str]:

@@ -2,7 +2,8 @@
 # Write Squid's configuration from MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS (host[:port],
 # comma-separated; the port defaults to 443), start Squid on loopback as the proxy
 # user, and bridge the Unix socket MLflow connects to (in the egress-socket volume)
-# to it. Every other destination, port or method is refused (403).
+# to it. Only CONNECT tunnels (https) to those host and port pairs pass; every
+# other destination, port or method is refused (403).
 set -euo pipefail
 
 die() { echo "egress-entrypoint: $1" >&2; exit 78; }
@@ -48,11 +49,12 @@ as_proxy mkdir -p -m 0700 /tmp/squid
         if [[ "${host}" =~ ^[0-9.]+$ || "${host}" == *:* ]]; then
             echo "acl host_${n} dst ${host}"
         else
-            echo "acl host_${n} dstdomain ${host}"
+            # -n: match the name the client asked for, never a reverse lookup of an address.
+            echo "acl host_${n} dstdomain -n ${host}"
         fi
         echo "acl port_${n} port ${port}"
+        # Webhooks are https: a tunnel to the allowed host and port, nothing else.
         echo "http_access allow CONNECT host_${n} port_${n}"
-        echo "http_access allow !CONNECT host_${n} port_${n}"
         n=$((n + 1))
     done
     echo "http_access deny all"

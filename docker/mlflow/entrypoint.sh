@@ -154,6 +154,11 @@ if [[ "$(id -u)" == "0" ]]; then
         export MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY
     fi
 
+    # Webhook deliveries leave only through the egress proxy's allowlist, or not at all
+    # (mlops_kit_webhooks.py, in every mode): that replaces MLflow's own check that a
+    # webhook URL resolves to a public address, which needs DNS (MLflow has none) and
+    # refuses the private addresses on-prem receivers have.
+    export MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true
     # Webhooks (docker/compose/webhooks.yaml): MLflow has no network; its one way out
     # is the egress proxy's socket, offered on loopback as an HTTP proxy for the webhook
     # session only (docker/mlflow/plugin/mlops_kit_webhooks.py). The proxy allows only
@@ -163,7 +168,7 @@ if [[ "$(id -u)" == "0" ]]; then
     if [[ -n "${MLOPS_KIT_EGRESS_SOCKET:-}" && "${1:-}" == "mlflow" && "${2:-}" == "server" ]]; then
         setpriv --reuid=mlflow --regid=mlflow --init-groups \
             socat TCP-LISTEN:3128,bind=127.0.0.1,fork,reuseaddr "UNIX-CONNECT:${MLOPS_KIT_EGRESS_SOCKET}" &
-        export MLOPS_KIT_WEBHOOK_PROXY=http://127.0.0.1:3128 MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true
+        export MLOPS_KIT_WEBHOOK_PROXY=http://127.0.0.1:3128
         # The CAs receivers' certificates are checked against: the system's (with the
         # build's extra CAs), plus MLOPS_KIT_WEBHOOK_CA_FILE's.
         export MLOPS_KIT_WEBHOOK_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
@@ -178,6 +183,12 @@ if [[ "$(id -u)" == "0" ]]; then
     if [[ -n "${MLOPS_KIT_MLFLOW_SOCKET:-}" ]]; then
         # A socket left by a killed server would make uvicorn's bind fail.
         as_mlflow rm -f "${MLOPS_KIT_MLFLOW_SOCKET}"
+        # MLflow's job runners call the server at http://127.0.0.1:5000: offer the socket
+        # there, inside MLflow's own namespace only.
+        if [[ "${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" == "true" && "${1:-}" == "mlflow" && "${2:-}" == "server" ]]; then
+            setpriv --reuid=mlflow --regid=mlflow --init-groups \
+                socat TCP-LISTEN:5000,bind=127.0.0.1,fork,reuseaddr "UNIX-CONNECT:${MLOPS_KIT_MLFLOW_SOCKET}" &
+        fi
     fi
 
     artifacts="${MLFLOW_ARTIFACTS_DESTINATION:-}"

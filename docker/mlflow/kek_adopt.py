@@ -34,15 +34,23 @@ def main() -> int:
         cursor.execute("SELECT secret_id, secret_name, wrapped_dek, kek_version FROM secrets FOR UPDATE")
         rows = cursor.fetchall()
         adopted = 0
+        keys: dict[tuple[str, int], bytes] = {}
+
+        def kek(phrase: str, version: int) -> bytes:
+            # Each derivation is deliberately slow (PBKDF2): once per passphrase and version.
+            if (phrase, version) not in keys:
+                keys[(phrase, version)] = KEKManager(passphrase=phrase, kek_version=version).get_kek()
+            return keys[(phrase, version)]
+
         for secret_id, name, wrapped, version in rows:
-            kit = KEKManager(passphrase=passphrase, kek_version=version).get_kek()
+            kit = kek(passphrase, version)
             try:
                 unwrap_dek(bytes(wrapped), kit)
                 continue  # already the kit's
             except Exception:
                 pass
             try:
-                dek = unwrap_dek(bytes(wrapped), KEKManager(passphrase=DEFAULT_KEK_PASSPHRASE, kek_version=version).get_kek())
+                dek = unwrap_dek(bytes(wrapped), kek(DEFAULT_KEK_PASSPHRASE, version))
             except Exception:
                 print(f"mlflow-kek-adopt: secret {name!r} opens with neither passphrase; left as it is", file=sys.stderr)
                 continue

@@ -211,6 +211,23 @@ def test_mlflow_cannot_open_connections_to_the_host(target: Target) -> None:
         assert reached == ""
 
 
+def test_webhooks_do_not_leave_a_stack_without_an_allowlist(target: Target) -> None:
+    """No MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS: a webhook can be created, but nothing is delivered."""
+    from mlflow.tracking import MlflowClient
+
+    with target.stack.as_user("admin") as variables:
+        client = MlflowClient(variables["MLFLOW_TRACKING_URI"])
+        hook = client.create_webhook(
+            name="nowhere",
+            url=f"https://{target.outside.remote_address}:9443/hook",
+            events=["model_version.created"],
+            secret="s" * 24,
+        )
+        result = client.test_webhook(hook.webhook_id)
+    assert result.success is False
+    assert "MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS" in (result.error_message or "")
+
+
 # ---- 2. only the stack's own https origin may act with a user's credentials --------------------
 
 
@@ -299,6 +316,26 @@ def test_a_trace_cannot_be_pointed_at_another_users_files(target: Target) -> Non
         target, "bob", "DELETE", f"/api/3.0/mlflow/traces/{bob_trace}/tags", json={"key": "mlflow.artifactLocation"}
     )
     assert removed.status_code == 400
+    # Other spellings and calls: protobuf's JSON names, a body sent as a JSON string, the
+    # deprecated end-trace call that merges tags.
+    for method, path, body in (
+        (
+            "PATCH",
+            f"/api/3.0/mlflow/traces/{bob_trace}/tags",
+            {"key": "mlflow.artifactLocation", "value": alice_location},
+        ),
+        (
+            "PATCH",
+            f"/api/2.0/mlflow/traces/{bob_trace}/tags",
+            json.dumps({"key": "mlflow.artifactLocation", "value": "x"}),
+        ),
+        (
+            "PATCH",
+            f"/api/2.0/mlflow/traces/{bob_trace}",
+            {"requestId": bob_trace, "tags": [{"key": "mlflow.artifactLocation", "value": alice_location}]},
+        ),
+    ):
+        assert api(target, "bob", method, path, json=body).status_code == 400, (path, body)
     for version in ("2.0", "3.0"):
         own = api(target, "bob", "GET", f"/ajax-api/{version}/mlflow/get-trace-artifact?request_id={bob_trace}")
         assert own.status_code == 200, own.text
@@ -331,6 +368,50 @@ def test_a_trace_cannot_be_pointed_at_another_users_files(target: Target) -> Non
     assert forged.status_code == 400, forged.text
 
 
+def test_a_trace_location_set_through_otlp_is_not_read(target: Target) -> None:
+    """Tags can also arrive as `mlflow.traceTag.*` span attributes (OTLP): the read is refused instead."""
+    alice_trace = start_trace(target, "alice", f"alice-otlp-{uuid.uuid4().hex[:6]}")
+    alice_info = api(target, "admin", "GET", f"/api/3.0/mlflow/traces/{alice_trace}").json()["trace"]["trace_info"]
+    alice_location = alice_info["tags"]["mlflow.artifactLocation"]
+    experiment = api(
+        target, "bob", "POST", "/api/2.0/mlflow/experiments/create", json={"name": f"bob-otlp-{uuid.uuid4().hex[:6]}"}
+    ).json()["experiment_id"]
+    otel_trace_id = uuid.uuid4().hex
+
+    def attribute(key: str, value: str) -> dict[str, Any]:
+        return {"key": f"mlflow.traceTag.{key}", "value": {"stringValue": value}}
+
+    span = {
+        "traceId": otel_trace_id,
+        "spanId": uuid.uuid4().hex[:16],
+        "name": "bob-root",
+        "kind": 1,
+        "startTimeUnixNano": str(time.time_ns() - 10**9),
+        "endTimeUnixNano": str(time.time_ns()),
+        "status": {"code": 1},
+        "attributes": [
+            attribute("mlflow.artifactLocation", alice_location),
+            attribute("mlflow.trace.spansLocation", "ARTIFACT_REPO"),
+        ],
+    }
+    sent = api(
+        target,
+        "bob",
+        "POST",
+        "/v1/traces",
+        json={"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]},
+        headers={"x-mlflow-experiment-id": experiment},
+    )
+    assert sent.status_code == 200, sent.text
+    bob_trace = f"tr-{otel_trace_id}"
+    tags = api(target, "admin", "GET", f"/api/3.0/mlflow/traces/{bob_trace}").json()["trace"]["trace_info"]["tags"]
+    assert tags["mlflow.artifactLocation"] == alice_location  # MLflow took the tag from the span
+    for version in ("2.0", "3.0"):
+        read = api(target, "bob", "GET", f"/ajax-api/{version}/mlflow/get-trace-artifact?request_id={bob_trace}")
+        assert read.status_code == 403, read.text
+        assert "alice" not in read.text
+
+
 # ---- 4. users do not choose where the server writes --------------------------------------------
 
 
@@ -342,6 +423,12 @@ def test_users_cannot_choose_an_experiments_artifact_location(target: Target, lo
     )
     assert answer.status_code == 403
     assert "artifact_location" in answer.json()["message"]
+    # The same request in protobuf's JSON spelling, and as a body sent as a JSON string.
+    for body in (
+        {"name": name, "artifactLocation": location},
+        json.dumps({"name": name, "artifact_location": location}),
+    ):
+        assert api(target, "bob", "POST", "/api/2.0/mlflow/experiments/create", json=body).status_code == 403
     assert (
         api(target, "admin", "GET", f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}").status_code
         == 404

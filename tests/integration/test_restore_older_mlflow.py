@@ -24,6 +24,7 @@ def old_image(kit_images: None) -> str:
             "docker",
             "build",
             "--quiet",
+            "--force-rm",  # a failed build leaves no container behind
             "--build-arg",
             f"OLD_MLFLOW={OLD_MLFLOW}",
             "-t",

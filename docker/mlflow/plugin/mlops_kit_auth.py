@@ -30,6 +30,7 @@ socket the proxy shares, and Caddy replaces any X-Forwarded-For a client sends.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -41,6 +42,7 @@ from contextlib import closing
 from typing import Any
 
 from flask import Response, after_this_request, g, jsonify, request
+from mlops_kit_trace_guard import install as guard_trace_locations
 from mlops_kit_webhooks import route_through_egress
 
 _logger = logging.getLogger("mlops_kit.auth")
@@ -50,13 +52,18 @@ THROTTLE_DB = os.environ.get("MLOPS_KIT_LOGIN_THROTTLE_DB", "/dev/shm/mlops-kit-
 WINDOW_SECONDS = 60.0
 
 #: Trace tags the server sets and reads to find a trace's files: never a client's to change.
-RESERVED_TRACE_TAGS = frozenset({"mlflow.artifactLocation", "mlflow.trace.spansLocation", "mlflow.trace.archiveLocation"})
+RESERVED_TRACE_TAGS = frozenset(
+    {"mlflow.artifactLocation", "mlflow.trace.spansLocation", "mlflow.trace.archiveLocation"}
+)
 
-_TRACE_TAGS_PATH = re.compile(r"/(?:ajax-)?api/[23]\.0/mlflow/traces/[^/]+/tags")
-_START_TRACE_PATH = re.compile(r"/(?:ajax-)?api/[23]\.0/mlflow/traces")
+_TRACE_TAGS_PATH = re.compile(r"/(?:ajax-)?api/(?P<version>[23])\.0/mlflow/traces/[^/]+/tags")
+_TRACE_PATH = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/traces/[^/]+")  # the deprecated end-trace call
+_START_TRACE_PATH = re.compile(r"/(?:ajax-)?api/(?P<version>[23])\.0/mlflow/traces")
 _CREATE_EXPERIMENT_PATH = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/experiments/create")
 _LIST_USERS_PATH = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/users/list")
-_GENAI_PATH = re.compile(r"(?:^|/)gateway/|/mlflow/gateway(?:/|-proxy)|/mlflow/assistant(?:/|$)|/mlflow/demo/")
+_GENAI_PATH = re.compile(
+    r"/gateway/.*|/(?:ajax-)?api/[23]\.0/mlflow/(?:gateway(?:/.*|-proxy)|assistant(?:/.*)?|demo/.*)"
+)
 
 #: Where a message stops being for the client: driver and SQL details, internal paths and URLs.
 _INTERNAL_DETAIL = re.compile(
@@ -65,9 +72,15 @@ _INTERNAL_DETAIL = re.compile(
 )
 
 
-# MLflow imports this module in every worker (its authorization_function): the place to
-# route webhook deliveries through the egress proxy, before any can be sent.
-route_through_egress()
+# MLflow imports this module in every worker (its authorization_function), before the
+# first request is handled: the place for the kit's other server-side settings. Both
+# reach into MLflow internals that the kit's unit tests pin for its MLflow release; on
+# another release (the older-MLflow test image) a missing one is logged, loudly.
+for _install in (route_through_egress, guard_trace_locations):
+    try:
+        _install()
+    except (ImportError, AttributeError) as _missing:
+        _logger.error("mlops-kit: %s could not be installed on this MLflow: %r", _install.__name__, _missing)
 
 
 # ---- the authorization function ----------------------------------------------------------
@@ -91,35 +104,88 @@ def _decide() -> Any:
         # No login, or a scheme MLflow's basic-auth cannot check (``Bearer x``).
         return auth.make_basic_auth_response()
 
-    client = client_address()
-    wait = failures().retry_after(client)
-    if wait:
-        return _too_many_failures(wait)
-
-    result = auth.authenticate_request_basic_auth()
-    if isinstance(result, Response):
-        _equalise_unknown_user(credentials.username)
-        failures().record(client)
-        _logger.warning("login failed for user %r from %s", credentials.username, client)
+    # A login MLflow verified moments ago (its per-worker cache) costs nothing and is
+    # no guess: it goes on even from an address over its limit (clients on the Docker host
+    # all share one address), and takes no part in the count.
+    if _verified_recently(credentials.username, credentials.password or ""):
+        result = auth.authenticate_request_basic_auth()
+    else:
+        client = client_address()
+        # The attempt is counted as a failure before the password is checked and the
+        # count is given back on success: concurrent guesses cannot all slip past the limit.
+        wait, attempt = failures().reserve(client)
+        if wait:
+            return _too_many_failures(wait)
+        result = auth.authenticate_request_basic_auth()
+        if isinstance(result, Response):
+            _equalise_unknown_user(credentials.username)
+            _logger.warning("login failed for user %r from %s", credentials.username, client)
+            return result
+        failures().release(attempt)
+    if isinstance(result, Response):  # the cached login was removed meanwhile
         return result
 
     username = str(result.username)
-    refused = refusal(request.method, request.path, _json_body, is_admin=lambda: _is_admin(username))
+    refused = refusal(request.method, request.path, _request_message, is_admin=lambda: _is_admin(username))
     _after(_finish_response(username))
     return refused or result
 
 
 def client_address() -> str:
-    """The client's address as the proxy saw it (the proxy overwrites X-Forwarded-For)."""
+    """The client's address as the proxy saw it (the proxy overwrites X-Forwarded-For);
+    IPv6 clients are counted by their /64, which one host usually holds whole."""
     forwarded = request.headers.get("X-Forwarded-For", "")
-    return forwarded.split(",")[0].strip() or (request.remote_addr or "")
+    address = forwarded.split(",")[0].strip() or (request.remote_addr or "")
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
 
 
-def _json_body() -> dict[str, Any]:
-    """The request's JSON object. Only called for the few JSON API calls the policy reads:
-    reading a body consumes the stream an upload handler would read."""
-    body = request.get_json(silent=True, force=True)
-    return body if isinstance(body, dict) else {}
+def _verified_recently(username: str, password: str) -> bool:
+    """True when MLflow's per-worker login cache holds this exact credential."""
+    from mlflow.server import auth
+
+    cache = getattr(auth, "_USER_AUTH_CACHE", None)
+    key_of = getattr(auth, "_auth_cache_key", None)
+    lock = getattr(auth, "_USER_AUTH_CACHE_LOCK", None)
+    if cache is None or key_of is None or lock is None:
+        return False
+    with lock:
+        return cache.get(key_of(username, password)) is not None
+
+
+#: The request messages the policy reads, by the name it asks for them.
+_MESSAGES = {
+    "create_experiment": "CreateExperiment",
+    "set_trace_tag_2": "SetTraceTag",
+    "set_trace_tag_3": "SetTraceTagV3",
+    "delete_trace_tag_2": "DeleteTraceTag",
+    "delete_trace_tag_3": "DeleteTraceTagV3",
+    "start_trace_2": "StartTrace",
+    "start_trace_3": "StartTraceV3",
+    "end_trace_2": "EndTrace",
+}
+
+
+def _request_message(kind: str) -> dict[str, Any]:
+    """The request's body as MLflow's handler will read it (camelCase names, a body sent as
+    a JSON string), as a dict with the proto's field names. Only called for the JSON calls
+    the policy reads: reading a body consumes the stream an upload handler would read."""
+    from google.protobuf.json_format import MessageToDict
+    from mlflow.protos import service_pb2
+    from mlflow.server.handlers import _get_request_message
+
+    try:
+        message = _get_request_message(getattr(service_pb2, _MESSAGES[kind])())
+    except Exception:  # MLflow's handler refuses the same body the same way
+        return {}
+    return MessageToDict(message, preserving_proto_field_name=True)
 
 
 def _is_admin(username: str) -> bool:
@@ -142,12 +208,12 @@ def _after(hook: Callable[[Response], Response]) -> None:
 
 
 def refusal(
-    method: str, path: str, body: Callable[[], dict[str, Any]], is_admin: Callable[[], bool]
+    method: str, path: str, body: Callable[[str], dict[str, Any]], is_admin: Callable[[], bool]
 ) -> Response | None:
     """The answer to a request no user (or no user but the admin) may make; None lets it through.
 
-    ``body`` reads the JSON body; it is called only for the calls whose body matters here,
-    never for artifact uploads (whose stream must stay unread).
+    ``body(kind)`` reads the request message of that kind (see ``_MESSAGES``); it is called
+    only for the calls whose body matters here, never for artifact uploads.
     """
     reserved = _reserved_trace_tags(method, path, body)
     if reserved:
@@ -156,7 +222,11 @@ def refusal(
             "INVALID_PARAMETER_VALUE",
             f"Tag '{reserved}' is set by the server and cannot be set or removed by a client.",
         )
-    if method == "POST" and _CREATE_EXPERIMENT_PATH.fullmatch(path) and body().get("artifact_location"):
+    if (
+        method == "POST"
+        and _CREATE_EXPERIMENT_PATH.fullmatch(path)
+        and body("create_experiment").get("artifact_location")
+    ):
         if not is_admin():
             return _error(
                 403,
@@ -166,7 +236,7 @@ def refusal(
             )
     if _LIST_USERS_PATH.fullmatch(path) and not is_admin():
         return _error(403, "PERMISSION_DENIED", "Only the admin may list users.")
-    if _GENAI_PATH.search(path) and os.environ.get("MLOPS_KIT_GENAI_ENDPOINTS", "admin") != "users":
+    if _GENAI_PATH.fullmatch(path) and os.environ.get("MLOPS_KIT_GENAI_ENDPOINTS", "admin") != "users":
         if not is_admin():
             return _error(
                 403,
@@ -177,22 +247,24 @@ def refusal(
     return None
 
 
-def _reserved_trace_tags(method: str, path: str, read_body: Callable[[], dict[str, Any]]) -> str | None:
-    if method in ("PATCH", "DELETE") and _TRACE_TAGS_PATH.fullmatch(path):
-        key = read_body().get("key")
-        return key if key in RESERVED_TRACE_TAGS else None
-    if method == "POST" and _START_TRACE_PATH.fullmatch(path):
+def _reserved_trace_tags(method: str, path: str, read: Callable[[str], dict[str, Any]]) -> str | None:
+    """A reserved tag the request would set or remove on a trace (the trace guard also
+    refuses to read from a location that got there some other way)."""
+    keys: list[Any] = []
+    if method in ("PATCH", "DELETE") and (match := _TRACE_TAGS_PATH.fullmatch(path)):
+        verb = "set" if method == "PATCH" else "delete"
+        keys = [read(f"{verb}_trace_tag_{match.group('version')}").get("key")]
+    elif method == "POST" and (match := _START_TRACE_PATH.fullmatch(path)):
+        body = read(f"start_trace_{match.group('version')}")
         # v3: {"trace": {"trace_info": {"tags": {key: value}}}}; v2: {"tags": [{"key": k, "value": v}]}
-        body = read_body()
         trace = body.get("trace")
         info = trace.get("trace_info") if isinstance(trace, dict) else None
         tags = info.get("tags") if isinstance(info, dict) else None
         keys = list(tags) if isinstance(tags, dict) else []
-        listed = body.get("tags")
-        if isinstance(listed, list):
-            keys += [tag.get("key") for tag in listed if isinstance(tag, dict)]
-        return next((key for key in keys if key in RESERVED_TRACE_TAGS), None)
-    return None
+        keys += [tag.get("key") for tag in body.get("tags", []) if isinstance(tag, dict)]
+    elif method == "PATCH" and _TRACE_PATH.fullmatch(path):
+        keys = [tag.get("key") for tag in read("end_trace_2").get("tags", []) if isinstance(tag, dict)]
+    return next((key for key in keys if key in RESERVED_TRACE_TAGS), None)
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -246,7 +318,9 @@ def public_message(status: int, message: str, error_code: str = "") -> str:
     kept = message[: cut.start()].rstrip(" .:;,(-")
     if kept.endswith("Error"):  # "... Error: (psycopg2..." -> drop the dangling label
         kept = kept[: -len("Error")].rstrip(" .:;,(-")
-    return f"{kept}. (Details are in the server log.)" if kept else "The request failed; the server log has the details."
+    return (
+        f"{kept}. (Details are in the server log.)" if kept else "The request failed; the server log has the details."
+    )
 
 
 def _too_many_failures(wait: float) -> Response:
@@ -301,19 +375,44 @@ class FailureCounter:
         """Seconds until ``client`` may try again (0: now)."""
         now = time.time() if now is None else now
         with closing(self._connect()) as db:
-            rows = db.execute(
-                "SELECT at FROM failures WHERE client = ? AND at > ? ORDER BY at DESC LIMIT ?",
-                (client, now - self.window, self.limit),
-            ).fetchall()
+            return self._wait(db, client, now)
+
+    def _wait(self, db: sqlite3.Connection, client: str, now: float) -> float:
+        rows = db.execute(
+            "SELECT at FROM failures WHERE client = ? AND at > ? ORDER BY at DESC LIMIT ?",
+            (client, now - self.window, self.limit),
+        ).fetchall()
         if len(rows) < self.limit:
             return 0.0
-        return max(0.0, rows[-1][0] + self.window - now)
+        return max(0.0, float(rows[-1][0]) + self.window - now)
 
-    def record(self, client: str, now: float | None = None) -> None:
+    def reserve(self, client: str, now: float | None = None) -> tuple[float, int | None]:
+        """Count an attempt as a failure, unless ``client`` is over its limit: (seconds to wait, None).
+
+        Check and count are one transaction, so concurrent attempts cannot all pass the
+        check first. Returns (0, attempt) when the attempt may go on; ``release`` it on success.
+        """
         now = time.time() if now is None else now
         with closing(self._connect()) as db:
-            db.execute("INSERT INTO failures (client, at) VALUES (?, ?)", (client, now))
-            db.execute("DELETE FROM failures WHERE at <= ?", (now - self.window,))
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                wait = self._wait(db, client, now)
+                attempt = None
+                if not wait:
+                    attempt = db.execute("INSERT INTO failures (client, at) VALUES (?, ?)", (client, now)).lastrowid
+                    db.execute("DELETE FROM failures WHERE at <= ?", (now - self.window,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return wait, attempt
+
+    def release(self, attempt: int | None) -> None:
+        """Take back an attempt that turned out to be a good login."""
+        if attempt is None:
+            return
+        with closing(self._connect()) as db:
+            db.execute("DELETE FROM failures WHERE rowid = ?", (attempt,))
 
 
 _COUNTER: FailureCounter | None = None
