@@ -475,7 +475,9 @@ def test_gateway_secrets_are_the_admins_and_encrypted_with_the_kits_passphrase(t
     assert "Using default passphrase" not in logs(stack, "mlflow")
     # Demo data and the assistant: not for a user without grants.
     assert api(target, "bob", "POST", "/ajax-api/3.0/mlflow/demo/generate", json={}).status_code == 403
-    assert api(target, "bob", "GET", "/ajax-api/3.0/mlflow/assistant/status").status_code == 403
+    assert api(target, "bob", "GET", "/ajax-api/3.0/mlflow/assistant/config").status_code == 403
+    # The admin's assistant works (it answered 500 when the server's HOME was root's).
+    assert api(target, "admin", "GET", "/ajax-api/3.0/mlflow/assistant/config").status_code == 200
 
 
 def test_secrets_stored_under_the_default_passphrase_are_re_wrapped(target: Target) -> None:

@@ -99,9 +99,12 @@ def test_the_ui_works_in_a_real_browser_under_the_csp(ui_stack: tuple[Stack, dic
             page.get_by_text("browser-experiment").first.wait_for()
             page.screenshot(path=str(SCREENSHOTS / "browser-1-experiments.png"))
 
-            # The run's metric chart: the loss history, drawn.
+            # The run's metric chart: the loss history, drawn (Plotly's line, not a spinner).
             page.goto(f"{run_url}/model-metrics")
             page.get_by_text("browser-run (loss)").first.wait_for()
+            line = page.locator(".js-plotly-plot .scatterlayer path.js-line").first
+            line.wait_for()
+            assert len(line.get_attribute("d") or "") > 20  # a path through the 20 points
             page.screenshot(path=str(SCREENSHOTS / "browser-2-metric-chart.png"))
 
             # The artifact: previewed, then downloaded byte for byte.
