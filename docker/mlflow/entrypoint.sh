@@ -76,6 +76,10 @@ if [[ -n "${MLOPS_KIT_MLFLOW_SOCKET:-}" ]]; then
     export MLFLOW_UVICORN_OPTS
 fi
 
+# The tracking server itself (not a one-shot job such as `mlflow db upgrade`).
+serving=false
+if [[ "${1:-}" == "mlflow" && "${2:-}" == "server" ]]; then serving=true; fi
+
 if [[ "$(id -u)" == "0" ]]; then
     if [[ -n "${MLFLOW_BACKEND_STORE_URI:-}" ]]; then
         password="$(read_secret postgres_password)"
@@ -141,7 +145,7 @@ if [[ "$(id -u)" == "0" ]]; then
     if [[ -e "${secrets_dir}/mlflow_kek_passphrase" ]]; then
         MLFLOW_CRYPTO_KEK_PASSPHRASE="$(read_secret mlflow_kek_passphrase)"
         export MLFLOW_CRYPTO_KEK_PASSPHRASE
-        if [[ "${1:-}" == "mlflow" && "${2:-}" == "server" ]]; then
+        if [[ "${serving}" == "true" ]]; then
             # Secrets a kit without its own passphrase stored under the default one.
             as_mlflow mlflow-kek-adopt || die "could not re-wrap MLflow's stored secrets with the kit's passphrase (see above)" 70
         fi
@@ -165,7 +169,7 @@ if [[ "$(id -u)" == "0" ]]; then
     # MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS, so MLflow's own check that a webhook reaches a
     # public address (it would see only this loopback proxy, and on-prem receivers have
     # private addresses) gives way to that allowlist.
-    if [[ -n "${MLOPS_KIT_EGRESS_SOCKET:-}" && "${1:-}" == "mlflow" && "${2:-}" == "server" ]]; then
+    if [[ -n "${MLOPS_KIT_EGRESS_SOCKET:-}" && "${serving}" == "true" ]]; then
         setpriv --reuid=mlflow --regid=mlflow --init-groups \
             socat TCP-LISTEN:3128,bind=127.0.0.1,fork,reuseaddr "UNIX-CONNECT:${MLOPS_KIT_EGRESS_SOCKET}" &
         export MLOPS_KIT_WEBHOOK_PROXY=http://127.0.0.1:3128
@@ -185,7 +189,7 @@ if [[ "$(id -u)" == "0" ]]; then
         as_mlflow rm -f "${MLOPS_KIT_MLFLOW_SOCKET}"
         # MLflow's job runners call the server at http://127.0.0.1:5000: offer the socket
         # there, inside MLflow's own namespace only.
-        if [[ "${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" == "true" && "${1:-}" == "mlflow" && "${2:-}" == "server" ]]; then
+        if [[ "${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" == "true" && "${serving}" == "true" ]]; then
             setpriv --reuid=mlflow --regid=mlflow --init-groups \
                 socat TCP-LISTEN:5000,bind=127.0.0.1,fork,reuseaddr "UNIX-CONNECT:${MLOPS_KIT_MLFLOW_SOCKET}" &
         fi

@@ -125,6 +125,22 @@ class Stack:
         """Ids of every container of the project (running or not)."""
         return project_containers(self.project)
 
+    def container(self, service: str) -> dict[str, Any]:
+        """`docker inspect` of the service's container."""
+        for cid in self.containers():
+            out = subprocess.run(["docker", "inspect", cid], capture_output=True, text=True, check=True).stdout
+            info = json.loads(out)[0]
+            if info["Config"]["Labels"]["com.docker.compose.service"] == service:
+                return dict(info)
+        raise AssertionError(f"no {service} container in {self.project}")
+
+    def logs(self, service: str) -> str:
+        """The service container's whole log, stdout then stderr."""
+        result = subprocess.run(
+            ["docker", "logs", self.container(service)["Id"]], capture_output=True, text=True, check=True
+        )
+        return result.stdout + result.stderr
+
     def session(self, user: str | None = "admin") -> requests.Session:
         """A requests session that trusts the stack's CA, logged in as ``user`` (None: anonymous)."""
         import requests

@@ -101,7 +101,7 @@ def target(kit_images: None, outside: Outside, tmp_path_factory: pytest.TempPath
         stack.kit("up")
         for user in ("alice", "bob"):
             stack.kit("users", "add", user)
-        proxy_image = service_container(stack, "proxy")["Config"]["Image"]
+        proxy_image = stack.container("proxy")["Config"]["Image"]
         attacker = (
             DockerContainer(proxy_image)
             .with_command("900")
@@ -113,23 +113,6 @@ def target(kit_images: None, outside: Outside, tmp_path_factory: pytest.TempPath
         stack.destroy()
 
 
-def service_container(stack: Stack, service: str) -> dict[str, Any]:
-    for cid in stack.containers():
-        info = json.loads(
-            subprocess.run(["docker", "inspect", cid], capture_output=True, text=True, check=True).stdout
-        )[0]
-        if info["Config"]["Labels"]["com.docker.compose.service"] == service:
-            return dict(info)
-    raise AssertionError(f"no {service} container")
-
-
-def logs(stack: Stack, service: str) -> str:
-    result = subprocess.run(
-        ["docker", "logs", service_container(stack, service)["Id"]], capture_output=True, text=True, check=True
-    )
-    return result.stdout + result.stderr
-
-
 def api(target: Target, user: str | None, method: str, path: str, **kwargs: Any) -> requests.Response:
     return target.session(user).request(method, target.url + path, timeout=30, **kwargs)
 
@@ -139,7 +122,7 @@ def api(target: Target, user: str | None, method: str, path: str, **kwargs: Any)
 
 def test_mlflow_cannot_be_reached_around_the_proxy(target: Target) -> None:
     stack = target.stack
-    mlflow = service_container(stack, "mlflow")
+    mlflow = stack.container("mlflow")
     # The probe's way in: the MLflow container's address on an "internal" network. It has none.
     assert mlflow["HostConfig"]["NetworkMode"] == "none"
     assert not [n.get("IPAddress") for n in mlflow["NetworkSettings"]["Networks"].values() if n.get("IPAddress")]
@@ -168,7 +151,7 @@ def test_mlflow_cannot_be_reached_around_the_proxy(target: Target) -> None:
 
 def test_mlflow_cannot_open_connections_to_the_host(target: Target) -> None:
     """A service on the host listening on every address: MLflow's container gets nowhere near it."""
-    mlflow = service_container(target.stack, "mlflow")
+    mlflow = target.stack.container("mlflow")
     with socket.socket() as listener:
         listener.bind(("0.0.0.0", 0))
         listener.listen()
@@ -472,7 +455,7 @@ def test_gateway_secrets_are_the_admins_and_encrypted_with_the_kits_passphrase(t
     kit_passphrase = (stack.directory / "secrets" / "mlflow_kek_passphrase").read_text()
     assert opens_with(wrapped, version, kit_passphrase)
     assert not opens_with(wrapped, version, DEFAULT_KEK_PASSPHRASE)  # the probe's offline decryption
-    assert "Using default passphrase" not in logs(stack, "mlflow")
+    assert "Using default passphrase" not in stack.logs("mlflow")
     # Demo data and the assistant: not for a user without grants.
     assert api(target, "bob", "POST", "/ajax-api/3.0/mlflow/demo/generate", json={}).status_code == 403
     assert api(target, "bob", "GET", "/ajax-api/3.0/mlflow/assistant/config").status_code == 403
@@ -493,12 +476,12 @@ def test_secrets_stored_under_the_default_passphrase_are_re_wrapped(target: Targ
     legacy = wrap_dek(dek, KEKManager(passphrase=DEFAULT_KEK_PASSPHRASE, kek_version=version).get_kek())
     psql(stack, f"UPDATE secrets SET wrapped_dek = decode('{legacy.hex()}', 'hex') WHERE secret_name = 'legacy-key'")
     assert opens_with(stored_secret(stack, "legacy-key")[0], version, DEFAULT_KEK_PASSPHRASE)
-    subprocess.run(["docker", "restart", service_container(stack, "mlflow")["Id"]], check=True, capture_output=True)
+    subprocess.run(["docker", "restart", stack.container("mlflow")["Id"]], check=True, capture_output=True)
     stack.kit("up")  # waits until healthy again
     rewrapped, _ = stored_secret(stack, "legacy-key")
     assert opens_with(rewrapped, version, kit_passphrase)
     assert not opens_with(rewrapped, version, DEFAULT_KEK_PASSPHRASE)
-    assert "1 secret(s) re-wrapped" in logs(stack, "mlflow")
+    assert "1 secret(s) re-wrapped" in stack.logs("mlflow")
 
 
 # ---- 6. failed logins: throttled per address, and no user enumeration by timing ---------------
@@ -539,12 +522,12 @@ def test_errors_carry_no_internals(target: Target) -> None:
     assert again.json()["error_code"] == "RESOURCE_ALREADY_EXISTS"
     for leak in ("psycopg2", "UniqueViolation", "INSERT", "[SQL", "parameters", "experiments_name_key"):
         assert leak not in again.text
-    assert "UniqueViolation" in logs(target.stack, "mlflow")  # the details are in the server's log
+    assert "UniqueViolation" in target.stack.logs("mlflow")  # the details are in the server's log
     # A scheme basic-auth cannot check: 401, and no traceback in the server log.
-    before = logs(target.stack, "mlflow").count("Traceback")
+    before = target.stack.logs("mlflow").count("Traceback")
     bearer = target.session(None).get(target.url + SEARCH, headers={"Authorization": "Bearer x"}, timeout=30)
     assert bearer.status_code == 401
-    assert logs(target.stack, "mlflow").count("Traceback") == before
+    assert target.stack.logs("mlflow").count("Traceback") == before
 
 
 # ---- 8. headers and the access log ---------------------------------------------------------------
@@ -552,7 +535,7 @@ def test_errors_carry_no_internals(target: Target) -> None:
 
 def access_log(stack: Stack) -> list[dict[str, Any]]:
     entries = []
-    for line in logs(stack, "proxy").splitlines():
+    for line in stack.logs("proxy").splitlines():
         if line.startswith("{") and '"handled request"' in line:
             entries.append(json.loads(line))
     return entries
@@ -579,7 +562,7 @@ def test_headers_and_an_access_log_an_auditor_can_use(target: Target) -> None:
     assert remote["status"] == 404 and remote["request"]["remote_ip"] == target.outside.remote_address
     # MLflow itself sees the client's address too, not the proxy's (it only talks to the proxy).
     address = target.outside.remote_address
-    assert any(f"{address}:" in line and marker in line for line in logs(target.stack, "mlflow").splitlines())
+    assert any(f"{address}:" in line and marker in line for line in target.stack.logs("mlflow").splitlines())
 
 
 # ---- 6, last: it leaves the remote host locked out for a minute -----------------------------

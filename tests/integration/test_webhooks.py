@@ -148,14 +148,6 @@ def wait_for_records(path: Path, count: int, seconds: float = 60) -> list[dict]:
     return records(path)
 
 
-def container(stack: Stack, service: str) -> dict:  # type: ignore[type-arg]
-    for cid in stack.containers():
-        info = json.loads(subprocess.run(["docker", "inspect", cid], capture_output=True, text=True).stdout)[0]
-        if info["Config"]["Labels"]["com.docker.compose.service"] == service:
-            return dict(info)
-    raise AssertionError(service)
-
-
 def test_a_model_version_event_reaches_the_allowed_host_signed(
     hooked: Stack, receivers: Receivers, remote_host: RemoteHost
 ) -> None:
@@ -195,19 +187,17 @@ def test_a_model_version_event_reaches_the_allowed_host_signed(
     time.sleep(5)  # the refused deliveries had as long as the allowed one, and more
     assert records(receivers.other_port) == []
     assert records(receivers.this_host) == []
-    egress_log = subprocess.run(
-        ["docker", "logs", container(hooked, "egress")["Id"]], capture_output=True, text=True, check=True
-    ).stdout
+    egress_log = hooked.logs("egress")
     assert f"{remote_host.address}:{OTHER_PORT}" in egress_log and "TCP_DENIED/403" in egress_log
     assert f"{remote_host.host_address}:{ALLOWED_PORT}" in egress_log
 
 
 def test_the_rest_of_the_stack_still_has_no_egress(hooked: Stack, remote_host: RemoteHost) -> None:
-    mlflow = container(hooked, "mlflow")
+    mlflow = hooked.container("mlflow")
     assert mlflow["HostConfig"]["NetworkMode"] == "none"
     # Only the loopback listener of its bridge to the egress proxy.
     assert [line.split()[1] for line in tcp_listeners(mlflow["Id"])] == ["0100007F:0C38"]  # 127.0.0.1:3128
-    assert container(hooked, "postgres")["HostConfig"]["NetworkMode"] == "none"
+    assert hooked.container("postgres")["HostConfig"]["NetworkMode"] == "none"
     # Straight from MLflow's container to the allowed receiver: no route at all.
     direct = subprocess.run(
         [
@@ -238,6 +228,6 @@ def test_the_rest_of_the_stack_still_has_no_egress(hooked: Stack, remote_host: R
         )
         assert "403" in refused.stdout, (url, refused.stdout, refused.stderr)
     # The egress proxy is on its own network, next to nothing of the stack's.
-    egress_networks = set(container(hooked, "egress")["NetworkSettings"]["Networks"])
-    proxy_networks = set(container(hooked, "proxy")["NetworkSettings"]["Networks"])
+    egress_networks = set(hooked.container("egress")["NetworkSettings"]["Networks"])
+    proxy_networks = set(hooked.container("proxy")["NetworkSettings"]["Networks"])
     assert egress_networks == {f"{hooked.project}_egress"} and not egress_networks & proxy_networks
