@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from importlib import resources
 
-from mlops_kit.compose import ComposeProject
+from mlops_kit.engine.compose import ComposeProject
 from mlops_kit.runner import CommandResult
 from mlops_kit.services.mlflow import MLFLOW
 from mlops_kit.services.postgres import DATABASE, ROLE, SOCKET_DIR

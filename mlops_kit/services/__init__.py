@@ -13,7 +13,7 @@ from mlops_kit.services.postgres import POSTGRES
 from mlops_kit.services.proxy import PROXY
 
 if TYPE_CHECKING:
-    from mlops_kit.config import KitConfig
+    from mlops_kit.config.loader import KitConfig
 
 #: Every image the kit builds in every mode: the stack's services in start order, then job images.
 SERVICES: tuple[ServiceSpec, ...] = (POSTGRES, MLFLOW, PROXY, BACKUP)

@@ -19,3 +19,13 @@ STAGING_MOUNT = "/staging"
 REPOSITORY_MOUNT = "/repository"
 OFFSITE_MOUNT = "/offsite"
 AGENT = "kit-backup-agent"
+#: Where restore mounts its work folder and the fresh artifacts volume.
+RESTORE_ROOT = "/restore"
+RESTORE_STAGING_MOUNT = f"{RESTORE_ROOT}/staging"
+RESTORE_ARTIFACTS_MOUNT = f"{RESTORE_ROOT}/data/artifacts"
+#: Where `artifacts migrate` mounts the volume it copies from or into.
+MIGRATE_VOLUME_MOUNT = "/migrate/volume"
+#: Compose mounts each secret file of the stack here (compose.yaml `secrets:`).
+SECRETS_MOUNT = "/run/secrets"
+#: The repository key as the job sees it.
+RESTIC_PASSWORD_FILE = f"{SECRETS_MOUNT}/restic_password"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mlops_kit.services.base import ServiceSpec
 
 EGRESS = ServiceSpec(
@@ -11,3 +13,6 @@ EGRESS = ServiceSpec(
     healthcheck="egress-healthcheck",
     description="Forward proxy (Squid) for MLflow's webhooks: the allowed hosts and ports only",
 )
+
+#: The Compose overlay that adds this service (only with MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS).
+WEBHOOKS_OVERLAY = Path("docker/compose/webhooks.yaml")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_kit.bench import BenchSizes, Latency, _parse_size, disk_copy_rate, summary_rows
+from mlops_kit.workflows.bench import BenchSizes, Latency, _parse_size, disk_copy_rate, summary_rows
 from tests.unit.test_cli import assert_one_line_error, kit
 
 

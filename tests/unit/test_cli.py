@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_kit.envfile import HostFacts, init_env_file
+from mlops_kit.config.envfile import HostFacts, init_env_file
 
 
 def kit(

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mlops_kit.compose import ComposeProject, ServiceState
-from mlops_kit.config import SETTINGS_BY_ENV, load_config
-from mlops_kit.envfile import HostFacts, init_env_file
+from mlops_kit.config.envfile import HostFacts, init_env_file
+from mlops_kit.config.loader import load_config
+from mlops_kit.config.settings import SETTINGS_BY_ENV
+from mlops_kit.engine.compose import ComposeProject, ServiceState
 from mlops_kit.errors import CommandError, ConfigError, EngineUnavailableError, PreflightError
 from mlops_kit.runner import CommandResult, CommandRunner
 
@@ -264,8 +265,8 @@ def test_plain_compose_reads_the_nfs_overlay_from_compose_file_in_env(kit_dir: P
 
 def test_every_built_service_has_its_image_checked(kit_dir: Path) -> None:
     """`up` builds what is missing: the list must cover every image the kit builds, the proxy included."""
-    from mlops_kit.compose import ComposeProject
-    from mlops_kit.config import load_config
+    from mlops_kit.config.loader import load_config
+    from mlops_kit.engine.compose import ComposeProject
     from mlops_kit.runner import CommandRunner
     from mlops_kit.services import SERVICES
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mlops_kit.config import SETTINGS, load_config
-from mlops_kit.envfile import HostFacts, init_env_file
+from mlops_kit.config.envfile import HostFacts, init_env_file
+from mlops_kit.config.loader import load_config
+from mlops_kit.config.settings import SETTINGS
 from mlops_kit.errors import ConfigError
 
 HOST = HostFacts(memory_bytes=8 * 2**30, cpus=2, hostname="mlhost", fqdn="mlhost.corp.example", addresses=("10.1.2.3",))

@@ -7,15 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mlops_kit.config import SETTINGS, load_config, read_env_file
-from mlops_kit.envfile import (
-    HostFacts,
-    allowed_host_patterns,
-    generate_secret,
-    init_env_file,
-    render_env,
-    sized_settings,
-)
+from mlops_kit.config.envfile import HostFacts, allowed_host_patterns, init_env_file, render_env, sized_settings
+from mlops_kit.config.loader import load_config, read_env_file
+from mlops_kit.config.secrets import generate_secret
+from mlops_kit.config.settings import SETTINGS
 from mlops_kit.errors import ConfigError
 
 HOST = HostFacts(
@@ -96,8 +91,8 @@ def test_allowed_host_patterns_cover_names_with_and_without_port() -> None:
 
 
 def test_upgrade_moves_an_older_kits_image_tags_and_sizes_new_limits(tmp_path: Path) -> None:
-    from mlops_kit.config import SETTINGS_BY_ENV
-    from mlops_kit.envfile import upgrade_env_file
+    from mlops_kit.config.envfile import upgrade_env_file
+    from mlops_kit.config.settings import SETTINGS_BY_ENV
 
     env_file = tmp_path / ".env"
     env_file.write_text(
@@ -114,3 +109,11 @@ def test_upgrade_moves_an_older_kits_image_tags_and_sizes_new_limits(tmp_path: P
     assert changes["MLOPS_KIT_MLFLOW_CPUS"] == "1"
     assert "MLOPS_KIT_MLFLOW_CPUS=1" in text
     assert upgrade_env_file(env_file, one_cpu) == {}  # idempotent
+
+
+def test_env_update_changes_the_real_assignment_not_a_comment() -> None:
+    text = "# MLOPS_KIT_POSTGRES_VOLUME=old-comment\nA=1\nMLOPS_KIT_POSTGRES_VOLUME=old\n"
+    out = render_env(text, {"MLOPS_KIT_POSTGRES_VOLUME": "new"})
+    assert out == "# MLOPS_KIT_POSTGRES_VOLUME=old-comment\nA=1\nMLOPS_KIT_POSTGRES_VOLUME=new\n"
+    only_comment = render_env("# B=\n", {"B": "2"})
+    assert only_comment == "B=2\n"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlops_kit.indexes import IndexReport, index_check
-from mlops_kit.preflight import OK, WARN
 from mlops_kit.probes import missing_indexes as probe
+from mlops_kit.workflows.indexes import IndexReport, index_check
+from mlops_kit.workflows.preflight import OK, WARN
 
 
 def missing(table: str, columns: list[str], kind: str = "index", rows: int = 0) -> dict[str, Any]:

@@ -8,12 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from mlops_kit.compose import ComposeProject
-from mlops_kit.config import load_config
-from mlops_kit.envfile import HostFacts, init_env_file
+from mlops_kit.checks import FAIL, OK, CheckResult
+from mlops_kit.config.envfile import HostFacts, init_env_file
+from mlops_kit.config.loader import KitConfig, load_config
+from mlops_kit.engine.compose import ComposeProject
 from mlops_kit.errors import PreflightError
-from mlops_kit.preflight import FAIL, OK, CheckResult, Preflight, parse_version, raise_on_failure
 from mlops_kit.runner import CommandRunner
+from mlops_kit.workflows.preflight import (
+    check_engine,
+    check_loopback_exposure,
+    check_port,
+    parse_version,
+    raise_on_failure,
+    read_engine,
+)
 
 HOST = HostFacts(memory_bytes=8 * 2**30, cpus=2, hostname="h", fqdn="h", addresses=())
 
@@ -31,9 +39,9 @@ def test_parse_version(text: str, expected: tuple[int, ...]) -> None:
     assert parse_version(text) == expected
 
 
-def preflight_for(kit_dir: Path, port: int) -> Preflight:
+def config_for(kit_dir: Path, port: int) -> KitConfig:
     init_env_file(kit_dir, {"MLOPS_KIT_PORT": str(port)}, host=HOST)
-    return Preflight(ComposeProject(load_config(kit_dir, environ={}), CommandRunner()))
+    return load_config(kit_dir, environ={})
 
 
 def test_port_check_names_a_taken_port(kit_dir: Path) -> None:
@@ -41,7 +49,7 @@ def test_port_check_names_a_taken_port(kit_dir: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        result = preflight_for(kit_dir, port).check_port()
+        result = check_port(config_for(kit_dir, port), published_by_stack=set())
     assert result.status == FAIL
     assert str(port) in result.detail
     assert "MLOPS_KIT_PORT" in result.fix
@@ -51,7 +59,7 @@ def test_port_check_passes_for_a_free_port(kit_dir: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    assert preflight_for(kit_dir, port).check_port().status == OK
+    assert check_port(config_for(kit_dir, port), published_by_stack=set()).status == OK
 
 
 def test_raise_on_failure_uses_the_first_failure_and_its_fix() -> None:
@@ -87,10 +95,48 @@ def test_old_engine_with_loopback_publishing_is_warned_about(
 ) -> None:
     init_env_file(kit_dir, {"MLOPS_KIT_BIND_ADDRESS": bind}, host=HOST)
     config = load_config(kit_dir)
-    preflight = Preflight(ComposeProject(config, FakeEngineRunner(version)))
-    assert preflight.check_engine().status == OK
-    result = preflight.check_loopback_exposure()
+    engine = read_engine(FakeEngineRunner(version))
+    assert check_engine(engine).status == OK
+    result = check_loopback_exposure(config, engine)
     assert result.status == status
     if status == "warn":
         assert "45610" in result.detail
         assert "docs/security.md" in result.fix
+
+
+def test_the_port_the_stack_already_publishes_is_not_in_use(kit_dir: Path) -> None:
+    """`up` on a running stack: its own proxy holds the port, which is fine."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert check_port(config_for(kit_dir, port), published_by_stack={port}).status == OK
+
+
+def test_an_engine_that_refuses_the_socket_says_so_and_how_to_fix_it() -> None:
+    class Refusing(CommandRunner):
+        def run(self, argv, **kwargs):  # type: ignore[no-untyped-def,override]
+            from mlops_kit.errors import CommandError
+
+            raise CommandError(
+                list(argv), 1, "", "permission denied while trying to connect to the Docker daemon socket"
+            )
+
+    engine = read_engine(Refusing())
+    result = check_engine(engine)
+    assert (engine.reachable, result.status) == (False, FAIL)
+    assert "permission denied" in result.detail
+    assert "docker group" in result.fix
+
+
+def test_preflight_changes_nothing(kit_dir: Path) -> None:
+    """Every command preflight runs is read-only: the dry-run runner records none as a change."""
+    from mlops_kit.workflows.preflight import run_preflight
+
+    init_env_file(kit_dir, {}, host=HOST)
+    config = load_config(kit_dir, environ={})
+    before = sorted(p.name for p in kit_dir.rglob("*"))
+    runner = CommandRunner(dry_run=True)
+    run_preflight(ComposeProject(config, runner))
+    assert runner.dry_run_log == []
+    assert sorted(p.name for p in kit_dir.rglob("*")) == before

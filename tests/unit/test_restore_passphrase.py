@@ -5,9 +5,9 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from mlops_kit.config import load_config
-from mlops_kit.envfile import HostFacts, init_env_file
-from mlops_kit.restore import _adopt_set_passphrase
+from mlops_kit.config.envfile import HostFacts, init_env_file
+from mlops_kit.config.loader import load_config
+from mlops_kit.workflows.restore import _adopt_set_passphrase
 
 HOST = HostFacts(memory_bytes=8 * 2**30, cpus=2, hostname="mlhost", fqdn="mlhost", addresses=())
 

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from mlops_kit.config import fresh_prefix, load_config
-from mlops_kit.envfile import HostFacts, init_env_file
+from mlops_kit.config.envfile import HostFacts, init_env_file
+from mlops_kit.config.loader import load_config
 from mlops_kit.errors import CommandError, ConfigError
-from mlops_kit.migrate import plan_target
 from mlops_kit.services import MINIO, SERVICES
-from mlops_kit.services.s3 import parse_verdict
-from mlops_kit.stack import build_error
+from mlops_kit.stores import fresh_prefix
+from mlops_kit.stores.check import parse_verdict
+from mlops_kit.workflows.lifecycle import build_error
+from mlops_kit.workflows.migrate import plan_target
 from tests.unit.test_compose import compose_config
 
 HOST = HostFacts(memory_bytes=8 * 2**30, cpus=2, hostname="mlhost", fqdn="mlhost", addresses=())

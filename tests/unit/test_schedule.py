@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mlops_kit.config import load_config
-from mlops_kit.envfile import HostFacts, init_env_file
+from mlops_kit.config.envfile import HostFacts, init_env_file
+from mlops_kit.config.loader import load_config
 from mlops_kit.errors import ConfigError
-from mlops_kit.schedule import install_schedule, remove_schedule, render_schedule
+from mlops_kit.workflows.schedule import install_schedule, remove_schedule, render_schedule
 
 HOST = HostFacts(memory_bytes=2**33, cpus=2, hostname="h", fqdn="h")
 
@@ -60,3 +60,14 @@ def test_install_and_remove(kit_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         install_schedule(render_schedule(config, "01:00", verify_day=None, cron_dir=tmp_path / "missing"))
     assert "cron" in caught.value.message
+
+
+def test_percent_in_paths_is_escaped_for_cron(tmp_path: Path) -> None:
+    kit_dir = tmp_path / "kit%dir"
+    from tests.conftest import copy_kit
+
+    copy_kit(kit_dir)
+    init_env_file(kit_dir, {}, host=HOST)
+    command = render_schedule(load_config(kit_dir, environ={}), "01:00", verify_day=None, cron_dir=tmp_path).commands()
+    assert "kit\\%dir" in command[0]
+    assert "kit%dir" not in command[0].replace("\\%", "")

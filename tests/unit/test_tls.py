@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from mlops_kit.config import load_config
-from mlops_kit.envfile import HostFacts, init_env_file
+from mlops_kit.config.envfile import HostFacts, init_env_file
+from mlops_kit.config.loader import load_config
 from mlops_kit.errors import ConfigError
-from mlops_kit.tls import (
+from mlops_kit.workflows.tls import (
     CA_CERT,
     CA_KEY,
     certificate_names,
@@ -119,9 +119,7 @@ def _self_signed(path: Path, days: int) -> None:
 
 @pytest.mark.parametrize(("days", "status"), [(-1, "fail"), (10, "warn"), (200, "ok")])
 def test_doctor_reports_the_operators_certificate_expiry(kit_dir: Path, tmp_path: Path, days: int, status: str) -> None:
-    from mlops_kit.compose import ComposeProject
-    from mlops_kit.preflight import Preflight
-    from mlops_kit.runner import CommandRunner
+    from mlops_kit.workflows.preflight import check_certificate
 
     cert = tmp_path / "ml.crt"
     _self_signed(cert, days)
@@ -131,7 +129,7 @@ def test_doctor_reports_the_operators_certificate_expiry(kit_dir: Path, tmp_path
         host=HOST,
     )
     config = load_config(kit_dir, environ={})
-    result = Preflight(ComposeProject(config, CommandRunner())).check_certificate()
+    result = check_certificate(config)
     assert result.status == status, result
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from mlops_kit.config import load_config
-from mlops_kit.envfile import HostFacts, init_env_file
+from mlops_kit.config.envfile import HostFacts, init_env_file
+from mlops_kit.config.loader import load_config
 from mlops_kit.errors import ConfigError
 from mlops_kit.services.mlflow import ServerAccess, as_mlflow_client
-from mlops_kit.tls import ensure_certificates
-from mlops_kit.users import UserAdmin, client_variables, password_file
+from mlops_kit.workflows.tls import ensure_certificates
+from mlops_kit.workflows.users import UserAdmin, client_variables, password_file
 
 HOST = HostFacts(memory_bytes=8 * 2**30, cpus=2, hostname="h", fqdn="h", addresses=())
 

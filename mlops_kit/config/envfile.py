@@ -1,40 +1,27 @@
-"""`mlops-kit init`: write `.env` from `.env.example`, and generate the secret files (mode 0600)."""
+"""`.env`: written by init from `.env.example` (sized for this host), updated in place, brought up to date."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
-import secrets
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlops_kit import __version__
-from mlops_kit.config import (
-    ENV_FILE_NAME,
-    MINIO_ENDPOINT,
-    S3_SECRET_FILES,
-    SECRET_FILES,
-    SETTINGS_BY_ENV,
-    KitConfig,
-    check_s3_key_text,
-    compose_file_value,
-    read_env_file,
-)
+from mlops_kit.config.loader import ENV_FILE_NAME, KitConfig, compose_file_value, read_env_file
+from mlops_kit.config.secrets import check_s3_key_text, ensure_secret_files, write_private_file, write_s3_keys
+from mlops_kit.config.settings import SETTINGS_BY_ATTR, SETTINGS_BY_ENV
 from mlops_kit.errors import ConfigError
-from mlops_kit.masking import register_secret
+from mlops_kit.stores import store_named
 
 logger = logging.getLogger(__name__)
 
 EXAMPLE_FILE_NAME = ".env.example"
 _ASSIGNMENT = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=")
-
-
-def generate_secret() -> str:
-    """A new random secret: 43 URL-safe characters (256 bits)."""
-    return secrets.token_urlsafe(32)
 
 
 @dataclass(frozen=True)
@@ -139,42 +126,35 @@ def initial_values(choices: dict[str, str | None], host: HostFacts) -> dict[str,
     return values
 
 
+def init_choices(options: Mapping[str, str | None], environ: Mapping[str, str]) -> dict[str, str | None]:
+    """What init writes: its options (by setting attr), else the settings given in the environment.
+
+    Validated before anything is written, so a bad value leaves no file behind; the
+    error names the flag or the variable.
+    """
+    choices: dict[str, str | None] = {}
+    for env, from_environment in environ.items():
+        if env in SETTINGS_BY_ENV:
+            SETTINGS_BY_ENV[env].check(from_environment, f"{env} (from the environment)", f"fix or unset {env}")
+            choices[env] = from_environment
+    for attr, value in options.items():
+        if value is not None:
+            setting = SETTINGS_BY_ATTR[attr]
+            setting.check(value, setting.option, f"fix {setting.option} ({setting.env})")
+            choices[setting.env] = value
+    return choices
+
+
 def artifact_store_values(store: str, values: dict[str, str]) -> dict[str, str]:
-    """What a mode fixes in `.env`: the overlays plain Compose needs, MinIO's endpoint."""
+    """What a mode fixes in `.env`: the overlays plain Compose needs, and the mode's own values."""
     fixed: dict[str, str] = {}
+    mode = store_named(store)
     # An empty COMPOSE_FILE breaks plain Compose: volume mode leaves the line commented out.
     webhooks = bool(values.get("MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS", "").strip())
-    if compose_files := compose_file_value(store, values.get("MLOPS_KIT_S3_NETWORK", ""), webhooks):
+    if compose_files := compose_file_value(mode, values.get("MLOPS_KIT_S3_NETWORK", ""), webhooks):
         fixed["COMPOSE_FILE"] = compose_files
-    if store == "minio":
-        fixed["MLOPS_KIT_S3_ENDPOINT_URL"] = MINIO_ENDPOINT
+    fixed.update(mode.fixed_env())
     return fixed
-
-
-def generate_s3_keys() -> tuple[str, str]:
-    """A key id and secret for the kit's MinIO (its root user): 19 and 40 characters, as AWS's are."""
-    return "kit" + secrets.token_hex(8), secrets.token_urlsafe(30)
-
-
-def write_s3_keys(secrets_path: Path, key_id: str, secret: str) -> tuple[Path, ...]:
-    """Store the S3 keys as secret files (mode 0600). Checked first; never shown in an error."""
-    register_secret(key_id)
-    register_secret(secret)
-    check_s3_key_text(key_id, "the S3 access key id")
-    check_s3_key_text(secret, "the S3 secret key")
-    secrets_path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    written = []
-    for name, value in zip(S3_SECRET_FILES, (key_id, secret), strict=True):
-        write_private_file(secrets_path / name, value + "\n")
-        written.append(secrets_path / name)
-    return tuple(written)
-
-
-def ensure_minio_keys(secrets_path: Path) -> tuple[Path, ...]:
-    """minio mode: generate MinIO's keys unless both files exist (MinIO's data was made with them)."""
-    if all((secrets_path / name).exists() for name in S3_SECRET_FILES):
-        return ()
-    return write_s3_keys(secrets_path, *generate_s3_keys())
 
 
 def render_env(example: str, values: dict[str, str], added_by: str = "mlops-kit init") -> str:
@@ -202,52 +182,12 @@ def render_env(example: str, values: dict[str, str], added_by: str = "mlops-kit 
     return "\n".join(lines) + "\n"
 
 
-def write_private_file(path: Path, text: str) -> None:
-    """Write ``text`` atomically, readable by the owner only (0600) from the first byte."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 @dataclass(frozen=True)
 class InitResult:
     env_file: Path
     backup: Path | None
     generated_secrets: tuple[Path, ...]
     kept_secrets: tuple[Path, ...]
-
-
-def ensure_secret_files(
-    secrets_path: Path, names: tuple[str, ...] = SECRET_FILES
-) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
-    """Generate every missing secret file of ``names`` (mode 0600, folder 0700); keep existing ones.
-
-    Existing secrets are never replaced: the database volume was initialised with them.
-    Returns (generated, kept).
-    """
-    secrets_path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(secrets_path, 0o700)
-    generated: list[Path] = []
-    kept: list[Path] = []
-    for name in names:
-        path = secrets_path / name
-        if path.exists():
-            kept.append(path)
-            continue
-        value = generate_secret()
-        register_secret(value)
-        write_private_file(path, value)
-        generated.append(path)
-    return tuple(generated), tuple(kept)
 
 
 def init_env_file(
@@ -293,8 +233,8 @@ def init_env_file(
     generated, kept = ensure_secret_files(secrets_path)
     if s3_keys is not None:
         generated += write_s3_keys(secrets_path, *s3_keys)
-    elif values.get("MLOPS_KIT_ARTIFACT_STORE") == "minio":
-        generated += ensure_minio_keys(secrets_path)
+    else:
+        generated += store_named(values.get("MLOPS_KIT_ARTIFACT_STORE", "volume")).prepare(secrets_path)
     return InitResult(env_file=env_file, backup=backup, generated_secrets=generated, kept_secrets=kept)
 
 
@@ -333,7 +273,7 @@ def sync_compose_file(config: KitConfig) -> str | None:
     """
     if not config.env_file.is_file():
         return None
-    wanted = compose_file_value(config.artifact_store, config.s3_network, bool(config.webhook_allowed_hosts))
+    wanted = compose_file_value(config.store, config.s3_network, bool(config.webhook_allowed_hosts))
     current = read_env_file(config.env_file).get("COMPOSE_FILE", "")
     if current == wanted or (not wanted and current in ("", "compose.yaml")):
         return None

@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops_kit.config import SETTINGS_BY_ENV, KitConfig
-from mlops_kit.errors import CommandError, EngineUnavailableError, PreflightError
+from mlops_kit.config.loader import KitConfig
+from mlops_kit.config.settings import SETTINGS_BY_ENV
+from mlops_kit.engine.docker_errors import raise_if_engine_unusable, raise_if_port_taken
+from mlops_kit.errors import CommandError
 from mlops_kit.runner import CommandResult, CommandRunner
 from mlops_kit.services import kit_services
 
 logger = logging.getLogger(__name__)
 
-ENGINE_DOWN_MARKERS = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "error during connect")
-_PORT_TAKEN = re.compile(r"(?:address already in use|port is already allocated)", re.IGNORECASE)
 KIT_BUILD_CA_NAME = "kit-build-ca.crt"
 
 
@@ -62,16 +61,6 @@ class ServiceState:
         )
 
 
-def raise_if_engine_down(error: CommandError) -> None:
-    """Turn a docker CLI failure that means "no engine" into EngineUnavailableError."""
-    text = f"{error.stderr}\n{error.stdout}"
-    if any(marker in text for marker in ENGINE_DOWN_MARKERS):
-        raise EngineUnavailableError(
-            "the Docker engine is not reachable",
-            hint="start it: sudo scripts/bootstrap-host.sh (or: systemctl start docker)",
-        ) from error
-
-
 class ComposeProject:
     """One mlops-kit stack (a Compose project) on the local Docker engine."""
 
@@ -101,16 +90,9 @@ class ComposeProject:
         try:
             return self.runner.run([*self.base_argv(), *args], env=self.config.compose_env(), **kwargs)  # type: ignore[arg-type]
         except CommandError as error:
-            raise_if_engine_down(error)
-            self._raise_if_port_taken(error)
+            raise_if_engine_unusable(error)
+            raise_if_port_taken(error, self.config.bind_address, self.config.port)
             raise
-
-    def _raise_if_port_taken(self, error: CommandError) -> None:
-        if _PORT_TAKEN.search(error.stderr):
-            raise PreflightError(
-                f"port {self.config.port} on {self.config.bind_address} is already in use",
-                hint="stop what uses it, or pick another port: mlops-kit init --force --port PORT (MLOPS_KIT_PORT)",
-            ) from error
 
     # ---- queries -----------------------------------------------------------------
 
@@ -137,8 +119,7 @@ class ComposeProject:
         for service, image in self.service_images().items():
             result = self.runner.run(["docker", "image", "inspect", image], check=False, changes_state=False)
             if not result.ok:
-                if any(m in result.stderr for m in ENGINE_DOWN_MARKERS):
-                    raise_if_engine_down(CommandError(result.argv, result.returncode, result.stdout, result.stderr))
+                raise_if_engine_unusable(CommandError(result.argv, result.returncode, result.stdout, result.stderr))
                 missing.append(service)
         return missing
 

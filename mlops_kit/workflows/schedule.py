@@ -14,8 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops_kit.config import KitConfig
-from mlops_kit.envfile import write_private_file
+from mlops_kit.config.loader import KitConfig
+from mlops_kit.config.secrets import write_private_file
 from mlops_kit.errors import ConfigError
 
 DEFAULT_CRON_DIR = Path("/etc/cron.d")

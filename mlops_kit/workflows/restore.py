@@ -27,19 +27,32 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from mlops_kit import MLFLOW_VERSION, __version__
-from mlops_kit.backup import Repository, backup_lock, run_agent, set_id_of
-from mlops_kit.compose import ComposeProject
-from mlops_kit.config import KitConfig, fresh_prefix
-from mlops_kit.envfile import update_env_file, write_private_file
+from mlops_kit.config.envfile import update_env_file
+from mlops_kit.config.loader import KitConfig
+from mlops_kit.config.secrets import write_private_file
+from mlops_kit.config.settings import settings_values
+from mlops_kit.engine.compose import ComposeProject
 from mlops_kit.errors import BackupError, KitError
-from mlops_kit.services.backup import AGENT, STAGING_MOUNT
+from mlops_kit.services.backup import (
+    AGENT,
+    RESTORE_ARTIFACTS_MOUNT,
+    RESTORE_ROOT,
+    RESTORE_STAGING_MOUNT,
+    STAGING_MOUNT,
+)
 from mlops_kit.services.mlflow import BACKEND_STORE_URI, KEK_FILE, RESET_ADMIN, ServerAccess
-from mlops_kit.services.s3 import require_store
-from mlops_kit.users import admin_access
+from mlops_kit.stores import fresh_prefix
+from mlops_kit.stores.check import require_store
+from mlops_kit.workflows.backup import STAGING_SET, run_agent
+from mlops_kit.workflows.lock import backup_lock
+from mlops_kit.workflows.restic import Repository, set_id_of
+from mlops_kit.workflows.users import admin_access
 
 logger = logging.getLogger(__name__)
 
 WAIT_TIMEOUT = 600
+#: The artifacts' location as a restore switches it (bucket modes add the fresh key prefix).
+SWITCHED_LOCATION = ("MLOPS_KIT_ARTIFACTS_VOLUME",)
 Step = Callable[[str], None]
 
 
@@ -197,18 +210,18 @@ def _restore_and_verify(project: ComposeProject, snapshot: str, on_step: Step) -
     try:
         work.mkdir(parents=True)
         project.create_volume(postgres_volume, "postgres-data")
-        project.create_volume(artifacts_volume, "artifacts", driver_opts=artifacts_driver_opts(config))
+        project.create_volume(artifacts_volume, "artifacts", driver_opts=config.store.volume_driver_opts(config))
         on_step(f"Restoring set {set_id_of(chosen) or chosen['id'][:8]} into fresh volumes and verifying checksums")
         script = (
-            f"restic restore {chosen['id']} --target /restore "
-            f"&& {AGENT} verify --set /restore/staging/current --artifacts /restore/data/artifacts"
+            f"restic restore {chosen['id']} --target {RESTORE_ROOT} "
+            f"&& {AGENT} verify --set {RESTORE_STAGING_MOUNT}/{STAGING_SET} --artifacts {RESTORE_ARTIFACTS_MOUNT}"
         )
         try:
             answer = run_agent(
                 project,
                 ["sh", "-c", script],
                 "restoring the backup set",
-                mounts=(f"{work}:/restore/staging", f"{artifacts_volume}:/restore/data/artifacts"),
+                mounts=(f"{work}:{RESTORE_STAGING_MOUNT}", f"{artifacts_volume}:{RESTORE_ARTIFACTS_MOUNT}"),
             )
         except BackupError as error:
             raise BackupError(
@@ -216,7 +229,7 @@ def _restore_and_verify(project: ComposeProject, snapshot: str, on_step: Step) -
                 hint="the stack was not touched; try an older set (mlops-kit backup list) or the offsite copy",
             ) from error
         logger.info("verified %s artifact files", answer.get("artifacts_checked"))
-        manifest: dict[str, Any] = json.loads((work / "current" / "manifest.json").read_text())
+        manifest: dict[str, Any] = json.loads((work / STAGING_SET / "manifest.json").read_text())
         _check_versions(manifest)
         s3_prefix = ""
         if config.uses_bucket:
@@ -229,9 +242,9 @@ def _restore_and_verify(project: ComposeProject, snapshot: str, on_step: Step) -
             on_step(f"Uploading the artifacts into s3://{config.s3_bucket}/{s3_prefix} (each read back)")
             run_agent(
                 project,
-                [AGENT, "upload", "--source", "/restore/data/artifacts", "--prefix", s3_prefix],
+                [AGENT, "upload", "--source", RESTORE_ARTIFACTS_MOUNT, "--prefix", s3_prefix],
                 "uploading the artifacts",
-                mounts=(f"{artifacts_volume}:/restore/data/artifacts:ro",),
+                mounts=(f"{artifacts_volume}:{RESTORE_ARTIFACTS_MOUNT}:ro",),
             )
             project.remove_volumes([artifacts_volume])
             artifacts_volume = config.artifacts_volume
@@ -244,7 +257,13 @@ def _restore_and_verify(project: ComposeProject, snapshot: str, on_step: Step) -
         shutil.rmtree(work, ignore_errors=True)
         raise
     return _Restored(
-        chosen, manifest, work, f"{STAGING_MOUNT}/{work.name}/current", postgres_volume, artifacts_volume, s3_prefix
+        chosen,
+        manifest,
+        work,
+        f"{STAGING_MOUNT}/{work.name}/{STAGING_SET}",
+        postgres_volume,
+        artifacts_volume,
+        s3_prefix,
     )
 
 
@@ -266,15 +285,17 @@ def _switch(
         ),
         project.runner,
     )
-    previous = {
-        "MLOPS_KIT_POSTGRES_VOLUME": config.postgres_volume_name,
-        "MLOPS_KIT_ARTIFACTS_VOLUME": config.artifacts_volume_name,
-        **({"MLOPS_KIT_S3_PREFIX": config.s3_prefix} if restored.s3_prefix else {}),
-    }
+    # The settings a restore switches; each maps itself to its `.env` line, for the write and the way back.
+    switched_settings = (
+        "MLOPS_KIT_POSTGRES_VOLUME",
+        *SWITCHED_LOCATION,
+        *(("MLOPS_KIT_S3_PREFIX",) if restored.s3_prefix else ()),
+    )
+    previous = settings_values(config, switched_settings)
     previous_kek: str | None = None
     try:
         if persist:
-            previous_kek = _adopt_set_passphrase(config, restored.work / "current")
+            previous_kek = _adopt_set_passphrase(config, restored.work / STAGING_SET)
         on_step("Stopping the stack")
         project.down(volumes=False)
         on_step("Starting PostgreSQL on the fresh volume and loading the dump")
@@ -291,11 +312,7 @@ def _switch(
         if persist:
             update_env_file(
                 config.env_file,
-                {
-                    "MLOPS_KIT_POSTGRES_VOLUME": restored.postgres_volume,
-                    "MLOPS_KIT_ARTIFACTS_VOLUME": restored.artifacts_volume,
-                    **({"MLOPS_KIT_S3_PREFIX": restored.s3_prefix} if restored.s3_prefix else {}),
-                },
+                settings_values(switched.config, switched_settings),
                 added_by="mlops-kit restore",
             )
     except BaseException as error:  # Ctrl-C and OS errors too: never leave the stack half-switched
@@ -383,13 +400,6 @@ def _put_back_passphrase(project: ComposeProject, previous: str) -> None:
         write_private_file(kek_file, previous)
     else:
         kek_file.unlink(missing_ok=True)
-
-
-def artifacts_driver_opts(config: KitConfig) -> dict[str, str]:
-    """The fresh artifacts volume must be what compose.yaml would make: an NFS mount in nfs mode."""
-    if config.artifact_store != "nfs":
-        return {}
-    return {"type": "nfs", "o": f"addr={config.nfs_server},{config.nfs_options}", "device": f":{config.nfs_export}"}
 
 
 def _check_versions(manifest: dict[str, Any]) -> None:

@@ -1,29 +1,50 @@
-"""Stack lifecycle: bring the stack up (healthy), take it down, report its status."""
+"""Stack lifecycle: init, up (healthy), build, down, status.
+
+`up` runs in two parts, as Sentry's installer does: first the read-only preflight
+("no impact yet"), then the steps that change things, each small and idempotent
+(host files, images, the store check, Compose). Running `up` again is how a stack
+picks up a new configuration or a newer kit's files.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from mlops_kit.compose import ComposeProject, ServiceState
-from mlops_kit.config import UPGRADE_SECRET_FILES, KitConfig
-from mlops_kit.envfile import ensure_minio_keys, ensure_secret_files, sync_compose_file
+from mlops_kit.checks import CheckResult
+from mlops_kit.config.envfile import InitResult, init_choices, init_env_file, sync_compose_file, upgrade_env_file
+from mlops_kit.config.loader import KitConfig, load_config
+from mlops_kit.config.secrets import UPGRADE_SECRET_FILES, ensure_secret_files
+from mlops_kit.engine.compose import ComposeProject, ServiceState
+from mlops_kit.engine.jobs import last_line
 from mlops_kit.errors import CommandError, KitError, StackError
-from mlops_kit.preflight import CheckResult, Preflight, raise_on_failure
+from mlops_kit.runner import CommandRunner
 from mlops_kit.services import MLFLOW, PROXY, kit_services, stack_services
 from mlops_kit.services.base import ServiceSpec
 from mlops_kit.services.mlflow import server_version
-from mlops_kit.services.s3 import CHECK_SERVICE, parse_verdict, require_store
-from mlops_kit.tls import ensure_certificates
-from mlops_kit.users import ADMIN_SECRET, admin_access, anonymous_access
+from mlops_kit.stores.check import CHECK_SERVICE, parse_verdict, require_store
+from mlops_kit.workflows.preflight import raise_on_failure, run_preflight
+from mlops_kit.workflows.tls import ensure_certificates
+from mlops_kit.workflows.users import ADMIN_SECRET, admin_access, anonymous_access
 
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class InitReport:
+    """What `init` wrote: `.env`, the secrets it generated or kept, the certificates it issued."""
+
+    config: KitConfig
+    written: InitResult
+    certificates: list[str]
 
 
 @dataclass
@@ -35,6 +56,52 @@ class UpResult:
     preflight: list[CheckResult] = field(default_factory=list)
     #: Files `up` created or refreshed first (secrets of a newer kit, TLS certificate).
     prepared: list[str] = field(default_factory=list)
+    #: The stack `up` started (its config and runner, with the dry run's log).
+    project: ComposeProject | None = None
+    #: Set when `up` ran init first (no `.env` yet).
+    init: InitReport | None = None
+    #: `.env` values an older kit wrote that `up` brought up to date.
+    env_upgrades: dict[str, str] = field(default_factory=dict)
+
+
+def init_stack(
+    project_dir: Path,
+    env_file: Path,
+    options: Mapping[str, str | None],
+    *,
+    force: bool,
+    s3_keys: tuple[str, str] | None = None,
+) -> InitReport:
+    """Write `.env` for this host from ``options`` (by setting attr) and the environment, secrets, certificates."""
+    choices = init_choices(options, os.environ)
+    written = init_env_file(project_dir, choices, env_file=env_file, force=force, s3_keys=s3_keys)
+    # Validate what was written (and the environment on top of it) right away.
+    config = load_config(project_dir, written.env_file)
+    return InitReport(config=config, written=written, certificates=ensure_certificates(config))
+
+
+def start_stack(
+    project_dir: Path,
+    env_file: Path,
+    *,
+    dry_run: bool,
+    wait_timeout: int,
+    force_build: bool = False,
+    on_step: Callable[[str], None] = lambda _msg: None,
+    on_states: Callable[[list[ServiceState]], None] = lambda _states: None,
+) -> UpResult:
+    """`mlops-kit up`: init first when there is no `.env`, else bring an older kit's `.env` up to date; then up."""
+    init: InitReport | None = None
+    upgrades: dict[str, str] = {}
+    if not env_file.exists():
+        init = init_stack(project_dir, env_file, {}, force=False)
+    else:
+        upgrades = upgrade_env_file(env_file)
+    config = load_config(project_dir, env_file)
+    project = ComposeProject(config, CommandRunner(dry_run=dry_run, cwd=config.project_dir))
+    result = bring_up(project, wait_timeout=wait_timeout, force_build=force_build, on_step=on_step, on_states=on_states)
+    result.init, result.env_upgrades = init, upgrades
+    return result
 
 
 @dataclass(frozen=True)
@@ -84,13 +151,14 @@ def bring_up(
     on_step: Callable[[str], None] = lambda _msg: None,
     on_states: Callable[[list[ServiceState]], None] = lambda _states: None,
 ) -> UpResult:
-    """Prepare host files, preflight, build missing images, start the stack and wait until it is healthy."""
-    on_step("Secrets and TLS certificate")
-    prepared = [] if project.runner.dry_run else prepare_host_files(project.config)
+    """Preflight (read-only), then: host files, missing images, the store check, start and wait until healthy."""
     on_step("Preflight checks")
-    checks = Preflight(project).run()
+    checks = run_preflight(project).results
     raise_on_failure(checks)
 
+    # From here on, things change; each step is idempotent.
+    on_step("Secrets and TLS certificate")
+    prepared = [] if project.runner.dry_run else prepare_host_files(project.config)
     built = [s.name for s in kit_services(project.config)] if force_build else project.missing_images()
     build_started = time.monotonic()
     if built:
@@ -98,7 +166,7 @@ def bring_up(
         _build(project, built)
     build_seconds = time.monotonic() - build_started
 
-    if project.config.uses_bucket and not project.runner.dry_run:
+    if project.config.store.in_bucket and not project.runner.dry_run:
         on_step(f"Checking the artifact store ({project.config.artifact_store}: endpoint, keys, bucket)")
         require_store(project)
 
@@ -136,6 +204,7 @@ def bring_up(
         start_seconds=start_seconds,
         preflight=checks,
         prepared=prepared,
+        project=project,
     )
 
 
@@ -147,8 +216,7 @@ def prepare_host_files(config: KitConfig) -> list[str]:
     close to expiry, or missing a configured name.
     """
     generated, _kept = ensure_secret_files(config.secrets_path, UPGRADE_SECRET_FILES)
-    if config.artifact_store == "minio":
-        generated += ensure_minio_keys(config.secrets_path)
+    generated += config.store.prepare(config.secrets_path)
     done = [f"generated {path.name} (mode 0600)" for path in generated]
     if (compose_file := sync_compose_file(config)) is not None:
         done.append(f"COMPOSE_FILE={compose_file} in {config.env_file.name} (for plain docker compose)")
@@ -193,8 +261,8 @@ def _unhealthy_error(project: ComposeProject, states: list[ServiceState], error:
     for state in ordered:
         if state.is_healthy and not (named and state.container == named.group(1)):
             continue
-        reason = _last_line(project.container_logs(state.container)) if state.state != "running" else ""
-        reason = reason or project.health_log(state.container) or _last_line(project.container_logs(state.container))
+        reason = last_line(project.container_logs(state.container)) if state.state != "running" else ""
+        reason = reason or project.health_log(state.container) or last_line(project.container_logs(state.container))
         what = f"{state.state}, {state.health}" if state.health else state.state
         detail = f": {reason}" if reason else ""
         return StackError(
@@ -202,11 +270,6 @@ def _unhealthy_error(project: ComposeProject, states: list[ServiceState], error:
             hint=f"see its log: mlops-kit logs {state.service}",
         )
     return StackError(f"the stack did not start: {error.message}", hint="see: mlops-kit logs")
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
 
 
 def restart_proxy(project: ComposeProject, *, wait_timeout: int = 120) -> bool:

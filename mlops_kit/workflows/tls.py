@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mlops_kit.config import KitConfig
-from mlops_kit.envfile import write_private_file
+from mlops_kit.config.loader import KitConfig
+from mlops_kit.config.secrets import write_private_file
 from mlops_kit.errors import ConfigError
 
 logger = logging.getLogger(__name__)

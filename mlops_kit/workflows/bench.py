@@ -40,14 +40,15 @@ from pathlib import Path
 from typing import Any
 
 from mlops_kit import __version__
-from mlops_kit.compose import ComposeProject
-from mlops_kit.config import KitConfig
+from mlops_kit.config.loader import KitConfig
+from mlops_kit.engine.compose import ComposeProject
+from mlops_kit.engine.jobs import last_json
 from mlops_kit.errors import BenchError
 from mlops_kit.probes import TRACKING_DSN, probe_script, run_in_mlflow
 from mlops_kit.runner import CommandRunner
 from mlops_kit.services.mlflow import MLFLOW, ServerAccess, as_mlflow_client, patched_environ
 from mlops_kit.services.proxy import PROXY
-from mlops_kit.users import UserAdmin, admin_access, stored_password
+from mlops_kit.workflows.users import UserAdmin, admin_access, stored_password
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +340,9 @@ def measure_insert_ceiling(target: BenchTarget, sizes: BenchSizes) -> dict[str, 
         "threads": sizes.threads,
         "batch_size": sizes.batch_size,
     }
-    answer: dict[str, Any] = json.loads(target.run_in_server(script, [json.dumps(arguments)]).strip().splitlines()[-1])
+    answer = last_json(target.run_in_server(script, [json.dumps(arguments)]))
+    if not isinstance(answer, dict):
+        raise BenchError(f"the PostgreSQL insert-rate probe printed no answer in {target.name}")
     if "error" in answer:
         raise BenchError(f"the PostgreSQL insert-rate probe failed in {target.name}: {answer['error']}")
     return answer

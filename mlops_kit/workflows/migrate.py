@@ -23,19 +23,21 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mlops_kit.backup import backup_lock, run_agent
-from mlops_kit.compose import ComposeProject
-from mlops_kit.config import BUCKET_STORES, KitConfig, compose_file_value, fresh_prefix
-from mlops_kit.envfile import artifact_store_values, ensure_minio_keys, update_env_file
+from mlops_kit.config.envfile import artifact_store_values, update_env_file
+from mlops_kit.config.loader import KitConfig, compose_file_value, load_config
+from mlops_kit.config.settings import SETTINGS_BY_ENV, settings_values
+from mlops_kit.engine.compose import ComposeProject
 from mlops_kit.errors import BackupError, ConfigError
 from mlops_kit.services import MLFLOW, PROXY
-from mlops_kit.services.backup import AGENT
-from mlops_kit.services.s3 import require_store
+from mlops_kit.services.backup import AGENT, MIGRATE_VOLUME_MOUNT
+from mlops_kit.stores import store_named
+from mlops_kit.stores.check import require_store
+from mlops_kit.workflows.backup import backup_lock, run_agent
+from mlops_kit.workflows.lifecycle import UpResult, bring_up
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = ".mlops-kit-migration.json"
-VOLUME_MOUNT = "/migrate/volume"
 Step = Callable[[str], None]
 
 
@@ -58,16 +60,18 @@ class MigrationResult:
 
 def describe(config: KitConfig) -> str:
     """Where a config keeps its artifacts, for humans."""
-    if config.uses_bucket:
-        return f"{config.artifact_store} s3://{config.s3_bucket}/{config.s3_prefix}"
-    return f"{config.artifact_store} volume {config.artifacts_volume}"
+    return config.store.describe(config)
 
 
 def plan_target(config: KitConfig, store: str, settings: dict[str, str]) -> KitConfig:
-    """The stack's configuration after the switch: ``store`` with ``settings`` (resuming a started one)."""
-    if store == config.artifact_store and store not in BUCKET_STORES:
+    """The stack's configuration after the switch: ``store`` with ``settings`` (resuming a started one).
+
+    ``settings`` maps variable names (the S3 ones) to their values from the command line.
+    """
+    mode = store_named(store)
+    if store == config.artifact_store and not mode.in_bucket:
         raise ConfigError(f"the artifacts are in the {store} store already", hint="choose another --to")
-    if config.uses_bucket and store in BUCKET_STORES:
+    if config.uses_bucket and mode.in_bucket:
         raise ConfigError(
             f"migrating from {config.artifact_store} to {store} is not supported (bucket to bucket)",
             hint="migrate to volume first, then to the other bucket (each step is verified)",
@@ -76,21 +80,11 @@ def plan_target(config: KitConfig, store: str, settings: dict[str, str]) -> KitC
     generation = state.get("generation") if state.get("to") == store else None
     generation = generation or time.strftime("m%Y%m%d%H%M%S")
     fields: dict[str, Any] = {"artifact_store": store}
-    attrs = {
-        "MLOPS_KIT_S3_ENDPOINT_URL": "s3_endpoint_url",
-        "MLOPS_KIT_S3_BUCKET": "s3_bucket",
-        "MLOPS_KIT_S3_REGION": "s3_region",
-        "MLOPS_KIT_S3_ADDRESSING": "s3_addressing",
-        "MLOPS_KIT_S3_NETWORK": "s3_network",
-        "MLOPS_KIT_S3_PREFIX": "s3_prefix",
-    }
     for env, value in settings.items():
-        fields[attrs[env]] = value
-    if store in BUCKET_STORES:
-        fields["s3_prefix"] = fresh_prefix(fields.get("s3_prefix", config.s3_prefix), generation)
-    else:
-        fields["artifacts_volume_name"] = f"{config.project_name}_artifacts-{generation}"
-    target = replace(config, **fields)
+        setting = SETTINGS_BY_ENV[env]
+        fields[setting.attr] = setting.check(value, setting.option, f"fix {setting.option}")
+    chosen = replace(config, **fields)
+    target = replace(chosen, **mode.relocated(chosen, generation))
     _write_state(config, {"to": store, "generation": generation, "target": describe(target)})
     return target
 
@@ -104,8 +98,8 @@ def migrate_artifacts(
     bucket_side = ComposeProject(target if target.uses_bucket else source, project.runner)
     volume = source.artifacts_volume if target.uses_bucket else target.artifacts_volume
     prefix = bucket_side.config.s3_prefix
-    if target.artifact_store == "minio" and not dry_run:
-        ensure_minio_keys(target.secrets_path)
+    if not dry_run:
+        target.store.prepare(target.secrets_path)
     on_step(f"Checking the {bucket_side.config.artifact_store} store")
     require_store(bucket_side)
     if not target.uses_bucket and not project.volume_exists(volume) and not dry_run:
@@ -114,11 +108,11 @@ def migrate_artifacts(
     def copy(what: str) -> dict[str, Any]:
         on_step(what)
         if target.uses_bucket:
-            command = [AGENT, "upload", "--source", VOLUME_MOUNT, "--prefix", prefix]
-            mount = f"{volume}:{VOLUME_MOUNT}:ro"
+            command = [AGENT, "upload", "--source", MIGRATE_VOLUME_MOUNT, "--prefix", prefix]
+            mount = f"{volume}:{MIGRATE_VOLUME_MOUNT}:ro"
         else:
-            command = [AGENT, "download", "--prefix", prefix, "--target", VOLUME_MOUNT]
-            mount = f"{volume}:{VOLUME_MOUNT}"
+            command = [AGENT, "download", "--prefix", prefix, "--target", MIGRATE_VOLUME_MOUNT]
+            mount = f"{volume}:{MIGRATE_VOLUME_MOUNT}"
         return run_agent(bucket_side, [*command, *(["--dry-run"] if dry_run else [])], what, mounts=(mount,))
 
     with backup_lock(source, "migrate artifacts"):
@@ -155,8 +149,10 @@ def migrate_artifacts(
 
 
 def _compare(bucket_side: ComposeProject, volume: str, prefix: str) -> None:
-    mount = f"{volume}:{VOLUME_MOUNT}:ro"
-    in_volume = run_agent(bucket_side, [AGENT, "digest", "--sizes", "--folder", VOLUME_MOUNT], "listing", (mount,))
+    mount = f"{volume}:{MIGRATE_VOLUME_MOUNT}:ro"
+    in_volume = run_agent(
+        bucket_side, [AGENT, "digest", "--sizes", "--folder", MIGRATE_VOLUME_MOUNT], "listing", (mount,)
+    )
     in_bucket = run_agent(bucket_side, [AGENT, "digest", "--sizes", "--prefix", prefix], "listing the bucket")
     if in_volume["files"] != in_bucket["files"]:
         differ = sorted(set(in_volume["files"].items()) ^ set(in_bucket["files"].items()))
@@ -167,27 +163,32 @@ def _compare(bucket_side: ComposeProject, volume: str, prefix: str) -> None:
 
 
 def _env_changes(target: KitConfig) -> dict[str, str]:
-    changes = {"MLOPS_KIT_ARTIFACT_STORE": target.artifact_store}
-    if target.uses_bucket:
-        changes.update(
-            {
-                "MLOPS_KIT_S3_ENDPOINT_URL": target.s3_endpoint_url,
-                "MLOPS_KIT_S3_BUCKET": target.s3_bucket,
-                "MLOPS_KIT_S3_PREFIX": target.s3_prefix,
-                "MLOPS_KIT_S3_REGION": target.s3_region,
-                "MLOPS_KIT_S3_ADDRESSING": target.s3_addressing,
-                "MLOPS_KIT_S3_NETWORK": target.s3_network,
-            }
-        )
-    else:
-        changes["MLOPS_KIT_ARTIFACTS_VOLUME"] = target.artifacts_volume_name
+    """The `.env` lines that switch the stack to ``target``'s store (each setting maps itself back)."""
+    store = target.store
+    changes = settings_values(target, ("MLOPS_KIT_ARTIFACT_STORE", *store.switch_settings, *store.location_settings))
     changes.update(artifact_store_values(target.artifact_store, {"MLOPS_KIT_S3_NETWORK": target.s3_network}))
     # Plain Compose reads this; with the overlays gone it must still name compose.yaml (empty breaks it).
     changes["COMPOSE_FILE"] = (
-        compose_file_value(target.artifact_store, target.s3_network, bool(target.webhook_allowed_hosts))
-        or "compose.yaml"
+        compose_file_value(store, target.s3_network, bool(target.webhook_allowed_hosts)) or "compose.yaml"
     )
     return changes
+
+
+def move_artifacts(
+    project: ComposeProject,
+    target: KitConfig,
+    *,
+    dry_run: bool,
+    wait_timeout: int,
+    on_step: Step = lambda _s: None,
+) -> tuple[MigrationResult, UpResult | None]:
+    """`artifacts migrate`: copy and switch (see :func:`migrate_artifacts`), then start the stack on the new store."""
+    result = migrate_artifacts(project, target, dry_run=dry_run, on_step=on_step)
+    if dry_run:
+        return result, None
+    on_step("Starting the stack on the new store")
+    switched = load_config(project.config.project_dir, project.config.env_file)
+    return result, bring_up(ComposeProject(switched, project.runner), wait_timeout=wait_timeout)
 
 
 def _read_state(config: KitConfig) -> dict[str, Any]:

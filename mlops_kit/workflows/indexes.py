@@ -11,9 +11,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlops_kit.compose import ComposeProject
+from mlops_kit.checks import OK, WARN, CheckResult
+from mlops_kit.engine.compose import ComposeProject
+from mlops_kit.engine.jobs import last_json, last_line
 from mlops_kit.errors import StackError
-from mlops_kit.preflight import OK, WARN, CheckResult
 from mlops_kit.probes import TRACKING_DSN, probe_script, run_in_mlflow
 
 FIX_COMMAND = "mlops-kit doctor --fix-indexes"
@@ -40,14 +41,13 @@ def run_index_probe(project: ComposeProject, *, create: bool = False) -> IndexRe
         changes_state=create,
         check=False,
     )
-    lines = result.stdout.strip().splitlines()
-    if not result.ok or not lines:
-        detail = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+    answer = last_json(result.stdout) if result.ok else None
+    if not isinstance(answer, dict):
+        detail = last_line(result.stderr) or "no answer"
         raise StackError(
             f"the index check could not run in the mlflow container: {detail}",
             hint="is the stack up? mlops-kit status",
         )
-    answer = json.loads(lines[-1])
     return IndexReport(
         checked=answer["checked"],
         missing=answer["missing"],

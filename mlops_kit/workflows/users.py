@@ -14,12 +14,19 @@ from typing import Any
 
 import requests
 
-from mlops_kit.config import PERMISSIONS, KitConfig, check_secret_text, check_user_name, read_secret
-from mlops_kit.envfile import generate_secret, write_private_file
+from mlops_kit.config.loader import KitConfig
+from mlops_kit.config.secrets import (
+    check_secret_text,
+    check_user_name,
+    generate_secret,
+    read_secret,
+    write_private_file,
+)
+from mlops_kit.config.settings import PERMISSIONS
 from mlops_kit.errors import AuthError, ConfigError
 from mlops_kit.masking import mask, register_secret
 from mlops_kit.services.mlflow import PROBE_TIMEOUT_SECONDS, ServerAccess
-from mlops_kit.tls import ca_certificate_path, client_ca_path
+from mlops_kit.workflows.tls import ca_certificate_path, client_ca_path
 
 logger = logging.getLogger(__name__)
 

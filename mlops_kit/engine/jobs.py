@@ -1,0 +1,66 @@
+"""One way to read what a job in a container answers: its last JSON line.
+
+The kit's in-container programs (the backup agent, the S3 store check, the probes
+sent to ``python -``) print progress as they like and end with one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from mlops_kit.errors import CommandError, KitError
+
+if TYPE_CHECKING:
+    from mlops_kit.engine.compose import ComposeProject
+
+
+def last_json(output: str, opener: str = "{") -> Any | None:
+    """The last line of ``output`` that starts with ``opener`` ('{' or '['), parsed; None if there is none.
+
+    A line that starts like JSON but does not parse counts as no answer (the job was cut off).
+    """
+    for line in reversed(output.strip().splitlines()):
+        if line.startswith(opener):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of ``text`` (what a job said last when it printed no JSON)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def run_json_job(
+    project: ComposeProject,
+    service: str,
+    command: Sequence[str],
+    *,
+    what: str,
+    mounts: Sequence[str] = (),
+    error: type[KitError] = KitError,
+) -> dict[str, Any]:
+    """`docker compose run` a one-shot job and return its JSON answer, or raise ``error`` saying why not.
+
+    A job that fails says why in its JSON line (``error``, or a list of ``problems``);
+    that sentence, not Compose's, is the message.
+    """
+    try:
+        result = project.run_job(service, command, mounts=mounts)
+    except CommandError as failure:
+        said = last_json(failure.stdout)
+        detail = _complaint(said) if isinstance(said, dict) else ""
+        raise error(f"{what} failed: {detail or failure.message}", hint="see the job output with -vv") from failure
+    answer = last_json(result.stdout)
+    if not isinstance(answer, dict):
+        raise error(f"{what} printed no JSON result", hint="run again with -vv to see its output")
+    return answer
+
+
+def _complaint(answer: dict[str, Any]) -> str:
+    return str(answer.get("error") or "; ".join(answer.get("problems") or []))
