@@ -42,7 +42,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,11 +56,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# One copy of the harness serves tests and benchmarks: the kit folder and the clean environment.
+# One harness serves tests and benchmarks: the kit folder, the CLI, the stack (tests/harness.py).
 sys.path.insert(0, str(REPO_ROOT))
-from mlops_kit.bench import machine_facts  # noqa: E402
-from tests.conftest import copy_kit  # noqa: E402
-from tests.integration.conftest import clean_env  # noqa: E402
+from mlops_kit.workflows.bench import machine_facts  # noqa: E402
+from tests.harness import Stack, compose_down, new_stack  # noqa: E402
 
 PROJECT = "mlkt-bench"
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -148,12 +146,6 @@ def timed(func: Callable[[], T]) -> tuple[T, float]:
     return value, time.monotonic() - started
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def command_output(args: Sequence[str]) -> str:
     try:
         result = subprocess.run(list(args), capture_output=True, text=True, check=False, timeout=60)
@@ -187,48 +179,18 @@ def volume_bytes() -> dict[str, int | None]:
     return sizes
 
 
-# ---- the stack, driven through the real CLI -----------------------------------------------------
+# ---- the stack, driven through the real CLI (tests/harness.py) ----------------------------------
 
 
-@dataclass
-class BenchStack:
-    directory: Path
-    port: int
+def kit_json(stack: Stack, *args: str) -> tuple[dict[str, Any], float]:
+    """Run a --json command; return its answer and the wall time around the call."""
+    result, seconds = timed(lambda: stack.kit(*args, "--json"))
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer, seconds
 
-    @property
-    def tracking_uri(self) -> str:
-        return f"https://localhost:{self.port}"
 
-    def login_as_admin(self) -> None:
-        """Point this process's MLflow client at the stack as its admin (what `client-env --user` prints)."""
-        variables = json.loads(self.kit("client-env", "--user", "admin", "--shell", "json").stdout)
-        os.environ.update(variables)
-
-    def kit(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "mlops_kit", *args],
-            cwd=self.directory,
-            capture_output=True,
-            text=True,
-            env=clean_env(),
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise RuntimeError(
-                f"mlops-kit {' '.join(args)} exited {result.returncode}\n"
-                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-            )
-        return result
-
-    def kit_json(self, *args: str) -> tuple[dict[str, Any], float]:
-        """Run a --json command; return its answer and the wall time around the call."""
-        result, seconds = timed(lambda: self.kit(*args, "--json"))
-        answer: dict[str, Any] = json.loads(result.stdout)
-        return answer, seconds
-
-    def disk_free(self) -> int:
-        return shutil.disk_usage(self.directory).free
+def disk_free(stack: Stack) -> int:
+    return shutil.disk_usage(stack.directory).free
 
 
 def leftovers(prefix: str = PROJECT) -> dict[str, list[str]]:
@@ -241,22 +203,10 @@ def leftovers(prefix: str = PROJECT) -> dict[str, list[str]]:
     }
 
 
-def tear_down(stack: BenchStack) -> dict[str, list[str]]:
+def tear_down(stack: Stack) -> dict[str, list[str]]:
     """Remove everything this benchmark created in Docker; return what is left (should be nothing)."""
-    if (stack.directory / ".env").exists():
-        result = stack.kit("down", "--volumes", "--yes", check=False)
-        if result.returncode != 0:
-            log(f"mlops-kit down --volumes failed ({result.returncode}): {result.stderr.strip()}")
-    # Safety net, from the kit folder (its .env names mlkt-bench volumes; from elsewhere Compose
-    # would resolve the volume names with the defaults of whatever .env it found there).
-    for project in (PROJECT, f"{PROJECT}-drill"):
-        subprocess.run(
-            ["docker", "compose", "--project-name", project, "down", "--volumes", "--remove-orphans"],
-            cwd=stack.directory,
-            env=clean_env(),
-            capture_output=True,
-            check=False,
-        )
+    stack.destroy()  # `down --volumes`, then Compose by project name as a safety net
+    compose_down(f"{PROJECT}-drill", stack.directory)  # the restore drill's throwaway project
     # The restore keeps the pre-restore volumes (by design); they are named mlkt-bench_*.
     left = leftovers()
     if left["volumes"]:
@@ -383,7 +333,7 @@ class Writer:
 
 
 @contextmanager
-def bench_stack(workdir: Path, keep: bool) -> Iterator[BenchStack]:
+def bench_stack(workdir: Path, keep: bool) -> Iterator[Stack]:
     found = leftovers()
     if found["containers"] or found["volumes"]:
         raise SystemExit(
@@ -391,8 +341,9 @@ def bench_stack(workdir: Path, keep: bool) -> Iterator[BenchStack]:
             f"(docker compose --project-name {PROJECT} down --volumes) or they would be mixed with this run"
         )
     workdir.mkdir(parents=True, exist_ok=True)
-    directory = copy_kit(Path(tempfile.mkdtemp(prefix=f"{PROJECT}-", dir=workdir)) / "kit")
-    stack = BenchStack(directory=directory, port=free_port())
+    stack = new_stack(Path(tempfile.mkdtemp(prefix=f"{PROJECT}-", dir=workdir)), project=PROJECT)
+    stack.cli_timeout = CLI_TIMEOUT
+    directory = stack.directory
     try:
         yield stack
     finally:
@@ -424,12 +375,13 @@ def run_benchmark(params: Params, workdir: Path, keep: bool, results: dict[str, 
     total_started = time.monotonic()
     with bench_stack(workdir, keep) as stack:
         results["kit_dir"] = str(stack.directory)
-        results["disk_free_at_start_bytes"] = stack.disk_free()
+        results["disk_free_at_start_bytes"] = disk_free(stack)
         log(f"kit in {stack.directory}, port {stack.port}: init + up")
-        stack.kit("init", "--project-name", PROJECT, "--port", str(stack.port))
+        stack.init()
         _, results["up_seconds"] = timed(lambda: stack.kit("up"))
         log(f"stack up in {results['up_seconds']:.0f} s")
-        stack.login_as_admin()
+        # This process's MLflow client logs in as the admin (what `client-env --user admin` prints).
+        os.environ.update(stack.client_variables("admin"))
 
         writer = Writer(stack.tracking_uri, params)
         experiment_ids = writer.experiments()
@@ -444,8 +396,8 @@ def run_benchmark(params: Params, workdir: Path, keep: bool, results: dict[str, 
 
         def measure(name: str, *args: str, extra: Callable[[], dict[str, Any]] = dict) -> Step:
             log(f"{name}: mlops-kit {' '.join(args)} --json")
-            answer, seconds = stack.kit_json(*args)
-            step = Step(name, seconds, answer, stack.disk_free(), extra())
+            answer, seconds = kit_json(stack, *args)
+            step = Step(name, seconds, answer, disk_free(stack), extra())
             results["steps"][name] = step.to_dict()
             log(f"{name}: {seconds:.1f} s wall")
             return step

@@ -6,12 +6,12 @@ What it does, one stack at a time (so they never compete for the two cores):
 1. **stock**: benchmarks/stock/compose.yaml (project ``mlkt-sbs-stock``): ``mlflow server``
    of the same MLflow release, with MLflow's own uvicorn settings and defaults, plain HTTP on
    a free loopback port, no login, on the same PostgreSQL image with its default settings.
-   The measurements of ``mlops_kit.bench`` run against it in this process; then it is removed.
+   The measurements of ``mlops_kit.workflows.bench`` run against it in this process; then it is removed.
 2. **kit**: a fresh copy of the kit, ``mlops-kit init --project-name mlkt-sbs --port <free>``,
    ``mlops-kit up``, then ``mlops-kit bench --json`` exactly as an operator runs it (HTTPS
    through the proxy, logged in as a temporary non-admin user); then ``mlops-kit down --volumes``.
 
-Both get the same sizes and the same measurement code (mlops_kit/bench.py). Each stack
+Both get the same sizes and the same measurement code (mlops_kit/workflows/bench.py). Each stack
 idles 60 s after it is healthy before its memory is read, then is warmed up for 30 s
 (every worker imports, fills its pools and compiles its SQL in its first minute). The result goes to
 benchmarks/results/side_by_side-<date>.json, and a Markdown table (kit, stock, ratio) is
@@ -43,14 +43,13 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-from backup_restore import command_output, free_port, leftovers, log  # noqa: E402
+from backup_restore import command_output, leftovers, log  # noqa: E402
 
 from mlops_kit import MLFLOW_VERSION, __version__  # noqa: E402
-from mlops_kit.bench import BenchSizes, BenchTarget, machine_facts, run_benchmark, summary_rows  # noqa: E402
 from mlops_kit.runner import CommandRunner  # noqa: E402
 from mlops_kit.services.mlflow import ServerAccess  # noqa: E402
-from tests.conftest import copy_kit  # noqa: E402
-from tests.integration.conftest import clean_env  # noqa: E402
+from mlops_kit.workflows.bench import BenchSizes, BenchTarget, machine_facts, run_benchmark, summary_rows  # noqa: E402
+from tests.harness import clean_env, free_port, new_stack  # noqa: E402
 
 PREFIX = "mlkt-sbs"
 STOCK_PROJECT = f"{PREFIX}-stock"
@@ -123,25 +122,11 @@ def bench_stock(sizes: BenchSizes, workdir: Path, workers: int) -> dict[str, Any
 
 def bench_kit(sizes: BenchSizes, workdir: Path) -> dict[str, Any]:
     """Install the kit in a fresh folder, bring it up, run `mlops-kit bench --json`, take it down."""
-    directory = copy_kit(Path(tempfile.mkdtemp(prefix=f"{KIT_PROJECT}-")) / "kit")
-    env = clean_env()
-
-    def kit(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "mlops_kit", *args],
-            cwd=directory,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=4 * 3600,
-        )
-        if check and result.returncode != 0:
-            raise RuntimeError(f"mlops-kit {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
-        return result
-
+    stack = new_stack(Path(tempfile.mkdtemp(prefix=f"{KIT_PROJECT}-")), project=KIT_PROJECT)
+    stack.cli_timeout = 4 * 3600  # the full-size bench runs for hours
+    kit, directory = stack.kit, stack.directory
     try:
-        kit("init", "--project-name", KIT_PROJECT, "--port", str(free_port()))
+        stack.init()
         log("kit: mlops-kit up")
         started = time.monotonic()
         kit("up")
@@ -182,14 +167,7 @@ def bench_kit(sizes: BenchSizes, workdir: Path) -> dict[str, Any]:
         return result
     finally:
         log("kit: mlops-kit down --volumes")
-        kit("down", "--volumes", "--yes", check=False)
-        subprocess.run(
-            ["docker", "compose", "--project-name", KIT_PROJECT, "down", "--volumes", "--remove-orphans"],
-            cwd=directory,
-            env=env,
-            capture_output=True,
-            check=False,
-        )
+        stack.destroy()
         shutil.rmtree(directory.parent, ignore_errors=True)
 
 

@@ -100,6 +100,12 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+class UpgradeError(KitError):
+    """An upgrade was refused or failed; after a failure the previous version serves again."""
+
+    exit_code = 11
+
+
 class BenchError(KitError):
     """A benchmark could not run (no room for its files, the server refused a call)."""
 

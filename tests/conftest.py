@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -12,8 +11,10 @@ import pytest
 
 from mlops_kit.masking import clear_registered_secrets
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-KIT_FILES = ("compose.yaml", ".env.example", "docker")
+# Re-exported: the unit tests import them from here (the harness is their one home).
+from tests.harness import KIT_FILES, REPO_ROOT, copy_kit
+
+__all__ = ["KIT_FILES", "REPO_ROOT", "copy_kit", "load_image_module"]
 
 
 def load_image_module(name: str, relative_path: str) -> ModuleType:
@@ -23,18 +24,6 @@ def load_image_module(name: str, relative_path: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def copy_kit(target: Path) -> Path:
-    """Copy what a deployment needs (compose file, example config, image sources) into ``target``."""
-    target.mkdir(parents=True, exist_ok=True)
-    for name in KIT_FILES:
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, target / name)
-    return target
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ Exit codes (only the CLI chooses them, from the error's class):
 4 an external command failed · 5 stack not running or unhealthy · 6 smoke check failed
 7 backup/restore failed or refused · 8 another backup or restore is running
 9 a user or permission change failed (MLflow refused it, or the admin login failed)
-10 a benchmark could not run
+10 a benchmark could not run · 11 an upgrade was refused or failed (the previous version serves)
 """
 
 from __future__ import annotations
@@ -104,12 +104,17 @@ def confirm(question: str, *, yes: bool) -> None:
     """Ask before destroying anything; ``--yes`` answers for scripts, and no terminal means no."""
     if yes:
         return
+    require_interactive()
+    if not click.confirm(question, default=False, err=True):
+        raise AbortedError("cancelled; nothing was deleted")
+
+
+def require_interactive() -> None:
+    """Refuse a destructive command without a terminal to ask on (scripts pass --yes)."""
     if not sys.stdin.isatty():
         raise AbortedError(
             "refusing to delete data without confirmation", hint="pass --yes to confirm non-interactively"
         )
-    if not click.confirm(question, default=False, err=True):
-        raise AbortedError("cancelled; nothing was deleted")
 
 
 def echo_dry_run(project: ComposeProject | None) -> None:

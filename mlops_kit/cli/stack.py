@@ -18,6 +18,7 @@ from mlops_kit.cli.app import (
     print_json,
     progress,
     read_s3_keys_stdin,
+    require_interactive,
 )
 from mlops_kit.cli.options import S3_SETTINGS, json_option, s3_credentials_stdin_option, setting_options, yes_option
 from mlops_kit.config.loader import KitConfig
@@ -30,6 +31,7 @@ from mlops_kit.workflows.lifecycle import (
     build_images,
     collect_status,
     init_stack,
+    prepare_env_file,
     start_stack,
     take_down,
 )
@@ -103,6 +105,11 @@ def up(app: AppContext, force_build: bool, wait_timeout: int) -> None:
     env_file = app.env_file
     if not env_file.exists():
         ui.info(f"no {env_file}: running init first")
+    init_report, upgrades = prepare_env_file(app.project_dir, env_file)
+    if init_report:
+        _print_init(init_report)
+    for key, value in upgrades.items():
+        ui.info(f"{env_file.name}: {key}={value} (written by an older kit)")
     started = time.monotonic()
     with progress() as bar:
         task = bar.add_task("Preflight checks", total=None)
@@ -121,10 +128,6 @@ def up(app: AppContext, force_build: bool, wait_timeout: int) -> None:
             on_step=lambda message: bar.update(task, description=message),
             on_states=on_states,
         )
-    if result.init:
-        _print_init(result.init)
-    for key, value in result.env_upgrades.items():
-        ui.info(f"{env_file.name}: {key}={value} (written by an older kit)")
     if app.dry_run:
         echo_dry_run(result.project)
         return
@@ -179,6 +182,7 @@ def down(app: AppContext, volumes: bool, yes: bool) -> None:
     config = app.config()
     project = app.project(config)
     if volumes and not yes:
+        require_interactive()
         names = project.volume_names()
         listed = ", ".join(names) if names else "none found"
         confirm(f"Delete ALL data of stack {config.project_name} (volumes: {listed})? This cannot be undone.", yes=yes)

@@ -281,12 +281,8 @@ def sync_compose_file(config: KitConfig) -> str | None:
     return wanted or "compose.yaml"
 
 
-def upgrade_env_file(env_file: Path, host: HostFacts | None = None) -> dict[str, str]:
-    """Bring a `.env` written by an older kit up to this one; returns the values changed.
-
-    Only values an older kit wrote by itself change: image tags it pinned, and
-    host-sized settings it did not know. Anything the operator chose stays.
-    """
+def env_file_updates(env_file: Path, host: HostFacts | None = None) -> dict[str, str]:
+    """What :func:`upgrade_env_file` would change in ``env_file`` (nothing is written)."""
     if not env_file.is_file():
         return {}
     current = read_env_file(env_file)
@@ -298,6 +294,16 @@ def upgrade_env_file(env_file: Path, host: HostFacts | None = None) -> dict[str,
     if missing:
         sized = sized_settings(host or HostFacts.detect())
         changes.update({key: sized[key] for key in missing})
+    return changes
+
+
+def upgrade_env_file(env_file: Path, host: HostFacts | None = None) -> dict[str, str]:
+    """Bring a `.env` written by an older kit up to this one; returns the values changed.
+
+    Only values an older kit wrote by itself change: image tags it pinned, and
+    host-sized settings it did not know. Anything the operator chose stays.
+    """
+    changes = env_file_updates(env_file, host)
     if changes:
         update_env_file(env_file, changes, added_by=f"mlops-kit {__version__} (upgrade)")
         logger.info("updated %s for this kit version: %s", env_file, ", ".join(sorted(changes)))

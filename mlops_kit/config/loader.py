@@ -256,7 +256,7 @@ def find_project_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
         candidates.append(Path(explicit).expanduser().resolve())
     else:
         candidates.append(Path.cwd())
-        candidates.append(Path(__file__).resolve().parent.parent)
+        candidates.append(Path(__file__).resolve().parents[2])  # the checkout: mlops_kit/config/loader.py
     for candidate in candidates:
         if (candidate / COMPOSE_FILE_NAME).is_file():
             return candidate

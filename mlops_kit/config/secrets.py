@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -120,6 +121,9 @@ def read_s3_secret(secrets_path: Path, name: str) -> str:
 # (path, inode, mtime, size) -> digest: a command polls Compose every second during
 # `up`, and each call passes the fingerprints; a file is hashed again only when it changed.
 _DIGESTS: dict[tuple[str, int, int, int], bytes] = {}
+# A file changed within this many seconds is always hashed: a rewrite in place within one
+# timestamp tick, at the same size, would otherwise keep the old digest.
+_SETTLED_SECONDS = 2.0
 
 
 def fingerprint(paths: Iterable[Path]) -> str:
@@ -129,9 +133,12 @@ def fingerprint(paths: Iterable[Path]) -> str:
         try:
             stat = path.stat()
             key = (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            if key not in _DIGESTS:
-                _DIGESTS[key] = hashlib.sha256(path.read_bytes()).digest()
-            digest.update(_DIGESTS[key])
+            cached = _DIGESTS.get(key)
+            if cached is None:
+                cached = hashlib.sha256(path.read_bytes()).digest()
+                if time.time() - stat.st_mtime > _SETTLED_SECONDS:
+                    _DIGESTS[key] = cached
+            digest.update(cached)
         except OSError:
             digest.update(b"\0")
     return digest.hexdigest()[:16]

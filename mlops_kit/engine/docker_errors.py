@@ -11,7 +11,13 @@ import re
 
 from mlops_kit.errors import CommandError, EngineUnavailableError, PreflightError
 
-ENGINE_DOWN_MARKERS = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "error during connect")
+# Docker 29's CLI says "failed to connect to the docker API at unix://..." instead.
+ENGINE_DOWN_MARKERS = (
+    "Cannot connect to the Docker daemon",
+    "Is the docker daemon running",
+    "error during connect",
+    "failed to connect to the docker API",
+)
 _PERMISSION_DENIED = "permission denied"
 _PORT_TAKEN = re.compile(r"(?:address already in use|port is already allocated)", re.IGNORECASE)
 START_ENGINE_HINT = "start it: sudo scripts/bootstrap-host.sh (or: systemctl start docker)"
@@ -26,8 +32,10 @@ def classify(stdout: str, stderr: str) -> str:
     text = f"{stderr}\n{stdout}"
     if any(marker in text for marker in ENGINE_DOWN_MARKERS):
         return ENGINE_DOWN
-    # Only the socket's refusal: a job's own "permission denied" is not the engine's.
-    if _PERMISSION_DENIED in stderr.lower() and "docker daemon socket" in stderr.lower():
+    # Only the socket's refusal ("... to connect to the Docker daemon socket" before Docker 29,
+    # "... to connect to the docker API" since): a job's own "permission denied" is not the engine's.
+    lowered = stderr.lower()
+    if _PERMISSION_DENIED in lowered and ("docker daemon socket" in lowered or "docker api" in lowered):
         return NO_PERMISSION
     if _PORT_TAKEN.search(stderr):
         return PORT_TAKEN

@@ -22,8 +22,8 @@ STACK_SERVICES: tuple[ServiceSpec, ...] = tuple(s for s in SERVICES if s.long_ru
 
 
 def kit_services(config: KitConfig) -> tuple[ServiceSpec, ...]:
-    """The images this stack's mode needs (minio mode adds MinIO, webhooks the egress proxy)."""
-    services = (MINIO, *SERVICES) if config.artifact_store == "minio" else SERVICES
+    """The images this stack needs: its store's own services first (MinIO), then the kit's, then egress."""
+    services = (*config.store.extra_services, *SERVICES)
     return (*services, EGRESS) if config.webhook_allowed_hosts else services
 
 

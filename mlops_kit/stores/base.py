@@ -36,6 +36,8 @@ class ArtifactStore:
     name = ""
     #: Artifacts live in a bucket reached through the S3 API (not in a volume).
     in_bucket = False
+    #: The kit creates the bucket (its own MinIO) instead of expecting the operator's.
+    creates_bucket = False
     #: Services only this mode runs (their images are built like the others).
     extra_services: tuple[ServiceSpec, ...] = ()
     #: Secret files this mode reads (besides the kit's own).

@@ -55,7 +55,7 @@ def require_store(project: ComposeProject, *, error: type[KitError] = PreflightE
     store = project.config.store
     if not store.in_bucket:
         return
-    verdict = check_store(project, create_bucket=getattr(store, "creates_bucket", False))
+    verdict = check_store(project, create_bucket=store.creates_bucket)
     if not verdict.ok:
         raise error(f"artifact store: {verdict.message}", hint=verdict.fix or None)
 

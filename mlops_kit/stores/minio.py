@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from mlops_kit.config.secrets import ensure_generated_s3_keys, read_s3_secret
 from mlops_kit.services.minio import MINIO
-from mlops_kit.stores.s3 import S3Store
+from mlops_kit.stores.s3 import BucketStore
 
 if TYPE_CHECKING:
     from mlops_kit.config.loader import KitConfig
@@ -21,7 +21,7 @@ OVERLAY = Path("docker/compose/artifacts-minio.yaml")
 ENDPOINT = "http://minio:9000"
 
 
-class MinioStore(S3Store):
+class MinioStore(BucketStore):
     """The kit's MinIO: a bucket the stack owns."""
 
     name = "minio"
@@ -46,12 +46,6 @@ class MinioStore(S3Store):
 
     def prepare(self, secrets_path: Path) -> tuple[Path, ...]:
         return ensure_generated_s3_keys(secrets_path)
-
-    def validate(self, config: KitConfig) -> None:
-        """MinIO is internal: plain HTTP never leaves the host."""
-
-    def kept_on_delete(self, config: KitConfig) -> str:
-        return ""
 
 
 MINIO_STORE = MinioStore()

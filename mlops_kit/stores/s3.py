@@ -24,13 +24,10 @@ OVERLAY = Path("docker/compose/artifacts-s3.yaml")
 NETWORK_OVERLAY = Path("docker/compose/s3-network.yaml")
 
 
-class S3Store(ArtifactStore):
-    """A bucket reached through the S3 API with the operator's keys."""
+class BucketStore(ArtifactStore):
+    """What the bucket modes share: the S3 overlay, keys, a key prefix as the location."""
 
-    name = "s3"
     in_bucket = True
-    #: The kit creates the bucket (its own MinIO) instead of expecting the operator's.
-    creates_bucket = False
     secret_files = S3_SECRET_FILES
     location_settings = ("MLOPS_KIT_S3_PREFIX",)
     switch_settings = (
@@ -65,6 +62,12 @@ class S3Store(ArtifactStore):
     def read_secrets(self, secrets_path: Path) -> None:
         for name in self.secret_files:
             read_s3_secret(secrets_path, name)
+
+
+class S3Store(BucketStore):
+    """The operator's bucket (AWS or any S3 server), reached with the operator's keys."""
+
+    name = "s3"
 
     def validate(self, config: KitConfig) -> None:
         if config.s3_endpoint_url.startswith("http://") and config.s3_network == "":

@@ -9,6 +9,7 @@ backup creates no snapshot, so it never replaces the last good one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -98,10 +99,20 @@ class BackupSet:
 # ---- the backup --------------------------------------------------------------------
 
 
-def run_backup(project: ComposeProject, *, on_step: Callable[[str], None] = lambda _s: None) -> BackupSummary:
-    """Make one backup set: lock, dump, hash, store, apply retention, check, copy offsite."""
+def run_backup(
+    project: ComposeProject,
+    *,
+    on_step: Callable[[str], None] = lambda _s: None,
+    tags: tuple[str, ...] = (),
+    take_lock: bool = True,
+) -> BackupSummary:
+    """Make one backup set: lock, dump, hash, store, apply retention, check, copy offsite.
+
+    ``tags`` are added to the snapshot (an upgrade's "pre-upgrade"); ``take_lock=False``
+    when the caller already holds the stack's lock.
+    """
     config = project.config
-    with backup_lock(config, "back up"):
+    with backup_lock(config, "back up") if take_lock else contextlib.nullcontext():
         started = time.time()
         on_step("Checking the stack")
         require_running(project)
@@ -156,10 +167,11 @@ def run_backup(project: ComposeProject, *, on_step: Callable[[str], None] = lamb
                 SNAPSHOT_TAG,
                 "--tag",
                 f"set:{set_id}",
+                *(arg for tag in tags for arg in ("--tag", tag)),
                 f"{STAGING_MOUNT}/{STAGING_SET}",
                 ARTIFACTS_MOUNT,
             )
-            stored = json.loads(json_answer(output, "{"))
+            stored = json_answer(output, "{")
 
             on_step("Applying retention and checking the repository")
             repository.restic(

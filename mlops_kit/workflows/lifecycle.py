@@ -23,7 +23,7 @@ from mlops_kit.config.loader import KitConfig, load_config
 from mlops_kit.config.secrets import UPGRADE_SECRET_FILES, ensure_secret_files
 from mlops_kit.engine.compose import ComposeProject, ServiceState
 from mlops_kit.engine.jobs import last_line
-from mlops_kit.errors import CommandError, KitError, StackError
+from mlops_kit.errors import CommandError, ConfigError, KitError, StackError
 from mlops_kit.runner import CommandRunner
 from mlops_kit.services import MLFLOW, PROXY, kit_services, stack_services
 from mlops_kit.services.base import ServiceSpec
@@ -58,10 +58,6 @@ class UpResult:
     prepared: list[str] = field(default_factory=list)
     #: The stack `up` started (its config and runner, with the dry run's log).
     project: ComposeProject | None = None
-    #: Set when `up` ran init first (no `.env` yet).
-    init: InitReport | None = None
-    #: `.env` values an older kit wrote that `up` brought up to date.
-    env_upgrades: dict[str, str] = field(default_factory=dict)
 
 
 def init_stack(
@@ -76,8 +72,24 @@ def init_stack(
     choices = init_choices(options, os.environ)
     written = init_env_file(project_dir, choices, env_file=env_file, force=force, s3_keys=s3_keys)
     # Validate what was written (and the environment on top of it) right away.
-    config = load_config(project_dir, written.env_file)
+    try:
+        config = load_config(project_dir, written.env_file)
+    except ConfigError as error:
+        if written.backup is None:
+            raise
+        kept = f"the previous configuration is kept as {written.backup}"
+        raise ConfigError(error.message, hint=f"{error.hint}; {kept}" if error.hint else kept) from None
     return InitReport(config=config, written=written, certificates=ensure_certificates(config))
+
+
+def prepare_env_file(project_dir: Path, env_file: Path) -> tuple[InitReport | None, dict[str, str]]:
+    """`up`'s first step: init when there is no `.env`, else bring an older kit's `.env` up to date.
+
+    Returns the init report (or None) and the `.env` values an upgrade changed.
+    """
+    if not env_file.exists():
+        return init_stack(project_dir, env_file, {}, force=False), {}
+    return None, upgrade_env_file(env_file)
 
 
 def start_stack(
@@ -90,18 +102,10 @@ def start_stack(
     on_step: Callable[[str], None] = lambda _msg: None,
     on_states: Callable[[list[ServiceState]], None] = lambda _states: None,
 ) -> UpResult:
-    """`mlops-kit up`: init first when there is no `.env`, else bring an older kit's `.env` up to date; then up."""
-    init: InitReport | None = None
-    upgrades: dict[str, str] = {}
-    if not env_file.exists():
-        init = init_stack(project_dir, env_file, {}, force=False)
-    else:
-        upgrades = upgrade_env_file(env_file)
+    """`mlops-kit up` after :func:`prepare_env_file`: load the configuration, then :func:`bring_up`."""
     config = load_config(project_dir, env_file)
     project = ComposeProject(config, CommandRunner(dry_run=dry_run, cwd=config.project_dir))
-    result = bring_up(project, wait_timeout=wait_timeout, force_build=force_build, on_step=on_step, on_states=on_states)
-    result.init, result.env_upgrades = init, upgrades
-    return result
+    return bring_up(project, wait_timeout=wait_timeout, force_build=force_build, on_step=on_step, on_states=on_states)
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,7 @@ def bring_up(
 ) -> UpResult:
     """Preflight (read-only), then: host files, missing images, the store check, start and wait until healthy."""
     on_step("Preflight checks")
-    checks = run_preflight(project).results
+    checks = run_preflight(project, before_up=True).results
     raise_on_failure(checks)
 
     # From here on, things change; each step is idempotent.
@@ -289,6 +293,14 @@ def build_images(project: ComposeProject) -> list[str]:
     names = [s.name for s in kit_services(project.config)]
     _build(project, names)
     return names
+
+
+def build_missing(project: ComposeProject) -> list[str]:
+    """Build the images of this configuration that are not on the engine yet; returns their services."""
+    missing = project.missing_images()
+    if missing:
+        _build(project, missing)
+    return missing
 
 
 def _build(project: ComposeProject, services: list[str]) -> None:

@@ -96,8 +96,11 @@ class PreflightReport:
         return [r for r in self.results if r.status == FAIL]
 
 
-def run_preflight(project: ComposeProject, *, include_port: bool = True) -> PreflightReport:
-    """Run every read-only check for ``project``'s stack; checks that need the engine skip without one."""
+def run_preflight(project: ComposeProject, *, include_port: bool = True, before_up: bool = False) -> PreflightReport:
+    """Run every read-only check for ``project``'s stack; checks that need the engine skip without one.
+
+    ``before_up``: `up` runs next and renews the kit CA's certificate itself.
+    """
     config, runner = project.config, project.runner
     engine = read_engine(runner)
     results = [check_docker_cli(), check_engine(engine), check_compose(runner)]
@@ -105,7 +108,7 @@ def run_preflight(project: ComposeProject, *, include_port: bool = True) -> Pref
         results.append(check_port(config, published_ports(project) if engine.reachable else set()))
     results += [
         check_loopback_exposure(config, engine),
-        check_certificate(config),
+        check_certificate(config, up_renews=before_up),
         check_disk(engine),
         check_images(project, engine),
         check_env_file_mode(config.env_file),
@@ -163,9 +166,12 @@ def published_ports(project: ComposeProject) -> set[int]:
     return {port for state in states if state.state == "running" for port in _host_ports(state)}
 
 
+_PUBLISHED = re.compile(r":(\d+)->")
+
+
 def _host_ports(state: ServiceState) -> list[int]:
     # ServiceState.ports reads "URL:published->target".
-    return [int(p.split("->")[0].rsplit(":", 1)[1]) for p in state.ports if "->" in p]
+    return [int(match.group(1)) for p in state.ports if (match := _PUBLISHED.search(p))]
 
 
 def check_port(config: KitConfig, published_by_stack: set[int]) -> CheckResult:
@@ -256,8 +262,11 @@ def check_loopback_exposure(config: KitConfig, engine: EngineFacts) -> CheckResu
     )
 
 
-def check_certificate(config: KitConfig) -> CheckResult:
-    """The proxy's certificate: present, not expired, renewed in time (`up` renews the kit CA's itself)."""
+def check_certificate(config: KitConfig, *, up_renews: bool = False) -> CheckResult:
+    """The proxy's certificate: present, not expired, renewed in time.
+
+    ``up_renews``: the check runs before `up`, which renews a kit CA's certificate itself.
+    """
     name = "TLS certificate"
     path = config.proxy_cert_path
     if not path.is_file():
@@ -268,16 +277,14 @@ def check_certificate(config: KitConfig) -> CheckResult:
         return CheckResult(name, FAIL, exc.message, exc.hint or "")
     left = facts.not_after - datetime.now(timezone.utc)
     detail = f"{path.name} valid until {facts.not_after:%Y-%m-%d} for {', '.join(facts.names[:4])}"
-    expired = left.total_seconds() <= 0
-    if uses_kit_ca(config) and left < RENEW_BEFORE:
-        # Preflight runs before `up` changes anything; `up` then issues a new one.
-        if expired:
-            return CheckResult(name, WARN, f"{path} expired on {facts.not_after:%Y-%m-%d}", "mlops-kit up renews it")
+    kit_ca = uses_kit_ca(config)
+    if left.total_seconds() <= 0:
+        if kit_ca and up_renews:
+            return CheckResult(name, OK, f"{path.name} expired on {facts.not_after:%Y-%m-%d} (up renews it)")
+        fix = "mlops-kit tls renew" if kit_ca else "replace MLOPS_KIT_TLS_CERT_FILE"
+        return CheckResult(name, FAIL, f"{path} expired on {facts.not_after:%Y-%m-%d}", fix)
+    if left < RENEW_BEFORE and kit_ca:
         return CheckResult(name, OK, detail + " (up renews it)")
-    if expired:
-        return CheckResult(
-            name, FAIL, f"{path} expired on {facts.not_after:%Y-%m-%d}", "replace MLOPS_KIT_TLS_CERT_FILE"
-        )
     if left < RENEW_BEFORE:
         return CheckResult(name, WARN, detail, "renew it with its issuer, then mlops-kit up")
     return CheckResult(name, OK, detail)

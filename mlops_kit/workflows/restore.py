@@ -11,6 +11,7 @@ written to. The previous volumes are kept; the summary names them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -41,7 +42,6 @@ from mlops_kit.services.backup import (
     STAGING_MOUNT,
 )
 from mlops_kit.services.mlflow import BACKEND_STORE_URI, KEK_FILE, RESET_ADMIN, ServerAccess
-from mlops_kit.stores import fresh_prefix
 from mlops_kit.stores.check import require_store
 from mlops_kit.workflows.backup import STAGING_SET, run_agent
 from mlops_kit.workflows.lock import backup_lock
@@ -51,8 +51,6 @@ from mlops_kit.workflows.users import admin_access
 logger = logging.getLogger(__name__)
 
 WAIT_TIMEOUT = 600
-#: The artifacts' location as a restore switches it (bucket modes add the fresh key prefix).
-SWITCHED_LOCATION = ("MLOPS_KIT_ARTIFACTS_VOLUME",)
 Step = Callable[[str], None]
 
 
@@ -137,8 +135,13 @@ def restore_backup(
     )
 
 
-def drill(project: ComposeProject, *, sample: int = 20, on_step: Step = lambda _s: None) -> DrillReport:
-    """Restore the latest set into a throwaway stack, check it through the MLflow API, remove it."""
+def drill(
+    project: ComposeProject, *, sample: int = 20, on_step: Step = lambda _s: None, take_lock: bool = True
+) -> DrillReport:
+    """Restore the latest set into a throwaway stack, check it through the MLflow API, remove it.
+
+    ``take_lock=False`` when the caller already holds the stack's lock (an upgrade).
+    """
     config = project.config
     throwaway = ComposeProject(
         replace(
@@ -154,7 +157,7 @@ def drill(project: ComposeProject, *, sample: int = 20, on_step: Step = lambda _
     if throwaway.volume_names() or throwaway.ps():
         raise BackupError(f"a project named {throwaway.config.project_name} already exists", hint="try again")
     started = time.monotonic()
-    with backup_lock(config, "verify backups"):
+    with backup_lock(config, "verify backups") if take_lock else contextlib.nullcontext():
         restored: _Restored | None = None
         try:
             restored = _restore_and_verify(throwaway, "latest", on_step)
@@ -234,7 +237,7 @@ def _restore_and_verify(project: ComposeProject, snapshot: str, on_step: Step) -
         s3_prefix = ""
         if config.uses_bucket:
             # Never over the stack's objects: into a fresh prefix, switched to in phase 2.
-            s3_prefix = fresh_prefix(config.s3_prefix, generation)
+            s3_prefix = str(config.store.relocated(config, generation)["s3_prefix"])
             # minio mode: MinIO may be stopped, or new and empty after `down --volumes`
             # (its data went with the stack's volumes): start it and create the bucket first.
             on_step(f"Checking the artifact store ({config.artifact_store})")
@@ -286,11 +289,7 @@ def _switch(
         project.runner,
     )
     # The settings a restore switches; each maps itself to its `.env` line, for the write and the way back.
-    switched_settings = (
-        "MLOPS_KIT_POSTGRES_VOLUME",
-        *SWITCHED_LOCATION,
-        *(("MLOPS_KIT_S3_PREFIX",) if restored.s3_prefix else ()),
-    )
+    switched_settings = ("MLOPS_KIT_POSTGRES_VOLUME", *config.store.location_settings)
     previous = settings_values(config, switched_settings)
     previous_kek: str | None = None
     try:

@@ -11,25 +11,38 @@ It runs on a Docker network of its own, under a name only that network resolves,
 an S3 server of another Compose project would; the kit's MLflow joins that network
 (MLOPS_KIT_S3_NETWORK). The test process reaches it on a loopback port, only to
 provision it and to look into the bucket.
+
+testcontainers runs it: the network and the container are context managers, ready
+when the image's health check and the published port both answer, and removed when
+the block ends (a failed test or Ctrl-C included). The image is built here first,
+so testcontainers never pulls.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.network import Network
+from testcontainers.core.wait_strategies import CompositeWaitStrategy, HealthcheckWaitStrategy
+
+from tests.integration.containers import ON_LOOPBACK, LoopbackHttpWaitStrategy, loopback_port, require_local_image
+
 IMAGE = "mlops-kit-test/moto:5.2.5"
 #: No "s3." in front: moto would read the first label as a virtual-hosted bucket name.
 ALIAS = "objects.kit-test.internal"
-LABEL = "mlops-kit.test=moto"
+LABELS = {"mlops-kit.test": "moto"}
+PORT = 5000
 REGION = "us-east-1"
 POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+STARTUP_SECONDS = 60
 
 
 def build_image(repo_root: Path, base_image: str = "debian:trixie-slim") -> None:
@@ -57,9 +70,9 @@ def build_image(repo_root: Path, base_image: str = "debian:trixie-slim") -> None
 class S3Server:
     """One running moto server and the keys of its only user."""
 
-    container: str
+    container: str  # its id
     network: str
-    host_port: int
+    host_endpoint: str  # the loopback port the test process uses
     access_key_id: str
     secret_access_key: str
     region: str = REGION
@@ -67,11 +80,7 @@ class S3Server:
     @property
     def endpoint_in_network(self) -> str:
         """The endpoint as containers on its network reach it (what MLflow is given)."""
-        return f"http://{ALIAS}:5000"
-
-    @property
-    def host_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.host_port}"
+        return f"http://{ALIAS}:{PORT}"
 
     def client(self) -> Any:
         """A boto3 client for the test process (loopback port, path addressing, the user's keys)."""
@@ -88,63 +97,40 @@ class S3Server:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+class MotoContainer(DockerContainer):
+    """moto's server mode on ``network`` under :data:`ALIAS`; only what differs from a plain container."""
+
+    def __init__(self, name: str, network: Network) -> None:
+        super().__init__(IMAGE, name=name, network=network, network_aliases=[ALIAS])
+        # Path-style addressing only (as the kit is configured): never a bucket in the Host.
+        self.with_env("S3_IGNORE_SUBDOMAIN_BUCKETNAME", "true")
+        self.with_kwargs(labels=LABELS, mem_limit="3g")
+        # Published on loopback only: before reset-auth the server accepts anyone.
+        self.ports[f"{PORT}/tcp"] = ON_LOOPBACK  # type: ignore[assignment]
+        # Ready when the image's own health check passes and the test process gets through the published port.
+        ready = CompositeWaitStrategy(HealthcheckWaitStrategy(), LoopbackHttpWaitStrategy(PORT, "/moto-api/"))
+        self.waiting_for(ready.with_startup_timeout(STARTUP_SECONDS))
+
+    @property
+    def host_endpoint(self) -> str:
+        return f"http://127.0.0.1:{loopback_port(self, PORT)}"
 
 
-def start_s3_server(name: str, buckets: list[str]) -> S3Server:
-    """Start moto on network ``name``-net, provision a user and ``buckets``, then enforce authentication."""
-
-    network = f"{name}-net"
-    port = _free_port()
-    subprocess.run(["docker", "network", "create", "--label", LABEL, network], check=True, capture_output=True)
-    subprocess.run(
-        [
-            "docker",
-            "run",
-            "--detach",
-            "--name",
-            name,
-            "--label",
-            LABEL,
-            "--network",
-            network,
-            "--network-alias",
-            ALIAS,
-            "--publish",
-            f"127.0.0.1:{port}:5000",
-            "--memory",
-            "3g",
-            # Path-style addressing only (as the kit is configured): never a bucket in the Host.
-            "--env",
-            "S3_IGNORE_SUBDOMAIN_BUCKETNAME=true",
-            IMAGE,
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        return _provision(name, network, port, buckets)
-    except BaseException:
-        stop_s3_server(S3Server(name, network, port, "", ""))
-        raise
+@contextmanager
+def running_s3_server(repo_root: Path, name: str, buckets: list[str]) -> Iterator[S3Server]:
+    """moto on network ``name``-net with a user and ``buckets``, authentication enforced; removed afterwards."""
+    build_image(repo_root)
+    require_local_image(IMAGE)
+    network = Network(docker_network_kw={"labels": LABELS})
+    network.name = f"{name}-net"  # the name the stack is given (MLOPS_KIT_S3_NETWORK)
+    with network, MotoContainer(name, network) as container:
+        yield _provision(container, network.name, buckets)
 
 
-def _provision(name: str, network: str, port: int, buckets: list[str]) -> S3Server:
+def _provision(container: MotoContainer, network: str, buckets: list[str]) -> S3Server:
     import boto3
 
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"moto did not answer on {endpoint} within 60 s") from None
-            time.sleep(0.5)
+    endpoint = container.host_endpoint
     anonymous = {"aws_access_key_id": "provisioning", "aws_secret_access_key": "provisioning"}
     iam = boto3.client("iam", endpoint_url=endpoint, region_name=REGION, **anonymous)
     iam.create_user(UserName="mlflow")
@@ -159,10 +145,4 @@ def _provision(name: str, network: str, port: int, buckets: list[str]) -> S3Serv
         f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
     )
     urllib.request.urlopen(request, timeout=10).close()
-    return S3Server(name, network, port, key["AccessKeyId"], key["SecretAccessKey"])
-
-
-def stop_s3_server(server: S3Server) -> None:
-    """Remove the container and its network (whatever state they are in)."""
-    subprocess.run(["docker", "rm", "--force", "--volumes", server.container], check=False, capture_output=True)
-    subprocess.run(["docker", "network", "rm", server.network], check=False, capture_output=True)
+    return S3Server(container.get_container_id(), network, endpoint, key["AccessKeyId"], key["SecretAccessKey"])

@@ -12,7 +12,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from tests.integration.conftest import Stack
+from tests.harness import Stack, StackFactory
 
 OVERRIDE = """\
 volumes:
@@ -32,14 +32,14 @@ def bind_artifacts(stack: Stack, export: Path) -> None:
     (stack.directory / "compose.override.yaml").write_text(OVERRIDE.format(device=export))
 
 
-def test_artifacts_land_as_files_in_the_mounted_folder(stack_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_artifacts_land_as_files_in_the_mounted_folder(stack_factory: StackFactory, tmp_path: Path) -> None:
     import mlflow
 
     export = tmp_path / "export"
     export.mkdir()
     # What an NFS export with all_squash,anonuid=10001 presents to the container.
     os.chown(export, 10001, 10001)
-    stack: Stack = stack_factory()
+    stack = stack_factory()
     stack.init()
     bind_artifacts(stack, export)
     stack.kit("up")
@@ -60,10 +60,10 @@ def test_artifacts_land_as_files_in_the_mounted_folder(stack_factory, tmp_path: 
     assert stack.kit("check").returncode == 0
 
 
-def test_unwritable_export_is_reported_clearly(stack_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unwritable_export_is_reported_clearly(stack_factory: StackFactory, tmp_path: Path) -> None:
     export = tmp_path / "readonly-export"
     export.mkdir(mode=0o755)  # owned by root: the mlflow user (10001) cannot write
-    stack: Stack = stack_factory()
+    stack = stack_factory()
     stack.init()
     bind_artifacts(stack, export)
     result = stack.kit("up", "--wait-timeout", "60", check=False)

@@ -27,8 +27,11 @@ from typing import Any
 
 import pytest
 import requests
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.network import Network
+from testcontainers.core.wait_strategies import ExecWaitStrategy
 
-from tests.integration.conftest import RemoteHost, Stack, new_stack, psql, tcp_listeners
+from tests.harness import RemoteHost, Stack, psql, running_stack, tcp_listeners
 
 pytestmark = pytest.mark.usefixtures("fail_fast")
 
@@ -41,8 +44,12 @@ SEARCH = "/api/2.0/mlflow/experiments/search?max_results=5"
 class Outside:
     """The test's own places outside the stack: a Docker network and a remote host (a namespace)."""
 
-    network: str  # Docker network of the attacker container
+    docker_network: Network  # of the attacker container (testcontainers removes it)
     remote: RemoteHost  # the stack is published on this host's end of the link to it
+
+    @property
+    def network(self) -> str:
+        return self.docker_network.name
 
     @property
     def host_address(self) -> str:
@@ -58,7 +65,7 @@ class Target:
     stack: Stack
     url: str  # https://<host_address>:<port>, what clients use
     outside: Outside
-    attacker: Any  # testcontainers DockerContainer on the outside network
+    attacker: DockerContainer  # on the outside network
 
     def session(self, user: str | None) -> requests.Session:
         return self.stack.session(user)
@@ -77,40 +84,36 @@ class Target:
 
 @pytest.fixture(scope="module")
 def outside(remote_host: RemoteHost) -> Iterator[Outside]:
-    network = f"mlkt-outside-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["docker", "network", "create", network], check=True, capture_output=True)
-    try:
+    network = Network()
+    network.name = f"mlkt-outside-{uuid.uuid4().hex[:6]}"  # recognisable in `docker network ls`
+    with network:
         yield Outside(network, remote_host)
-    finally:
-        subprocess.run(["docker", "network", "rm", network], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="module")
 def target(kit_images: None, outside: Outside, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    from testcontainers.core.container import DockerContainer
-
-    stack = new_stack(tmp_path_factory.mktemp("attacks"), prefix="mlkt-atk")
-    stack.init(
+    with running_stack(
+        tmp_path_factory.mktemp("attacks"),
+        "mlkt-atk",
         "--bind-address",
         outside.host_address,
         "--public-host",
         outside.host_address,
         env={"MLOPS_KIT_AUTH_CACHE_SECONDS": "2", "MLOPS_KIT_LOGIN_FAILURES_PER_MINUTE": str(FAILURE_LIMIT)},
-    )
-    try:
-        stack.kit("up")
+    ) as stack:
         for user in ("alice", "bob"):
             stack.kit("users", "add", user)
+        # The kit's proxy image: it is local (nothing to pull) and carries curl.
         proxy_image = stack.container("proxy")["Config"]["Image"]
         attacker = (
             DockerContainer(proxy_image)
             .with_command("900")
-            .with_kwargs(entrypoint=["sleep"], network=outside.network, read_only=True)
+            .with_network(outside.docker_network)
+            .with_kwargs(entrypoint=["sleep"], read_only=True)
+            .waiting_for(ExecWaitStrategy(["curl", "--version"]).with_startup_timeout(30))
         )
         with attacker:
             yield Target(stack, f"https://{outside.host_address}:{stack.port}", outside, attacker)
-    finally:
-        stack.destroy()
 
 
 def api(target: Target, user: str | None, method: str, path: str, **kwargs: Any) -> requests.Response:

@@ -11,7 +11,6 @@ import json
 import shutil
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from mlops_kit.compose import ComposeProject
-from mlops_kit.config import load_config
+from mlops_kit.config.loader import load_config
+from mlops_kit.engine.compose import ComposeProject
 from mlops_kit.runner import CommandRunner
-from tests.integration.conftest import Stack, clean_env, new_stack, psql
+from tests.harness import Stack, StackFactory, clean_env, cli_argv, new_stack, psql, running_stack
 from tests.integration.mlflow_data import digest, populate
 
 PREFIX = "bk"
@@ -31,13 +30,8 @@ PREFIX = "bk"
 
 @pytest.fixture(scope="module")
 def stack_a(kit_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = new_stack(tmp_path_factory.mktemp("backup-a"), prefix="mlkt-a")
-    stack.init()
-    stack.kit("up")
-    try:
+    with running_stack(tmp_path_factory.mktemp("backup-a"), "mlkt-a") as stack:
         yield stack
-    finally:
-        stack.destroy()
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +204,7 @@ def test_set_from_a_newer_mlflow_is_refused(stack_a: Stack) -> None:
 def test_two_backups_at_once_one_is_refused(stack_a: Stack) -> None:
     lock = stack_a.directory / "backups" / ".lock"
     first = subprocess.Popen(
-        [sys.executable, "-m", "mlops_kit", "backup"],
+        cli_argv("backup"),
         cwd=stack_a.directory,
         env=clean_env(),
         stdout=subprocess.PIPE,
@@ -345,8 +339,8 @@ def test_scheduled_line_runs_under_a_cron_like_environment(stack_a: Stack, tmp_p
     assert not list(cron_dir.iterdir())
 
 
-def test_down_volumes_also_deletes_volumes_a_restore_kept(stack_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    stack: Stack = stack_factory("mlkt-c")
+def test_down_volumes_also_deletes_volumes_a_restore_kept(stack_factory: StackFactory, tmp_path: Path) -> None:
+    stack = stack_factory("mlkt-c")
     stack.init()
     stack.kit("up")
     stack.kit("backup")

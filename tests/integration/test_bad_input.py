@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from tests.integration.conftest import Stack
+from tests.harness import StackFactory
 
 
 def assert_one_line_error(stderr: str, *needles: str) -> None:
@@ -16,8 +16,8 @@ def assert_one_line_error(stderr: str, *needles: str) -> None:
         assert needle in lines[0], (needle, lines[0])
 
 
-def test_port_already_taken_is_named_and_nothing_starts(stack_factory) -> None:  # type: ignore[no-untyped-def]
-    stack: Stack = stack_factory()
+def test_port_already_taken_is_named_and_nothing_starts(stack_factory: StackFactory) -> None:
+    stack = stack_factory()
     stack.init()
     with socket.socket() as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -29,9 +29,9 @@ def test_port_already_taken_is_named_and_nothing_starts(stack_factory) -> None: 
     assert stack.containers() == []
 
 
-def test_up_without_env_file_runs_init_first(stack_factory) -> None:  # type: ignore[no-untyped-def]
+def test_up_without_env_file_runs_init_first(stack_factory: StackFactory) -> None:
     """No .env is not an error for `up`: it initialises, then starts (other commands refuse)."""
-    stack: Stack = stack_factory()
+    stack = stack_factory()
     status = stack.kit("status", check=False)
     assert status.returncode == 2
     assert_one_line_error(status.stderr, ".env", "mlops-kit init")
@@ -42,9 +42,9 @@ def test_up_without_env_file_runs_init_first(stack_factory) -> None:  # type: ig
     assert stack.status()["healthy"] is True
 
 
-def test_second_stack_on_the_same_host_does_not_collide(stack_factory) -> None:  # type: ignore[no-untyped-def]
-    first: Stack = stack_factory()
-    second: Stack = stack_factory()
+def test_second_stack_on_the_same_host_does_not_collide(stack_factory: StackFactory) -> None:
+    first = stack_factory()
+    second = stack_factory()
     for stack in (first, second):
         stack.init()
         stack.kit("up")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Stack, new_stack
+from tests.harness import Stack, running_stack
 
 pytestmark = pytest.mark.usefixtures("fail_fast")
 
@@ -53,10 +53,7 @@ def ui_stack(kit_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: scripts/run-tests.sh installs Debian's chromium package")
-    stack = new_stack(tmp_path_factory.mktemp("browser"), prefix="mlkt-ui")
-    stack.init()
-    try:
-        stack.kit("up")
+    with running_stack(tmp_path_factory.mktemp("browser"), "mlkt-ui") as stack:
         stack.kit("users", "add", "alice")
         with stack.as_user("alice") as variables, tempfile.TemporaryDirectory() as tmp:
             mlflow.set_tracking_uri(variables["MLFLOW_TRACKING_URI"])
@@ -68,8 +65,6 @@ def ui_stack(kit_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 artifact.write_text(ARTIFACT_TEXT)
                 mlflow.log_artifact(str(artifact))
         yield stack, {"experiment_id": experiment.experiment_id, "run_id": run.info.run_id}
-    finally:
-        stack.destroy()
 
 
 def test_the_ui_works_in_a_real_browser_under_the_csp(ui_stack: tuple[Stack, dict[str, str]], tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Stack, clean_env, new_stack
+from tests.harness import Stack, clean_env, fresh_stack
 from tests.integration.mlflow_data import digest, populate
 
 PREFIX = "mio"
@@ -28,12 +28,9 @@ UNREACHABLE = ("Could not resolve host", "unable to access", "Failed to connect"
 
 @pytest.fixture(scope="module")
 def stack(kit_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = new_stack(tmp_path_factory.mktemp("minio"), prefix="mlkt-mio")
-    stack.kit("init", "--project-name", stack.project, "--port", str(stack.port), "--artifact-store", "minio")
-    try:
+    with fresh_stack(tmp_path_factory.mktemp("minio"), prefix="mlkt-mio") as stack:
+        stack.init("--artifact-store", "minio")
         yield stack
-    finally:
-        stack.destroy()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Stack
+from tests.harness import StackFactory
 
 OLD_MLFLOW = "3.10.1"
 OLD_IMAGE = f"mlops-kit/mlflow:{OLD_MLFLOW}-kit-test"
@@ -38,15 +38,13 @@ def old_image(kit_images: None) -> str:
     return OLD_IMAGE
 
 
-def test_set_from_an_older_mlflow_is_restored_and_migrated(  # type: ignore[no-untyped-def]
-    stack_factory, old_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_set_from_an_older_mlflow_is_restored_and_migrated(
+    stack_factory: StackFactory, old_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    stack: Stack = stack_factory("mlkt-old")
-    stack.kit(
-        "init", "--project-name", stack.project, "--port", str(stack.port), env={"MLOPS_KIT_MLFLOW_IMAGE": old_image}
-    )
+    stack = stack_factory("mlkt-old")
+    stack.init(env={"MLOPS_KIT_MLFLOW_IMAGE": old_image})
     stack.kit("up")
     by_name = {s["service"]: s for s in stack.status()["services"]}
     assert by_name["mlflow"]["version"] == OLD_MLFLOW

@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +25,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO_ROOT
-from tests.integration.conftest import Stack, clean_env, new_stack
+from tests.harness import REPO_ROOT, Stack, clean_env, cli_argv, fresh_stack
 from tests.integration.mlflow_data import digest, populate
-from tests.integration.moto_s3 import S3Server, build_image, start_s3_server, stop_s3_server
+from tests.integration.moto_s3 import S3Server, running_s3_server
 
 PREFIX = "s3t"
 #: The populated experiments (the large-file test adds its own after the digest).
@@ -41,41 +39,30 @@ CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEO
 
 @pytest.fixture(scope="module")
 def s3_server(kit_images: None) -> Iterator[S3Server]:
-    build_image(REPO_ROOT)
-    server = start_s3_server(f"mlkt-s3-{os.getpid()}", [BUCKET])
-    try:
-        yield server
-    finally:
-        stop_s3_server(server)
+    """The test S3 server (testcontainers: removed with its network when the module ends)."""
+    with running_s3_server(REPO_ROOT, f"mlkt-s3-{os.getpid()}", [BUCKET]) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def stack(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = new_stack(tmp_path_factory.mktemp("s3"), prefix="mlkt-s3")
-    keys = f"{s3_server.access_key_id}\n{s3_server.secret_access_key}\n"
-    stack.kit(
-        "init",
-        "--project-name",
-        stack.project,
-        "--port",
-        str(stack.port),
-        "--artifact-store",
-        "s3",
-        "--s3-endpoint-url",
-        s3_server.endpoint_in_network,
-        "--s3-bucket",
-        BUCKET,
-        "--s3-region",
-        s3_server.region,
-        "--s3-network",
-        s3_server.network,
-        "--s3-credentials-stdin",
-        input=keys,
-    )
-    try:
+    with fresh_stack(tmp_path_factory.mktemp("s3"), prefix="mlkt-s3") as stack:
+        keys = f"{s3_server.access_key_id}\n{s3_server.secret_access_key}\n"
+        stack.init(
+            "--artifact-store",
+            "s3",
+            "--s3-endpoint-url",
+            s3_server.endpoint_in_network,
+            "--s3-bucket",
+            BUCKET,
+            "--s3-region",
+            s3_server.region,
+            "--s3-network",
+            s3_server.network,
+            "--s3-credentials-stdin",
+            input=keys,
+        )
         yield stack
-    finally:
-        stack.destroy()
 
 
 @pytest.fixture(autouse=True)
@@ -261,7 +248,7 @@ def interrupt_migration(stack: Stack, store: str) -> str:
     jobs = ["docker", "ps", "--quiet", "--filter", f"label=com.docker.compose.project={stack.project}"]
     jobs += ["--filter", "label=com.docker.compose.service=backup"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlops_kit", "artifacts", "migrate", "--to", store, "--yes"],
+        cli_argv("artifacts", "migrate", "--to", store, "--yes"),
         cwd=stack.directory,
         env=clean_env(None),
         stdout=subprocess.DEVNULL,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.conftest import Stack, new_stack, tcp_listeners
+from tests.harness import Stack, fresh_stack, tcp_listeners
 
 pytestmark = pytest.mark.usefixtures("fail_fast")
 
@@ -30,21 +30,18 @@ SEARCH = "/api/2.0/mlflow/experiments/search?max_results=5"
 
 @pytest.fixture(scope="module")
 def stack(kit_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = new_stack(tmp_path_factory.mktemp("security"), prefix="mlkt-sec")
-    secrets = stack.directory / "secrets"
-    secrets.mkdir(mode=0o700)
-    for name, value in (("mlflow_admin_password", KNOWN_ADMIN_PASSWORD), ("postgres_password", KNOWN_DB_PASSWORD)):
-        (secrets / name).write_text(value)
-        (secrets / name).chmod(0o600)
-    # Keeps the existing secrets, generates the rest. A short login cache (default
-    # 60 s) so that password changes are seen by every worker within the test; the
-    # failed-login limit out of the way of these tests (test_attacks.py tests it).
-    stack.init(env={"MLOPS_KIT_AUTH_CACHE_SECONDS": "2", "MLOPS_KIT_LOGIN_FAILURES_PER_MINUTE": "1000"})
-    stack.kit("up")
-    try:
+    with fresh_stack(tmp_path_factory.mktemp("security"), prefix="mlkt-sec") as stack:
+        secrets = stack.directory / "secrets"
+        secrets.mkdir(mode=0o700)
+        for name, value in (("mlflow_admin_password", KNOWN_ADMIN_PASSWORD), ("postgres_password", KNOWN_DB_PASSWORD)):
+            (secrets / name).write_text(value)
+            (secrets / name).chmod(0o600)
+        # Keeps the existing secrets, generates the rest. A short login cache (default
+        # 60 s) so that password changes are seen by every worker within the test; the
+        # failed-login limit out of the way of these tests (test_attacks.py tests it).
+        stack.init(env={"MLOPS_KIT_AUTH_CACHE_SECONDS": "2", "MLOPS_KIT_LOGIN_FAILURES_PER_MINUTE": "1000"})
+        stack.kit("up")
         yield stack
-    finally:
-        stack.destroy()
 
 
 def secret_values(stack: Stack) -> list[str]:
@@ -136,26 +133,13 @@ def test_password_change_and_removal(stack: Stack) -> None:
     assert requests.get(url, verify=str(stack.ca_file), auth=("dave", new), timeout=10).status_code == 200
     # A chosen password comes on stdin, never as an argument.
     chosen = "Chosen-Password-From-Stdin-1"
-    piped = subprocess.run(
-        [*stack_cli(stack), "users", "passwd", "dave", "--password-stdin"],
-        input=chosen + "\n",
-        capture_output=True,
-        text=True,
-        cwd=stack.directory,
-        check=False,
-    )
+    piped = stack.kit("users", "passwd", "dave", "--password-stdin", input=chosen + "\n", check=False)
     assert piped.returncode == 0, piped.stderr
     assert chosen not in piped.stdout + piped.stderr
     assert requests.get(url, verify=str(stack.ca_file), auth=("dave", chosen), timeout=10).status_code == 200
     stack.kit("users", "remove", "dave", "--yes")
     assert status_settles(url, stack, ("dave", chosen), 401) == 401
     assert not (stack.directory / "secrets" / "users" / "dave").exists()
-
-
-def stack_cli(stack: Stack) -> list[str]:
-    import sys
-
-    return [sys.executable, "-m", "mlops_kit"]
 
 
 # ---- TLS -----------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_kit.tls import CA_KEY, create_ca
-from tests.integration.conftest import RemoteHost, Stack, new_stack, tcp_listeners
+from mlops_kit.workflows.tls import CA_KEY, create_ca
+from tests.harness import RemoteHost, Stack, running_stack, tcp_listeners
 
 pytestmark = pytest.mark.usefixtures("fail_fast")
 
@@ -120,19 +120,15 @@ def receivers(remote_host: RemoteHost) -> Iterator[Receivers]:
 
 
 @pytest.fixture(scope="module")
-def hooked(kit_images: None, receivers: Receivers, remote_host: RemoteHost, tmp_path_factory) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
-    stack = new_stack(tmp_path_factory.mktemp("webhooks"), prefix="mlkt-hook")
-    stack.init(
-        env={
-            "MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS": f"{remote_host.address}:{ALLOWED_PORT}",
-            "MLOPS_KIT_WEBHOOK_CA_FILE": str(receivers.ca_file),
-        }
-    )
-    try:
-        stack.kit("up")
+def hooked(
+    kit_images: None, receivers: Receivers, remote_host: RemoteHost, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    allowed = {
+        "MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS": f"{remote_host.address}:{ALLOWED_PORT}",
+        "MLOPS_KIT_WEBHOOK_CA_FILE": str(receivers.ca_file),
+    }
+    with running_stack(tmp_path_factory.mktemp("webhooks"), "mlkt-hook", env=allowed) as stack:
         yield stack
-    finally:
-        stack.destroy()
 
 
 def records(path: Path) -> list[dict]:  # type: ignore[type-arg]

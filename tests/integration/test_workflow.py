@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Stack, new_stack
+from tests.harness import Stack, fresh_stack
 
 ARTIFACT_SIZE = 9 * 2**20  # over 8 MiB: the client's multipart/chunking threshold
 MODEL_NAME = "kit-adder"
@@ -26,12 +26,9 @@ PUBLIC_HOST = "mlflow.kit-test.example"
 
 @pytest.fixture(scope="module")
 def stack(kit_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = new_stack(tmp_path_factory.mktemp("workflow"))
-    stack.init("--public-host", PUBLIC_HOST)
-    try:
+    with fresh_stack(tmp_path_factory.mktemp("workflow")) as stack:
+        stack.init("--public-host", PUBLIC_HOST)
         yield stack
-    finally:
-        stack.destroy()
 
 
 @pytest.fixture(scope="module")

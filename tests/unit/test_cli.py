@@ -4,32 +4,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mlops_kit.config.envfile import HostFacts, init_env_file
+from tests.harness import run_cli
 
 
 def kit(
     kit_dir: Path, *args: str, env: dict[str, str] | None = None, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real console entry point in ``kit_dir``, as an operator would."""
-    import os
-
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_KIT_", "COMPOSE_"))}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "mlops_kit", *args],
-        cwd=kit_dir,
-        capture_output=True,
-        text=True,
-        env=full_env,
-        input=stdin,
-        timeout=120,
-        check=False,
-    )
+    """Run the real console entry point in ``kit_dir``, as an operator would (stdin: ``stdin``, never a tty)."""
+    return run_cli(kit_dir, *args, env=env, input=stdin, timeout=120)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:

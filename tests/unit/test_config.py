@@ -174,3 +174,13 @@ def test_too_few_postgres_connections_for_the_workers_names_both_settings(initia
     assert "116" in (caught.value.hint or "")
     set_in_env_file(initialised, "POSTGRES_MAX_CONNECTIONS", "116")
     assert load_config(initialised, environ={}).mlflow_workers == 16
+
+
+def test_the_kits_own_checkout_is_found_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No compose.yaml here and no --project-dir: the kit's checkout (where mlops_kit/ lives) is used."""
+    from mlops_kit.config.loader import find_project_dir
+
+    monkeypatch.chdir(tmp_path)
+    found = find_project_dir()
+    assert (found / "compose.yaml").is_file()
+    assert (found / "mlops_kit" / "config" / "loader.py").is_file()

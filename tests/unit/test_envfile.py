@@ -117,3 +117,14 @@ def test_env_update_changes_the_real_assignment_not_a_comment() -> None:
     assert out == "# MLOPS_KIT_POSTGRES_VOLUME=old-comment\nA=1\nMLOPS_KIT_POSTGRES_VOLUME=new\n"
     only_comment = render_env("# B=\n", {"B": "2"})
     assert only_comment == "B=2\n"
+
+
+def test_init_force_that_fails_validation_says_where_the_previous_env_is(kit_dir: Path) -> None:
+    from mlops_kit.errors import ConfigError
+    from mlops_kit.workflows.lifecycle import init_stack
+
+    init_env_file(kit_dir, {}, host=HostFacts(memory_bytes=2**33, cpus=2, hostname="h", fqdn="h"))
+    with pytest.raises(ConfigError) as caught:
+        init_stack(kit_dir, kit_dir / ".env", {"artifact_store": "nfs"}, force=True)
+    assert "MLOPS_KIT_NFS_SERVER" in caught.value.message
+    assert ".env.bak-" in (caught.value.hint or "")

@@ -140,3 +140,29 @@ def test_preflight_changes_nothing(kit_dir: Path) -> None:
     run_preflight(ComposeProject(config, runner))
     assert runner.dry_run_log == []
     assert sorted(p.name for p in kit_dir.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("stderr", "kind"),
+    [
+        ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?", "down"),
+        ("failed to connect to the docker API at unix:///var/run/docker.sock; check if the path is correct", "down"),
+        (
+            "permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock",
+            "perm",
+        ),
+        ("permission denied while trying to connect to the docker API at unix:///var/run/docker.sock", "perm"),
+        ("mkdir /data/x: permission denied", "other"),
+        ("Bind for 127.0.0.1:5000 failed: port is already allocated", "port"),
+    ],
+)
+def test_one_classifier_reads_what_every_docker_version_says(stderr: str, kind: str) -> None:
+    from mlops_kit.engine import docker_errors
+
+    expected = {
+        "down": docker_errors.ENGINE_DOWN,
+        "perm": docker_errors.NO_PERMISSION,
+        "port": docker_errors.PORT_TAKEN,
+        "other": docker_errors.OTHER,
+    }
+    assert docker_errors.classify("", stderr) == expected[kind]

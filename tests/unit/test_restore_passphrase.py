@@ -1,4 +1,4 @@
-"""A restore brings the backup set's key-encryption passphrase along (mlops_kit/restore.py)."""
+"""A restore brings the backup set's key-encryption passphrase along (mlops_kit/workflows/restore.py)."""
 
 from __future__ import annotations
 

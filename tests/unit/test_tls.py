@@ -146,3 +146,14 @@ def test_compose_env_fingerprints_the_files_services_read_without_revealing_them
     assert after["MLOPS_KIT_MLFLOW_SECRETS_REV"] == before["MLOPS_KIT_MLFLOW_SECRETS_REV"]
     (kit_dir / "secrets" / "mlflow_flask_secret_key").write_text("A-New-Csrf-Key-For-The-Test-1")
     assert config.compose_env()["MLOPS_KIT_MLFLOW_SECRETS_REV"] != after["MLOPS_KIT_MLFLOW_SECRETS_REV"]
+
+
+def test_an_expired_kit_certificate_fails_doctor_but_not_the_up_that_renews_it(kit_dir: Path) -> None:
+    from mlops_kit.workflows.preflight import check_certificate
+
+    config = configured(kit_dir)
+    config.tls_dir.mkdir(parents=True, exist_ok=True)
+    _self_signed(config.tls_dir / "server.crt", -1)
+    doctor = check_certificate(config)
+    assert (doctor.status, doctor.fix) == ("fail", "mlops-kit tls renew")
+    assert check_certificate(config, up_renews=True).status == "ok"
