@@ -400,27 +400,63 @@ def verify_artifacts(root: Path, files: dict[str, dict[str, object]]) -> dict[st
     return {"problems": problems, "checked": checked, "changed": changed}
 
 
+#: Settings pg_dump 17 writes at the top of every dump that older servers do not know.
+_NEWER_SETTINGS = (b"SET transaction_timeout",)
+
+
+def server_version_num(database: str) -> int:
+    conn = connect(database)
+    with conn.cursor() as cursor:
+        cursor.execute("SHOW server_version_num")
+        version = int(cursor.fetchone()[0])
+    conn.close()
+    return version
+
+
+def restore_dump(database: str, dump: Path) -> tuple[int, str]:
+    """pg_restore ``dump`` into ``database`` in one transaction, stopping at the first error.
+
+    The image's pg_restore (17) replays settings only 17 knows; into an older server
+    (a stack on an older PostgreSQL image) the dump goes through psql without them.
+    """
+    restore = ["pg_restore", "--exit-on-error", "--single-transaction", "--no-owner"]
+    if server_version_num(database) >= 170000:
+        result = subprocess.run([*restore, f"--dbname={database}", str(dump)], capture_output=True, text=True)
+        return result.returncode, result.stderr
+    psql = subprocess.Popen(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", f"--dbname={database}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    source = subprocess.Popen(
+        ["pg_restore", "--no-owner", "--file=-", str(dump)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert source.stdout is not None and psql.stdin is not None
+    try:
+        for line in source.stdout:
+            if not line.startswith(_NEWER_SETTINGS):
+                psql.stdin.write(line)
+        psql.stdin.close()
+    except BrokenPipeError:  # psql stopped at an error: its message says which
+        source.kill()
+    psql_err = psql.stderr.read().decode() if psql.stderr else ""
+    source_err = source.stderr.read().decode() if source.stderr else ""
+    if psql.wait() != 0:
+        source.wait()
+        return psql.returncode, psql_err
+    return source.wait(), source_err
+
+
 def cmd_load(args: argparse.Namespace) -> None:
     set_dir = Path(args.set)
     manifest = json.loads((set_dir / MANIFEST).read_text())
     write_pgpass()
     report: dict[str, object] = {}
     for name, info in manifest["databases"].items():
-        result = subprocess.run(
-            [
-                "pg_restore",
-                "--exit-on-error",
-                "--single-transaction",
-                "--no-owner",
-                f"--dbname={name}",
-                str(set_dir / info["dump"]),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            fail(f"pg_restore of {name} failed: {' '.join(result.stderr.strip().splitlines()[-2:])}")
+        returncode, stderr = restore_dump(name, set_dir / info["dump"])
+        if returncode != 0:
+            fail(f"pg_restore of {name} failed: {' '.join(stderr.strip().splitlines()[-2:])}")
         conn = connect(name)
         with conn.cursor() as cursor:
             facts = database_facts(cursor)

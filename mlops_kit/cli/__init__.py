@@ -13,7 +13,7 @@ import sys
 import click
 
 from mlops_kit import console as ui
-from mlops_kit.cli import artifacts, backup, bench, health, stack, tls, users
+from mlops_kit.cli import artifacts, backup, bench, health, stack, tls, upgrade, users
 from mlops_kit.cli.app import cli
 from mlops_kit.errors import KitError
 
@@ -35,6 +35,7 @@ for command in (
     backup.backup,
     backup.restore,
     artifacts.artifacts,
+    upgrade.upgrade,
 ):
     cli.add_command(command)
 

@@ -30,6 +30,7 @@ from mlops_kit.services.base import ServiceSpec
 from mlops_kit.services.mlflow import server_version
 from mlops_kit.stores.check import CHECK_SERVICE, parse_verdict, require_store
 from mlops_kit.workflows.preflight import raise_on_failure, run_preflight
+from mlops_kit.workflows.schema import refuse_unplanned_migration
 from mlops_kit.workflows.tls import ensure_certificates
 from mlops_kit.workflows.users import ADMIN_SECRET, admin_access, anonymous_access
 
@@ -169,6 +170,10 @@ def bring_up(
         on_step(f"Building images: {', '.join(built)} (first time: a few minutes)")
         _build(project, built)
     build_seconds = time.monotonic() - build_started
+
+    if not project.runner.dry_run:
+        on_step("Checking that the MLflow image fits the database's schema")
+        refuse_unplanned_migration(project, wait_timeout=wait_timeout)
 
     if project.config.store.in_bucket and not project.runner.dry_run:
         on_step(f"Checking the artifact store ({project.config.artifact_store}: endpoint, keys, bucket)")

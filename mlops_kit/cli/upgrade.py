@@ -1,0 +1,138 @@
+"""upgrade: new images and schema migrations on a copy of the database; --rollback goes back."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from mlops_kit import console as ui
+from mlops_kit.cli.app import AppContext, confirm, pass_app, print_json, progress
+from mlops_kit.cli.options import json_option, yes_option
+from mlops_kit.engine.compose import ComposeProject
+from mlops_kit.runner import CommandRunner
+from mlops_kit.workflows.lifecycle import build_missing
+from mlops_kit.workflows.upgrade import UpgradePlan, load_upgrade_configs, plan_upgrade, rollback_upgrade, run_upgrade
+
+
+@click.command()
+@click.option(
+    "--dry-run",
+    "plan_only",
+    is_flag=True,
+    help="Only show the plan: versions, images, schema revisions, .env changes, disk, downtime.",
+)
+@click.option(
+    "--rollback",
+    is_flag=True,
+    help="Go back to the version before the last upgrade, on its kept database volume.",
+)
+@yes_option
+@json_option
+@pass_app
+def upgrade(app: AppContext, plan_only: bool, rollback: bool, yes: bool, as_json: bool) -> None:
+    """Upgrade the running stack to what its configuration asks for, keeping every byte.
+
+    \b
+    Run it after updating the kit's checkout (git pull) or changing a pinned image.
+    A backup set (tagged pre-upgrade) is made and verified first; the migrations run on
+    a copy of the database volume; the stack switches only when the new version is
+    healthy and passes `check`. Any failure puts the previous version back.
+    """
+    if rollback:
+        _rollback(app, yes=yes, as_json=as_json)
+        return
+    runner = CommandRunner(cwd=app.project_dir)
+    with progress() as bar:
+        task = bar.add_task("Reading what runs and what the configuration asks for", total=None)
+        project, target = load_upgrade_configs(
+            app.project_dir, app.env_file, runner, start_if_stopped=not (plan_only or app.dry_run)
+        )
+        if not (plan_only or app.dry_run):
+            bar.update(task, description="Building the new images (first time: a few minutes)")
+            build_missing(ComposeProject(target, runner))
+        bar.update(task, description="Planning")
+        plan = plan_upgrade(project, target)
+    if plan_only or app.dry_run:
+        print_json(plan.to_dict()) if as_json else _print_plan(plan)
+        return
+    if not plan.anything_to_do:
+        if as_json:
+            print_json({"upgraded": False, "plan": plan.to_dict()})
+        else:
+            ui.success("nothing to upgrade: the stack runs what its configuration asks for")
+        return
+    if not as_json:
+        _print_plan(plan)
+    confirm(
+        f"Upgrade stack {project.config.project_name}? It is backed up first; MLflow stops for about "
+        f"{plan.downtime_seconds:.0f} s; the previous version stays for `upgrade --rollback`.",
+        yes=yes,
+    )
+    with progress() as bar:
+        task = bar.add_task("Upgrading", total=None)
+        result = run_upgrade(project, target, plan, on_step=lambda m: bar.update(task, description=m))
+    if as_json:
+        print_json({"upgraded": True, **result.to_dict()})
+        return
+    ui.success(
+        f"upgraded to MLflow {plan.mlflow_target} in {result.seconds:.0f} s "
+        f"(MLflow down {result.downtime_seconds:.0f} s); "
+        f"backup set {result.backup_set} first (drill RTO {result.drill_rto_seconds:.0f} s); "
+        f"{result.rows_before} rows before, {result.rows_after} after; `check` passes"
+    )
+    ui.info(
+        f"kept for `mlops-kit upgrade --rollback`: database volume {result.previous_volume}, images "
+        + ", ".join(f"{s} {i}" for s, i in result.previous_images.items() if i != _target_image(plan, s))
+    )
+
+
+def _target_image(plan: UpgradePlan, service: str) -> str:
+    return next((i.target for i in plan.images if i.service == service), "")
+
+
+def _print_plan(plan: UpgradePlan) -> None:
+    table = Table(title="mlops-kit upgrade plan", title_justify="left")
+    for column in ("", "now", "after the upgrade"):
+        table.add_column(column)
+    table.add_row("kit", plan.kit_current, plan.kit_target)
+    table.add_row("MLflow", plan.mlflow_current, plan.mlflow_target)
+    table.add_row("PostgreSQL", plan.postgres_current, plan.postgres_target)
+    for image in plan.images:
+        style = "warn" if image.changed else "muted"
+        table.add_row(f"image {image.service}", image.current, f"[{style}]{image.target}[/]")
+    for schema in plan.schemas:
+        style = "warn" if schema.migrates else "muted"
+        table.add_row(
+            f"schema {schema.database}", str(schema.current), f"[{style}]{', '.join(schema.target) or '?'}[/]"
+        )
+    for env, value in plan.env_changes.items():
+        table.add_row(f".env {env}", "", value)
+    ui.out.print(table)
+    kind = "a data migration (schema changes)" if plan.data_migration else "new images only (no schema change)"
+    ui.info(
+        f"{kind}; disk: about {ui.human_bytes(plan.needed_bytes)} needed, {ui.human_bytes(plan.free_bytes)} free; "
+        f"expected downtime about {plan.downtime_seconds:.0f} s (a backup and a restore drill run before it)"
+    )
+    if plan.replaces_rollback:
+        ui.info(f"the previous upgrade's way back ({plan.replaces_rollback}) is replaced by this one's")
+    for note in plan.notes:
+        ui.warning(note)
+
+
+def _rollback(app: AppContext, *, yes: bool, as_json: bool) -> None:
+    project = app.project()
+    confirm(
+        f"Roll stack {project.config.project_name} back to the version before its last upgrade? What was written "
+        "since stays in the upgraded volume (kept), not in the one it goes back to.",
+        yes=yes,
+    )
+    with progress() as bar:
+        task = bar.add_task("Rolling back", total=None)
+        result = rollback_upgrade(project, on_step=lambda m: bar.update(task, description=m))
+    if as_json:
+        print_json(
+            {"restored_volume": result.restored_volume, "kept_volume": result.kept_volume, "images": result.images}
+        )
+        return
+    ui.success(f"the previous version serves again on {result.restored_volume}")
+    ui.info(f"the upgraded database is kept in volume {result.kept_volume} (remove it when satisfied)")

@@ -1,0 +1,175 @@
+"""The databases' schema revisions, and what an MLflow image would migrate them to.
+
+Read-only helpers for `upgrade` (its plan) and `up` (which refuses to start a new
+MLflow on a database its schema is behind: that is `upgrade`'s job, with a backup and
+a way back).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from mlops_kit.engine.compose import ComposeProject
+from mlops_kit.engine.jobs import last_json, last_line, run_json_job
+from mlops_kit.errors import StackError, UpgradeError
+from mlops_kit.probes import probe_script
+from mlops_kit.runner import CommandRunner
+from mlops_kit.services import MLFLOW, POSTGRES
+from mlops_kit.services.backup import AGENT, BACKUP
+from mlops_kit.services.postgres import DATABASE
+
+UPGRADE_HINT = "run mlops-kit upgrade (it backs up, migrates a copy of the database, and switches back on failure)"
+
+
+def database_facts(project: ComposeProject, database: str) -> dict[str, Any]:
+    """Row counts, alembic revision and server version of ``database`` (the backup agent, read-only)."""
+    return run_json_job(
+        project, BACKUP.name, [AGENT, "facts", "--database", database], what=f"reading the {database} database"
+    )
+
+
+def image_schema_heads(
+    runner: CommandRunner, image: str, current: dict[str, str | None] | None = None
+) -> dict[str, Any]:
+    """The MLflow version and schema heads of ``image`` (a throwaway container without network).
+
+    With ``current`` ({"tracking": revision, "auth": revision}) also the migrations each
+    database still needs (``tracking_pending``, ``auth_pending``).
+    """
+    result = runner.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "-i",
+            "--network",
+            "none",
+            "--entrypoint",
+            "python",
+            image,
+            "-",
+            json.dumps(current or {}),
+        ],
+        input_text=probe_script("schema_heads"),
+        changes_state=False,
+        check=False,
+        timeout=300,
+    )
+    answer = last_json(result.stdout)
+    if not result.ok or not isinstance(answer, dict):
+        raise UpgradeError(
+            f"cannot read the schema revisions of the image {image}: {last_line(result.stderr) or 'no answer'}",
+            hint="is the image built? mlops-kit build",
+        )
+    return answer
+
+
+def image_postgres_version(runner: CommandRunner, image: str) -> str:
+    """`postgres --version` of ``image``, e.g. '17.6' ('unknown' when it does not say)."""
+    result = runner.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "postgres", image, "--version"],
+        changes_state=False,
+        check=False,
+        timeout=120,
+    )
+    match = re.search(r"\(PostgreSQL\)\s+([0-9.]+)", result.stdout)
+    return match.group(1) if match else "unknown"
+
+
+def refuse_unplanned_migration(project: ComposeProject, *, wait_timeout: int) -> None:
+    """Raise StackError when `up` would start an MLflow that migrates this stack's existing database.
+
+    A new MLflow image on an existing database is an upgrade: MLflow refuses an old
+    tracking schema, and migrates the user database in place by itself. Fast when the
+    MLflow container already runs this image; after `down`, the schema is compared.
+    """
+    config = project.config
+    states = {s.service: s for s in project.ps()}
+    postgres = states.get(POSTGRES.name)
+    if postgres is not None and postgres.image and postgres.image != config.postgres_image:
+        # A new major cannot open the old data folder: that is a dump and load, `upgrade`'s job.
+        runner = project.runner
+        now, then = (
+            image_postgres_version(runner, postgres.image),
+            image_postgres_version(runner, config.postgres_image),
+        )
+        if now.split(".")[0] != then.split(".")[0]:
+            raise StackError(
+                f"MLOPS_KIT_POSTGRES_IMAGE changes PostgreSQL {now} to {then} (a new major) on existing data",
+                hint=f"{UPGRADE_HINT}; or put MLOPS_KIT_POSTGRES_IMAGE back",
+            )
+    mlflow = states.get(MLFLOW.name)
+    if mlflow is not None and mlflow.image == config.mlflow_image:
+        return
+    if not project.volume_exists(config.postgres_volume):
+        return  # a new stack: MLflow creates its schema
+    if mlflow is not None and mlflow.image:
+        raise StackError(
+            f"MLOPS_KIT_MLFLOW_IMAGE changes from {mlflow.image} to {config.mlflow_image} on existing data",
+            hint=f"{UPGRADE_HINT}; or put MLOPS_KIT_MLFLOW_IMAGE back",
+        )
+    project.start_services([POSTGRES.name], wait_timeout=wait_timeout)
+    revision = database_facts(project, DATABASE).get("alembic_revision")
+    heads = image_schema_heads(project.runner, config.mlflow_image)
+    if revision is not None and heads.get("tracking") and revision not in heads["tracking"]:
+        raise StackError(
+            f"the database's schema ({revision}) is older than MLflow {heads.get('mlflow_version')} of "
+            f"{config.mlflow_image} expects ({', '.join(heads['tracking'])})",
+            hint=UPGRADE_HINT,
+        )
+
+
+#: Rows MLflow's own migrations move into columns and then delete: fewer rows there is no loss.
+#: revision -> (database, table, the moved rows' condition). MLflow 3.17's trace analytics
+#: (75868b020152) moves trace names, sessions, token counts and costs into columns.
+MIGRATION_MOVES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "75868b020152": (
+        (DATABASE, "trace_tags", "key = 'mlflow.traceName'"),
+        (
+            DATABASE,
+            "trace_request_metadata",
+            "key IN ('mlflow.trace.session', 'mlflow.trace.tokenUsage', 'mlflow.trace.cost')",
+        ),
+        (
+            DATABASE,
+            "trace_metrics",
+            "key IN ('input_tokens', 'output_tokens', 'total_tokens', 'cache_read_input_tokens', "
+            "'cache_creation_input_tokens', 'cache_creation_input_tokens_above_1hr')",
+        ),
+        (DATABASE, "span_metrics", "key IN ('input_cost', 'output_cost', 'total_cost')"),
+    ),
+}
+
+
+def moved_rows(
+    project: ComposeProject, pending: list[str], tables: dict[str, dict[str, int]]
+) -> dict[tuple[str, str], int]:
+    """How many rows the pending migrations will move out of each table (counted before they run).
+
+    ``tables`` are the databases' tables now (row counts by table); a table not there yet has
+    nothing to move.
+    """
+    moved: dict[tuple[str, str], int] = {}
+    for revision in pending:
+        for database, table, condition in MIGRATION_MOVES.get(revision, ()):
+            if table not in tables.get(database, {}):
+                continue
+            result = project.run(
+                [
+                    "exec",
+                    "-T",
+                    "--user",
+                    "postgres",
+                    POSTGRES.name,
+                    "psql",
+                    "-d",
+                    database,
+                    "-Atc",
+                    f"SELECT count(*) FROM public.{table} WHERE {condition}",
+                ],
+                changes_state=False,
+            )
+            moved[(database, table)] = moved.get((database, table), 0) + int(result.stdout.strip() or 0)
+    return moved

@@ -1,0 +1,333 @@
+"""`mlops-kit upgrade` on a stack an older MLflow (3.10.1) created and filled.
+
+One stack, in order, as an operator would live it:
+1. the stack runs MLflow 3.10.1 (the kit's image with that release); a data scientist's
+   whole workflow is written through the MLflow client, plus a user with a grant;
+2. `upgrade --dry-run` shows the plan and changes nothing;
+3. the operator points `.env` at a release whose migration fails: `upgrade` fails in one
+   line naming the step and the migration's error, and 3.10.1 serves again with every
+   byte as before, nothing half-done (no copy volume, `.env` as the operator left it);
+4. the operator fixes the cause (the kit's 3.17.2 image): `upgrade` migrates both
+   databases on a copy and switches; every byte, every login and grant is there, and the
+   new release writes;
+5. `upgrade --rollback` brings 3.10.1 back on the untouched old volume, with the data as
+   it was before the upgrade;
+6. `up` refuses a new MLflow image on existing data (the container's image differs, or,
+   after `down`, the database's schema is behind the image's) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Stack, new_stack
+from tests.integration.mlflow_data import digest, populate
+
+OLD_MLFLOW = "3.10.1"
+OLD_IMAGE = f"mlops-kit/mlflow:{OLD_MLFLOW}-kit-test"
+BROKEN_IMAGE = "mlops-kit/mlflow:3.17.2-broken-migration-kit-test"
+NEW_IMAGE = "mlops-kit/mlflow:3.17.2-kit0.5.0"
+HERE = Path(__file__).resolve().parent
+
+
+def _build(tag: str, folder: str, *build_args: str) -> str:
+    args = [arg for pair in build_args for arg in ("--build-arg", pair)]
+    subprocess.run(
+        ["docker", "build", "--quiet", "--force-rm", *args, "-t", tag, str(HERE / folder)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return tag
+
+
+@pytest.fixture(scope="module")
+def images(kit_images: None) -> None:
+    """The kit's image with MLflow 3.10.1, and one whose migration fails."""
+    _build(OLD_IMAGE, "old_mlflow", f"OLD_MLFLOW={OLD_MLFLOW}")
+    _build(BROKEN_IMAGE, "broken_migration")
+
+
+def _set_env(stack: Stack, key: str, value: str) -> None:
+    env_file = stack.directory / ".env"
+    lines = [line for line in env_file.read_text().splitlines() if not line.startswith(f"{key}=")]
+    env_file.write_text("\n".join([*lines, f"{key}={value}"]) + "\n")
+
+
+def _env(stack: Stack) -> dict[str, str]:
+    lines = (stack.directory / ".env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def _mlflow_version(stack: Stack) -> str:
+    services = {s["service"]: s for s in stack.status()["services"]}
+    assert services["mlflow"]["health"] == "healthy", services
+    return str(services["mlflow"]["version"])
+
+
+#: The data set's experiments (`check`, which every upgrade runs, leaves a deleted experiment of its own).
+EXPERIMENTS = ["Default", "upg-experiment-0", "upg-experiment-1"]
+
+
+def _digest_as_admin(stack: Stack) -> dict[str, Any]:
+    with stack.as_user("admin"):
+        return digest(stack.tracking_uri, EXPERIMENTS)
+
+
+def _grant(stack: Stack, experiment_id: str) -> str:
+    """Alice's permission on the experiment, through the API both releases have."""
+    response = stack.session("admin").get(
+        f"{stack.tracking_uri}/api/2.0/mlflow/experiments/permissions/get",
+        params={"experiment_id": experiment_id, "username": "alice"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["experiment_permission"]["permission"])
+
+
+def _alice_reads(stack: Stack, experiment_id: str, password: str) -> int:
+    """The status of alice reading the experiment she was granted, logging in with ``password``."""
+    session = stack.session(None)
+    session.auth = ("alice", password)
+    url = f"{stack.tracking_uri}/api/2.0/mlflow/experiments/get"
+    return session.get(url, params={"experiment_id": experiment_id}, timeout=30).status_code
+
+
+@pytest.fixture(scope="module")
+def old_stack(images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack on MLflow 3.10.1 for this module's tests (in order), removed with its volumes at the end."""
+    stack = new_stack(tmp_path_factory.mktemp("upgrade"), "mlkt-upg")
+    try:
+        stack.init(env={"MLOPS_KIT_MLFLOW_IMAGE": OLD_IMAGE})
+        stack.kit("up")
+        yield stack
+    finally:
+        stack.destroy()
+
+
+def test_upgrade_from_an_older_mlflow_keeps_every_byte_and_login(old_stack: Stack, fail_fast: None) -> None:
+    stack = old_stack
+    assert _mlflow_version(stack) == OLD_MLFLOW
+
+    # 1. A data scientist's workflow on 3.10.1, and a second user with a grant.
+    with stack.as_user("admin"):
+        experiment_ids = populate(stack.tracking_uri, prefix="upg")
+    stack.kit("users", "add", "alice")
+    alice = stack.password("alice")
+    # 3.10.1 has only the per-resource permission API (the kit's `users grant` uses 3.17's).
+    admin = stack.session("admin")
+    created = admin.post(
+        f"{stack.tracking_uri}/api/2.0/mlflow/experiments/permissions/create",
+        json={"experiment_id": experiment_ids[0], "username": "alice", "permission": "READ"},
+        timeout=30,
+    )
+    assert created.status_code == 200, created.text
+    grant_before = _grant(stack, experiment_ids[0])
+    assert grant_before == "READ"
+    before = _digest_as_admin(stack)
+    assert before["experiments"] and before["registered_models"]
+    assert (_alice_reads(stack, experiment_ids[0], alice), _alice_reads(stack, experiment_ids[1], alice)) == (200, 403)
+
+    # 2. The plan names both versions and changes nothing.
+    _set_env(stack, "MLOPS_KIT_MLFLOW_IMAGE", BROKEN_IMAGE)
+    env_before = _env(stack)
+    volumes_before = stack.volumes()
+    plan = json.loads(stack.kit("upgrade", "--dry-run", "--json").stdout)
+    assert plan["mlflow"] == {"current": OLD_MLFLOW, "target": "3.17.2"}
+    assert plan["data_migration"] is True
+    tracking = next(s for s in plan["schemas"] if s["database"] == "mlflow")
+    assert tracking["migrates"] and tracking["current"] not in tracking["target"]
+    assert any(i["service"] == "mlflow" and i["changed"] for i in plan["images"])
+    assert plan["database_bytes"] > 0 and plan["free_bytes"] > plan["needed_bytes"]
+    assert (_env(stack), stack.volumes(), _mlflow_version(stack)) == (env_before, volumes_before, OLD_MLFLOW)
+    # `up` refuses what is an upgrade (a new MLflow on existing data), and changes nothing either.
+    refused = stack.kit("up", check=False)
+    assert refused.returncode == 5, refused.stderr
+    assert "MLOPS_KIT_MLFLOW_IMAGE changes from" in refused.stderr and "mlops-kit upgrade" in refused.stderr
+    assert _mlflow_version(stack) == OLD_MLFLOW
+
+    # 3. A release whose migration fails: one line, the old version serves, nothing half-done.
+    failed = stack.kit("upgrade", "--yes", check=False)
+    assert failed.returncode == 11, failed.stderr
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in failed.stderr
+    assert "migrating the tracking database" in errors[0]
+    assert "injected failure in a migration step" in errors[0]
+    assert "previous version serves again" in errors[0]
+    assert _mlflow_version(stack) == OLD_MLFLOW
+    assert _env(stack) == env_before
+    assert [v for v in stack.volumes() if v not in volumes_before] == []
+    assert not (stack.directory / ".mlops-kit-upgrade.json").exists()
+    assert _digest_as_admin(stack) == before
+    assert stack.kit("check").returncode == 0
+
+    # 4. The cause fixed: the upgrade migrates a copy and switches to it.
+    _set_env(stack, "MLOPS_KIT_MLFLOW_IMAGE", NEW_IMAGE)
+    done = json.loads(stack.kit("upgrade", "--yes", "--json").stdout)
+    assert done["upgraded"] is True
+    assert done["rows_after"] >= done["rows_before"] > 0
+    assert done["previous_images"]["mlflow"] == OLD_IMAGE
+    assert _mlflow_version(stack) == "3.17.2"
+    env_after = _env(stack)
+    assert env_after["MLOPS_KIT_POSTGRES_VOLUME"] == done["upgraded_volume"] != done["previous_volume"]
+    assert env_after["MLOPS_KIT_MLFLOW_IMAGE"] == NEW_IMAGE
+    assert done["previous_volume"] in stack.volumes()  # kept for the way back
+    sets = json.loads(stack.kit("backup", "list", "--json").stdout)
+    assert any(s["set_id"] == done["backup_set"] for s in sets)
+    assert _digest_as_admin(stack) == before
+    # The grant moved into 3.17's roles: the kit's `users permissions` (3.17's API) shows it, and it acts.
+    grants = json.loads(stack.kit("users", "permissions", "alice", "--json").stdout)
+    assert any(str(g.get("resource_pattern")) == experiment_ids[0] and g.get("permission") == "READ" for g in grants), (
+        grants
+    )
+    assert (_alice_reads(stack, experiment_ids[0], alice), _alice_reads(stack, experiment_ids[1], alice)) == (200, 403)
+    assert stack.kit("check").returncode == 0
+    with stack.as_user("admin"):
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(stack.tracking_uri)
+        run = client.create_run(experiment_ids[0], run_name="after-upgrade")
+        client.log_metric(run.info.run_id, "written_by_new_release", 1.0)
+    upgraded = _digest_as_admin(stack)
+    assert upgraded != before
+
+    # 5. The way back: 3.10.1 on the untouched old volume, the data as before the upgrade.
+    back = json.loads(stack.kit("upgrade", "--rollback", "--yes", "--json").stdout)
+    assert back["restored_volume"] == done["previous_volume"]
+    assert back["kept_volume"] == done["upgraded_volume"] in stack.volumes()
+    assert _mlflow_version(stack) == OLD_MLFLOW
+    assert _digest_as_admin(stack) == before
+    assert (_alice_reads(stack, experiment_ids[0], alice), _alice_reads(stack, experiment_ids[1], alice)) == (200, 403)
+    again = stack.kit("upgrade", "--rollback", "--yes", check=False)
+    assert again.returncode == 11 and "no upgrade to roll back" in again.stderr
+
+    # 6. After `down` (no container to compare with), `up` compares the schema itself.
+    stack.kit("down")
+    _set_env(stack, "MLOPS_KIT_MLFLOW_IMAGE", NEW_IMAGE)
+    refused = stack.kit("up", check=False)
+    assert refused.returncode == 5, refused.stderr
+    assert "is older than MLflow 3.17.2" in " ".join(refused.stderr.split())
+    _set_env(stack, "MLOPS_KIT_MLFLOW_IMAGE", OLD_IMAGE)
+    stack.kit("up")
+    assert _mlflow_version(stack) == OLD_MLFLOW
+    assert _digest_as_admin(stack) == before
+
+
+def test_upgrade_refuses_while_a_backup_holds_the_lock(old_stack: Stack) -> None:
+    """A backup or restore in progress: the upgrade waits for nothing and changes nothing (exit 8)."""
+    import fcntl
+
+    lock = old_stack.directory / "backups" / ".lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    _set_env(old_stack, "MLOPS_KIT_MLFLOW_IMAGE", NEW_IMAGE)
+    with lock.open("a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        handle.write("back up (pid 1, test)")
+        handle.flush()
+        refused = old_stack.kit("upgrade", "--yes", check=False)
+    assert refused.returncode == 8, refused.stderr
+    assert "holds the backup lock" in refused.stderr
+    assert _mlflow_version(old_stack) == OLD_MLFLOW
+
+
+PG15_IMAGE = "mlops-kit/postgres:15-kit-test"
+KIT_POSTGRES_IMAGE = "mlops-kit/postgres:17-kit0.5.0"
+REPO_ROOT = HERE.parent.parent
+
+
+@pytest.fixture(scope="module")
+def pg15_image(kit_images: None) -> str:
+    """The kit's PostgreSQL image built FROM Debian bookworm, which carries PostgreSQL 15.
+
+    No registry: the bookworm base is made with debootstrap by the kit's own bootstrap
+    script (the same way as the trixie base every kit image builds FROM).
+    """
+    import os
+
+    subprocess.run(
+        [str(REPO_ROOT / "scripts" / "bootstrap-host.sh")],
+        env={**os.environ, "MLOPS_KIT_BASE_IMAGE": "debian:bookworm-slim", "MLOPS_KIT_BASE_SUITE": "bookworm"},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    subprocess.run(
+        [
+            "docker",
+            "build",
+            "--quiet",
+            "--force-rm",
+            "-f",
+            str(REPO_ROOT / "docker" / "postgres" / "Dockerfile"),
+            "--build-arg",
+            "BASE_IMAGE=debian:bookworm-slim",
+            "--build-arg",
+            "POSTGRES_MAJOR=15",
+            "-t",
+            PG15_IMAGE,
+            str(REPO_ROOT / "docker"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return PG15_IMAGE
+
+
+def _server_version(stack: Stack) -> str:
+    from tests.harness import psql
+
+    return psql(stack, "SHOW server_version").strip().split()[0]
+
+
+def test_a_new_postgresql_major_is_dumped_and_loaded_with_every_byte(
+    pg15_image: str, tmp_path_factory: pytest.TempPathFactory, fail_fast: None
+) -> None:
+    """PostgreSQL 15 (bookworm) -> 17 (the kit's): a dump and load into a fresh volume, and back."""
+    stack = new_stack(tmp_path_factory.mktemp("pg15"), "mlkt-pg15")
+    try:
+        stack.init(env={"MLOPS_KIT_POSTGRES_IMAGE": pg15_image})
+        stack.kit("up")
+        assert _server_version(stack).startswith("15.")
+        with stack.as_user("admin"):
+            experiment_ids = populate(stack.tracking_uri, prefix="upg")
+        stack.kit("users", "add", "alice")
+        alice = stack.password("alice")
+        stack.kit("users", "grant", "alice", "READ", "experiment", experiment_ids[0])
+        grants = json.loads(stack.kit("users", "permissions", "alice", "--json").stdout)
+        before = _digest_as_admin(stack)
+
+        _set_env(stack, "MLOPS_KIT_POSTGRES_IMAGE", KIT_POSTGRES_IMAGE)
+        # `up` would start PostgreSQL 17 on 15's data folder: refused, nothing changed.
+        refused = stack.kit("up", check=False)
+        assert refused.returncode == 5 and "a new major" in refused.stderr, refused.stderr
+        assert _server_version(stack).startswith("15.")
+
+        plan = json.loads(stack.kit("upgrade", "--dry-run", "--json").stdout)
+        assert plan["postgres"]["current"].startswith("15.") and plan["postgres"]["target"].startswith("17.")
+        assert plan["data_migration"] is False and plan["anything_to_do"] is True
+        assert any("dumped and loaded" in note for note in plan["notes"])
+
+        done = json.loads(stack.kit("upgrade", "--yes", "--json").stdout)
+        assert done["rows_after"] >= done["rows_before"] > 0
+        assert _server_version(stack).startswith("17.")
+        assert _digest_as_admin(stack) == before
+        assert json.loads(stack.kit("users", "permissions", "alice", "--json").stdout) == grants
+        assert (_alice_reads(stack, experiment_ids[0], alice), _alice_reads(stack, experiment_ids[1], alice)) == (
+            200,
+            403,
+        )
+        assert stack.kit("check").returncode == 0
+
+        back = json.loads(stack.kit("upgrade", "--rollback", "--yes", "--json").stdout)
+        assert back["restored_volume"] == done["previous_volume"]
+        assert _server_version(stack).startswith("15.")
+        assert _digest_as_admin(stack) == before
+    finally:
+        stack.destroy()
