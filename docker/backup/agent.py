@@ -25,11 +25,13 @@ standard library, psycopg2 and boto3 (Debian's python3-psycopg2, python3-boto3) 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -417,35 +419,48 @@ def restore_dump(database: str, dump: Path) -> tuple[int, str]:
     """pg_restore ``dump`` into ``database`` in one transaction, stopping at the first error.
 
     The image's pg_restore (17) replays settings only 17 knows; into an older server
-    (a stack on an older PostgreSQL image) the dump goes through psql without them.
+    (a stack on an older PostgreSQL image) the dump goes through psql without them: the
+    header's SET lines are filtered, the data never is, and psql commits only when
+    pg_restore produced the whole script (else psql is killed: nothing is committed).
     """
     restore = ["pg_restore", "--exit-on-error", "--single-transaction", "--no-owner"]
     if server_version_num(database) >= 170000:
         result = subprocess.run([*restore, f"--dbname={database}", str(dump)], capture_output=True, text=True)
         return result.returncode, result.stderr
-    psql = subprocess.Popen(
-        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", f"--dbname={database}"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    source = subprocess.Popen(
-        ["pg_restore", "--no-owner", "--file=-", str(dump)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    assert source.stdout is not None and psql.stdin is not None
-    try:
-        for line in source.stdout:
-            if not line.startswith(_NEWER_SETTINGS):
-                psql.stdin.write(line)
-        psql.stdin.close()
-    except BrokenPipeError:  # psql stopped at an error: its message says which
-        source.kill()
-    psql_err = psql.stderr.read().decode() if psql.stderr else ""
-    source_err = source.stderr.read().decode() if source.stderr else ""
-    if psql.wait() != 0:
-        source.wait()
-        return psql.returncode, psql_err
-    return source.wait(), source_err
+    with tempfile.TemporaryFile() as source_err, tempfile.TemporaryFile() as psql_err:
+        psql = subprocess.Popen(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", f"--dbname={database}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=psql_err,
+        )
+        source = subprocess.Popen(
+            ["pg_restore", "--no-owner", "--file=-", str(dump)], stdout=subprocess.PIPE, stderr=source_err
+        )
+        assert source.stdout is not None and psql.stdin is not None
+        in_header = True
+        try:
+            for line in source.stdout:
+                if in_header and line.startswith((b"CREATE ", b"COPY ", b"ALTER ", b"SELECT ")):
+                    in_header = False
+                if not (in_header and line.startswith(_NEWER_SETTINGS)):
+                    psql.stdin.write(line)
+        except BrokenPipeError:  # psql stopped at an error: its message says which
+            source.kill()
+        if psql.poll() not in (None, 0):
+            source.wait()
+            psql_err.seek(0)
+            return psql.returncode, psql_err.read().decode(errors="replace")
+        if source.wait() != 0:
+            psql.kill()  # an incomplete script must not be committed
+            psql.wait()
+            source_err.seek(0)
+            return source.returncode or 1, source_err.read().decode(errors="replace")
+        with contextlib.suppress(BrokenPipeError):
+            psql.stdin.close()
+        code = psql.wait()
+        psql_err.seek(0)
+        return code, psql_err.read().decode(errors="replace")
 
 
 def cmd_load(args: argparse.Namespace) -> None:

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 from rich.table import Table
 
 from mlops_kit import console as ui
 from mlops_kit.cli.app import AppContext, confirm, pass_app, print_json, progress
 from mlops_kit.cli.options import json_option, yes_option
-from mlops_kit.engine.compose import ComposeProject
+from mlops_kit.errors import ConfigError
 from mlops_kit.runner import CommandRunner
-from mlops_kit.workflows.lifecycle import build_missing
-from mlops_kit.workflows.upgrade import UpgradePlan, load_upgrade_configs, plan_upgrade, rollback_upgrade, run_upgrade
+from mlops_kit.workflows.upgrade import (
+    UpgradePlan,
+    load_upgrade_configs,
+    plan_upgrade,
+    rollback_upgrade,
+    run_upgrade,
+    upgrade_session,
+)
 
 
 @click.command()
@@ -42,35 +50,41 @@ def upgrade(app: AppContext, plan_only: bool, rollback: bool, yes: bool, as_json
         _rollback(app, yes=yes, as_json=as_json)
         return
     runner = CommandRunner(cwd=app.project_dir)
-    with progress() as bar:
-        task = bar.add_task("Reading what runs and what the configuration asks for", total=None)
-        project, target = load_upgrade_configs(
-            app.project_dir, app.env_file, runner, start_if_stopped=not (plan_only or app.dry_run)
-        )
-        if not (plan_only or app.dry_run):
-            bar.update(task, description="Building the new images (first time: a few minutes)")
-            build_missing(ComposeProject(target, runner))
-        bar.update(task, description="Planning")
-        plan = plan_upgrade(project, target)
     if plan_only or app.dry_run:
+        with progress() as bar:
+            bar.add_task("Reading what runs and what the configuration asks for", total=None)
+            project, target = load_upgrade_configs(app.project_dir, app.env_file, runner)
+            plan = plan_upgrade(project, target)
         print_json(plan.to_dict()) if as_json else _print_plan(plan)
         return
-    if not plan.anything_to_do:
-        if as_json:
-            print_json({"upgraded": False, "plan": plan.to_dict()})
-        else:
-            ui.success("nothing to upgrade: the stack runs what its configuration asks for")
-        return
-    if not as_json:
-        _print_plan(plan)
-    confirm(
-        f"Upgrade stack {project.config.project_name}? It is backed up first; MLflow stops for about "
-        f"{plan.downtime_seconds:.0f} s; the previous version stays for `upgrade --rollback`.",
-        yes=yes,
-    )
-    with progress() as bar:
-        task = bar.add_task("Upgrading", total=None)
-        result = run_upgrade(project, target, plan, on_step=lambda m: bar.update(task, description=m))
+    with contextlib.ExitStack() as session:
+        with progress() as bar:
+            task = bar.add_task("Taking the stack's lock", total=None)
+            project, target = session.enter_context(
+                upgrade_session(
+                    app.project_dir, app.env_file, runner, on_step=lambda m: bar.update(task, description=m)
+                )
+            )
+            bar.update(task, description="Planning")
+            plan = plan_upgrade(project, target)
+        if not plan.anything_to_do:
+            if as_json:
+                print_json({"upgraded": False, "plan": plan.to_dict()})
+            else:
+                ui.success("nothing to upgrade: the stack runs what its configuration asks for")
+            return
+        if not as_json:
+            _print_plan(plan)
+        confirm(
+            f"Upgrade stack {project.config.project_name}? It is backed up first; MLflow stops for about "
+            f"{plan.downtime_seconds:.0f} s; the previous version stays for `upgrade --rollback`.",
+            yes=yes,
+        )
+        with progress() as bar:
+            task = bar.add_task("Upgrading", total=None)
+            result = run_upgrade(
+                project, target, plan, on_step=lambda m: bar.update(task, description=m), take_lock=False
+            )
     if as_json:
         print_json({"upgraded": True, **result.to_dict()})
         return
@@ -120,6 +134,10 @@ def _print_plan(plan: UpgradePlan) -> None:
 
 
 def _rollback(app: AppContext, *, yes: bool, as_json: bool) -> None:
+    if app.dry_run:
+        raise ConfigError(
+            "--dry-run does not apply to --rollback", hint="run mlops-kit upgrade --rollback (it asks first)"
+        )
     project = app.project()
     confirm(
         f"Roll stack {project.config.project_name} back to the version before its last upgrade? What was written "

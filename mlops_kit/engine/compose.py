@@ -38,6 +38,8 @@ class ServiceState:
     image: str
     ports: tuple[str, ...] = field(default_factory=tuple)
     exit_code: int = 0
+    #: A `docker compose run` container (a job), not the service's own.
+    oneoff: bool = False
 
     @property
     def is_healthy(self) -> bool:
@@ -58,6 +60,7 @@ class ServiceState:
             image=str(entry.get("Image", "")),
             ports=tuple(dict.fromkeys(ports)),
             exit_code=int(entry.get("ExitCode", 0) or 0),
+            oneoff="com.docker.compose.oneoff=True" in str(entry.get("Labels", "")),
         )
 
 
@@ -100,6 +103,18 @@ class ComposeProject:
         """Every container of the project, running or not."""
         result = self.run(["ps", "--all", "--format", "json"], changes_state=False)
         return [ServiceState.from_ps(entry) for entry in _parse_json_lines(result.stdout)]
+
+    def service_containers(self) -> dict[str, ServiceState]:
+        """Each service's own container (jobs that `docker compose run` left are not)."""
+        return {s.service: s for s in self.ps() if not s.oneoff}
+
+    def configured_image(self, container: str) -> str:
+        """The image name a container was created from (`docker compose ps` shows a bare ID once its
+        tag was rebuilt); '' when the container is gone."""
+        result = self.runner.run(
+            ["docker", "inspect", "--format", "{{.Config.Image}}", container], check=False, changes_state=False
+        )
+        return result.stdout.strip() if result.ok else ""
 
     def is_running(self, service: str) -> bool:
         """Whether ``service`` has a running container."""

@@ -189,6 +189,9 @@ def run_backup(
                 str(config.backup_keep_monthly),
                 "--keep-last",
                 "1",
+                # The set an upgrade made first stays until the operator removes it.
+                "--keep-tag",
+                "pre-upgrade",
             )
             repository.check()
             offsite = ""

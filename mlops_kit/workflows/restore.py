@@ -51,6 +51,8 @@ from mlops_kit.workflows.users import admin_access
 logger = logging.getLogger(__name__)
 
 WAIT_TIMEOUT = 600
+#: What `upgrade --rollback` goes back to (written by workflows/upgrade.py; a restore ends it).
+UPGRADE_STATE_FILE = ".mlops-kit-upgrade.json"
 Step = Callable[[str], None]
 
 
@@ -314,6 +316,8 @@ def _switch(
                 settings_values(switched.config, switched_settings),
                 added_by="mlops-kit restore",
             )
+            # The last upgrade's way back led to the data this restore replaced.
+            (config.project_dir / UPGRADE_STATE_FILE).unlink(missing_ok=True)
     except BaseException as error:  # Ctrl-C and OS errors too: never leave the stack half-switched
         on_step("Restore failed: switching back to the previous data")
         _rollback(

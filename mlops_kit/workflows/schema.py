@@ -18,8 +18,10 @@ from mlops_kit.probes import probe_script
 from mlops_kit.runner import CommandRunner
 from mlops_kit.services import MLFLOW, POSTGRES
 from mlops_kit.services.backup import AGENT, BACKUP
-from mlops_kit.services.postgres import DATABASE
+from mlops_kit.services.postgres import AUTH_DATABASE, DATABASE
 
+#: Where a job sees a database volume it inspects.
+VOLUME_MOUNT = "/inspect/volume"
 UPGRADE_HINT = "run mlops-kit upgrade (it backs up, migrates a copy of the database, and switches back on failure)"
 
 
@@ -86,13 +88,16 @@ def refuse_unplanned_migration(project: ComposeProject, *, wait_timeout: int) ->
     MLflow container already runs this image; after `down`, the schema is compared.
     """
     config = project.config
-    states = {s.service: s for s in project.ps()}
-    postgres = states.get(POSTGRES.name)
-    if postgres is not None and postgres.image and postgres.image != config.postgres_image:
+    runner = project.runner
+    if not project.volume_exists(config.postgres_volume):
+        return  # a new stack: MLflow creates its schema
+    containers = project.service_containers()
+    postgres = containers.get(POSTGRES.name)
+    postgres_image = project.configured_image(postgres.container) if postgres else ""
+    if postgres_image and postgres_image != config.postgres_image:
         # A new major cannot open the old data folder: that is a dump and load, `upgrade`'s job.
-        runner = project.runner
         now, then = (
-            image_postgres_version(runner, postgres.image),
+            image_postgres_version(runner, postgres_image),
             image_postgres_version(runner, config.postgres_image),
         )
         if now.split(".")[0] != then.split(".")[0]:
@@ -100,25 +105,50 @@ def refuse_unplanned_migration(project: ComposeProject, *, wait_timeout: int) ->
                 f"MLOPS_KIT_POSTGRES_IMAGE changes PostgreSQL {now} to {then} (a new major) on existing data",
                 hint=f"{UPGRADE_HINT}; or put MLOPS_KIT_POSTGRES_IMAGE back",
             )
-    mlflow = states.get(MLFLOW.name)
-    if mlflow is not None and mlflow.image == config.mlflow_image:
+    elif not postgres_image:
+        data_major = volume_postgres_major(project, config.postgres_volume)
+        image_major = image_postgres_version(runner, config.postgres_image).split(".")[0]
+        if data_major and data_major != image_major:
+            raise StackError(
+                f"the database volume {config.postgres_volume} holds PostgreSQL {data_major} data and "
+                f"MLOPS_KIT_POSTGRES_IMAGE is PostgreSQL {image_major}",
+                hint=f"{UPGRADE_HINT} from the image that wrote it; or put MLOPS_KIT_POSTGRES_IMAGE back",
+            )
+    mlflow = containers.get(MLFLOW.name)
+    mlflow_image = project.configured_image(mlflow.container) if mlflow else ""
+    if mlflow_image == config.mlflow_image:
         return
-    if not project.volume_exists(config.postgres_volume):
-        return  # a new stack: MLflow creates its schema
-    if mlflow is not None and mlflow.image:
+    target = image_schema_heads(runner, config.mlflow_image)
+    if mlflow_image:
+        # Another tag (a kit release) with the same MLflow migrations is no upgrade of the data.
+        try:
+            running = image_schema_heads(runner, mlflow_image)
+        except UpgradeError:
+            running = {}
+        if all(running.get(key) == target.get(key) for key in ("tracking", "auth")) and running:
+            return
         raise StackError(
-            f"MLOPS_KIT_MLFLOW_IMAGE changes from {mlflow.image} to {config.mlflow_image} on existing data",
+            f"MLOPS_KIT_MLFLOW_IMAGE changes from {mlflow_image} to {config.mlflow_image} on existing data",
             hint=f"{UPGRADE_HINT}; or put MLOPS_KIT_MLFLOW_IMAGE back",
         )
+    # No MLflow container to compare with (after `down`): compare the databases' schemas.
     project.start_services([POSTGRES.name], wait_timeout=wait_timeout)
-    revision = database_facts(project, DATABASE).get("alembic_revision")
-    heads = image_schema_heads(project.runner, config.mlflow_image)
-    if revision is not None and heads.get("tracking") and revision not in heads["tracking"]:
-        raise StackError(
-            f"the database's schema ({revision}) is older than MLflow {heads.get('mlflow_version')} of "
-            f"{config.mlflow_image} expects ({', '.join(heads['tracking'])})",
-            hint=UPGRADE_HINT,
-        )
+    for database, key in ((DATABASE, "tracking"), (AUTH_DATABASE, "auth")):
+        revision = database_facts(project, database).get("alembic_revision")
+        if revision is not None and target.get(key) and revision not in target[key]:
+            raise StackError(
+                f"the {database} database's schema ({revision}) is not what MLflow {target.get('mlflow_version')} "
+                f"of {config.mlflow_image} expects ({', '.join(target[key])})",
+                hint=UPGRADE_HINT,
+            )
+
+
+def volume_postgres_major(project: ComposeProject, volume: str) -> str:
+    """The PostgreSQL major that wrote ``volume`` (its PG_VERSION file), '' for a fresh volume."""
+    result = project.run_job(
+        BACKUP.name, ["cat", f"{VOLUME_MOUNT}/PG_VERSION"], mounts=(f"{volume}:{VOLUME_MOUNT}:ro",), check=False
+    )
+    return result.stdout.strip() if result.ok else ""
 
 
 #: Rows MLflow's own migrations move into columns and then delete: fewer rows there is no loss.

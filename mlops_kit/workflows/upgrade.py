@@ -23,12 +23,15 @@ failing command's own last line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import shutil
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,10 +49,10 @@ from mlops_kit.services.backup import AGENT, BACKUP, RESTORE_ROOT, STAGING_MOUNT
 from mlops_kit.services.mlflow import AUTH_DATABASE_URI, BACKEND_STORE_URI, server_version
 from mlops_kit.services.postgres import AUTH_DATABASE, DATABASE
 from mlops_kit.workflows.backup import STAGING_SET, BackupSummary, run_agent, run_backup
-from mlops_kit.workflows.lifecycle import require_running
+from mlops_kit.workflows.lifecycle import build_missing, require_running
 from mlops_kit.workflows.lock import backup_lock
 from mlops_kit.workflows.preflight import read_engine
-from mlops_kit.workflows.restore import DrillReport, drill
+from mlops_kit.workflows.restore import UPGRADE_STATE_FILE, DrillReport, drill
 from mlops_kit.workflows.schema import database_facts, image_postgres_version, image_schema_heads, moved_rows
 from mlops_kit.workflows.smoke import run_smoke_check
 from mlops_kit.workflows.users import admin_access
@@ -57,7 +60,7 @@ from mlops_kit.workflows.users import admin_access
 logger = logging.getLogger(__name__)
 
 #: What a successful upgrade keeps for `upgrade --rollback` (in the kit's folder).
-STATE_FILE = ".mlops-kit-upgrade.json"
+STATE_FILE = UPGRADE_STATE_FILE
 WAIT_TIMEOUT = 600
 #: The snapshot tag of the backup set an upgrade makes first.
 PRE_UPGRADE_TAG = "pre-upgrade"
@@ -214,8 +217,9 @@ def load_upgrade_configs(
     """
     loaded = load_config(project_dir, env_file)
     project = ComposeProject(loaded, runner)
-    states = project.ps()
-    images = {s.service: s.image for s in states if s.image}
+    containers = project.service_containers()
+    states = list(containers.values())
+    images = {name: image for name, s in containers.items() if (image := project.configured_image(s.container))}
     if MLFLOW.name not in images:
         raise UpgradeError(
             f"stack {loaded.project_name} has no MLflow container to upgrade from",
@@ -240,6 +244,24 @@ def load_upgrade_configs(
         for env, value in updates.items()
     }
     return current, replace(loaded, **target_fields)
+
+
+@contextmanager
+def upgrade_session(
+    project_dir: Path, env_file: Path, runner: CommandRunner, *, on_step: Step = lambda _s: None
+) -> Iterator[tuple[ComposeProject, KitConfig]]:
+    """Hold the stack's lock, start a stopped stack on its current version and build the new images.
+
+    Everything an upgrade does happens inside: a backup, restore or migration that runs
+    makes it exit 8 before anything changes, and none can start while it runs.
+    """
+    loaded = load_config(project_dir, env_file)
+    with backup_lock(loaded, "upgrade"):
+        on_step("Reading what runs and what the configuration asks for")
+        project, target = load_upgrade_configs(project_dir, env_file, runner, start_if_stopped=True)
+        on_step("Building the new images (first time: a few minutes)")
+        build_missing(ComposeProject(target, runner))
+        yield project, target
 
 
 def plan_upgrade(project: ComposeProject, target: KitConfig) -> UpgradePlan:
@@ -342,8 +364,12 @@ def run_upgrade(
     *,
     drill_sample: int = 20,
     on_step: Step = lambda _s: None,
+    take_lock: bool = True,
 ) -> UpgradeResult:
-    """Upgrade ``project``'s stack to ``target`` as planned (see the module's docstring)."""
+    """Upgrade ``project``'s stack to ``target`` as planned (see the module's docstring).
+
+    ``take_lock=False`` inside :func:`upgrade_session`, which holds the lock already.
+    """
     current = project.config
     if not plan.anything_to_do:
         raise UpgradeError("nothing to upgrade: the stack runs what its configuration asks for")
@@ -354,7 +380,7 @@ def run_upgrade(
             hint="free some space in Docker's data folder and run it again",
         )
     started = time.monotonic()
-    with backup_lock(current, "upgrade"):
+    with backup_lock(current, "upgrade") if take_lock else contextlib.nullcontext(), _signals_interrupt():
         on_step("Backing up first (a set tagged pre-upgrade)")
         backup = run_backup(project, on_step=on_step, tags=(PRE_UPGRADE_TAG,), take_lock=False)
         on_step("Verifying that backup set restores (restore drill)")
@@ -392,7 +418,11 @@ def _migrate_on_a_copy(
     generation = time.strftime("u%Y%m%d%H%M%S")
     upgraded_volume = f"{current.project_name}_postgres-data-{generation}"
     switched = ComposeProject(replace(target, postgres_volume_name=upgraded_volume), project.runner)
-    changed_settings = _changed_settings(current, switched.config)
+    # Every setting that differs, and every update this kit makes to an older `.env` (a new
+    # setting may equal its default, and must still be written, or the next upgrade plans it again).
+    changed_settings = tuple(
+        dict.fromkeys([*_changed_settings(current, switched.config), *env_file_updates(current.env_file)])
+    )
     previous_env = _previous_env_values(current, changed_settings)
     step = "stopping the writers"
     env_written = False
@@ -470,12 +500,20 @@ def _migrate_on_a_copy(
         )
     except BaseException as error:
         on_step(f"Upgrade failed ({step}): switching back to the previous version")
-        _switch_back(project, switched, upgraded_volume, previous_env if env_written else None)
-        if not isinstance(error, (KitError, OSError)):
+        failed = _switch_back(project, switched, upgraded_volume, previous_env if env_written else None)
+        if not isinstance(error, (KitError, OSError)) and not failed:
             raise
+        outcome = (
+            f"switching back failed too ({'; '.join(failed)}): the previous version's data is untouched in "
+            f"{current.postgres_volume}"
+            if failed
+            else "the previous version serves again on its untouched data"
+        )
         raise UpgradeError(
-            f"upgrade failed at {step}: {_said(error)}; the previous version serves again on its untouched data",
-            hint="the pre-upgrade backup set is in the repository (mlops-kit backup list); see: mlops-kit logs",
+            f"upgrade failed at {step}: {_said(error)}; {outcome}",
+            hint="run mlops-kit up"
+            if failed
+            else "the pre-upgrade backup set is in the repository (mlops-kit backup list); see: mlops-kit logs",
         ) from error
     finally:
         shutil.rmtree(dump_dir, ignore_errors=True)
@@ -523,8 +561,11 @@ def _previous_env_values(current: KitConfig, envs: tuple[str, ...]) -> dict[str,
 
 def _switch_back(
     project: ComposeProject, switched: ComposeProject, upgraded_volume: str, previous_env: dict[str, str] | None
-) -> None:
-    """Each step on its own (one failing must not stop the next, above all the restart)."""
+) -> list[str]:
+    """Each step on its own (one failing must not stop the next, above all the restart); the failed ones.
+
+    A second Ctrl-C does not cut it short.
+    """
     steps: list[tuple[str, Callable[[], object]]] = [
         ("stop the new version", lambda: switched.down(volumes=False)),
         ("remove the copy", lambda: switched.remove_volumes([upgraded_volume])),
@@ -537,11 +578,33 @@ def _switch_back(
             )
         )
     steps.append(("start the previous version", lambda: project.up(wait_timeout=WAIT_TIMEOUT)))
-    for what, step in steps:
-        try:
-            step()
-        except Exception as exc:
-            logger.error("upgrade rollback: could not %s: %s", what, exc)
+    failed: list[str] = []
+    previous_handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:
+                logger.error("upgrade rollback: could not %s: %s", what, exc)
+                failed.append(f"could not {what}")
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    return failed
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed SSH session) interrupt like Ctrl-C, so the switch back still runs."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    saved = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _said(error: BaseException) -> str:
@@ -567,23 +630,46 @@ def rollback_upgrade(project: ComposeProject, *, on_step: Step = lambda _s: None
             hint="only the last upgrade can be rolled back, until the next one or `down --volumes`",
         )
     previous_volume = str(state["previous_volume"])
+    if config.postgres_volume != state.get("upgraded_volume"):
+        raise UpgradeError(
+            f"the stack no longer runs on the upgraded volume {state.get('upgraded_volume')} "
+            f"(it runs on {config.postgres_volume}: restored or changed since)",
+            hint="a rollback would drop what happened since; restore a backup set instead (mlops-kit backup list)",
+        )
     if not project.volume_exists(previous_volume):
         raise UpgradeError(
             f"the previous database volume {previous_volume} no longer exists", hint="restore a backup set instead"
         )
     previous_env = {str(k): str(v) for k, v in dict(state["previous_env"]).items()}
-    with backup_lock(config, "roll back the upgrade"):
+    upgraded_env = settings_values(config, tuple(previous_env))
+    previous_config = replace(
+        config,
+        **{SETTINGS_BY_ENV[k].attr: SETTINGS_BY_ENV[k].check(v, k, f"fix {k}") for k, v in previous_env.items()},
+    )
+    previous = ComposeProject(previous_config, project.runner)
+    missing = previous.missing_images()
+    if missing:
+        raise UpgradeError(
+            f"the previous version's images are gone: {', '.join(missing)}",
+            hint="build them from the previous kit's checkout (mlops-kit build), then roll back",
+        )
+    with backup_lock(config, "roll back the upgrade"), _signals_interrupt():
         on_step("Stopping the upgraded version")
         project.down(volumes=False)
         update_env_file(config.env_file, previous_env, added_by="mlops-kit upgrade --rollback")
-        previous = ComposeProject(load_config(config.project_dir, config.env_file), project.runner)
         on_step("Starting the previous version on its kept volume")
         try:
             previous.up(wait_timeout=WAIT_TIMEOUT)
-        except KitError as error:
+        except BaseException as error:
+            # The way back failed: the upgraded version serves again, as it did.
+            previous.down(volumes=False)
+            update_env_file(config.env_file, upgraded_env, added_by="mlops-kit upgrade --rollback")
+            project.up(wait_timeout=WAIT_TIMEOUT)
+            if not isinstance(error, KitError):
+                raise
             raise StackError(
-                f"the previous version did not start: {error.message}",
-                hint="its images may be gone (docker image ls); mlops-kit build with the previous kit's checkout",
+                f"the previous version did not start ({error.message}); the upgraded version serves again",
+                hint="see: mlops-kit logs",
             ) from error
         state_path(config).unlink(missing_ok=True)
     images = {k: v for k, v in previous_env.items() if k.endswith("_IMAGE")}

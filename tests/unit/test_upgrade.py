@@ -240,20 +240,31 @@ def test_a_new_postgres_major_is_dumped_and_loaded_not_copied(kit_dir: Path, no_
 
 
 class PsRunner(CommandRunner):
-    """`docker compose ps` lists the given containers; `postgres --version` answers per image."""
+    """The engine as `up`'s guard sees it: containers (`ps`, `inspect`), each image's PostgreSQL
+    version and MLflow schema heads (``heads``: image -> tracking head)."""
 
-    def __init__(self, containers: list[dict[str, str]], majors: dict[str, str]) -> None:
+    def __init__(
+        self, containers: list[dict[str, str]], majors: dict[str, str], heads: dict[str, str] | None = None
+    ) -> None:
         super().__init__()
         self.containers = containers
         self.majors = majors
+        self.heads = heads or {}
 
     def run(self, argv: Sequence[str | os.PathLike[str]], **kwargs: Any) -> CommandResult:
         args = [str(a) for a in argv]
         if "ps" in args:
             return CommandResult(args, 0, "\n".join(json.dumps(c) for c in self.containers), "")
+        if args[:2] == ["docker", "inspect"]:
+            image = next(c["Image"] for c in self.containers if c["Name"] == args[-1])
+            return CommandResult(args, 0, image + "\n", "")
         if "--version" in args:
             image = args[args.index("--version") - 1]
-            return CommandResult(args, 0, f"postgres (PostgreSQL) {self.majors[image]}\n", "")
+            return CommandResult(args, 0, f"postgres (PostgreSQL) {self.majors.get(image, '17.6')}\n", "")
+        if "python" in args:
+            image = args[args.index("python") + 1]
+            answer = {"mlflow_version": "x", "tracking": [self.heads.get(image, "h")], "auth": ["a"]}
+            return CommandResult(args, 0, json.dumps(answer) + "\n", "")
         return CommandResult(args, 0, "", "")
 
 
@@ -268,12 +279,28 @@ def test_up_refuses_a_new_mlflow_image_on_existing_data(kit_dir: Path) -> None:
 
     config = _guarded_config(kit_dir)
     running = [{"Service": "mlflow", "Name": "m", "State": "running", "Image": OLD_IMAGE}]
+    heads = {OLD_IMAGE: "old-head", NEW_IMAGE: "new-head"}
     with pytest.raises(StackError) as caught:
-        refuse_unplanned_migration(ComposeProject(config, PsRunner(running, {})), wait_timeout=10)
+        refuse_unplanned_migration(ComposeProject(config, PsRunner(running, {}, heads)), wait_timeout=10)
     assert f"changes from {OLD_IMAGE} to {NEW_IMAGE}" in caught.value.message
     assert "mlops-kit upgrade" in (caught.value.hint or "")
+    # The same image, or another tag with the same migrations (a kit release), is no upgrade of the data.
     same = [{"Service": "mlflow", "Name": "m", "State": "running", "Image": NEW_IMAGE}]
     refuse_unplanned_migration(ComposeProject(config, PsRunner(same, {})), wait_timeout=10)
+    retagged = {OLD_IMAGE: "same-head", NEW_IMAGE: "same-head"}
+    refuse_unplanned_migration(ComposeProject(config, PsRunner(running, {}, retagged)), wait_timeout=10)
+    # A job's container (`compose run`) is not the service's own.
+    oneoff = [
+        *same,
+        {
+            "Service": "mlflow",
+            "Name": "z",
+            "State": "exited",
+            "Image": OLD_IMAGE,
+            "Labels": "com.docker.compose.oneoff=True",
+        },
+    ]
+    refuse_unplanned_migration(ComposeProject(config, PsRunner(oneoff, {}, heads)), wait_timeout=10)
 
 
 def test_up_refuses_a_new_postgres_major_but_not_a_rebuilt_minor(kit_dir: Path) -> None:
@@ -291,3 +318,17 @@ def test_up_refuses_a_new_postgres_major_but_not_a_rebuilt_minor(kit_dir: Path) 
         refuse_unplanned_migration(ComposeProject(config, PsRunner(containers, majors)), wait_timeout=10)
     majors[old_pg] = "17.2"
     refuse_unplanned_migration(ComposeProject(config, PsRunner(containers, majors)), wait_timeout=10)
+
+
+def test_a_rollback_refuses_a_record_the_stack_has_moved_on_from(kit_dir: Path) -> None:
+    """After a restore (or any change of the database volume) the record would drop what happened since."""
+    init_env_file(kit_dir, {}, host=HOST)
+    runner = Recorder(kit_dir)
+    project = ComposeProject(load_config(kit_dir, environ={}), runner)
+    upgrade.write_state(
+        project.config,
+        {"previous_volume": "old-volume", "upgraded_volume": "mlops-kit_postgres-data-u1", "previous_env": {}},
+    )
+    with pytest.raises(UpgradeError, match="no longer runs on the upgraded volume"):
+        upgrade.rollback_upgrade(project)
+    assert runner.calls == []
