@@ -42,17 +42,17 @@ from mlops_kit.config.loader import KitConfig, load_config, read_env_file
 from mlops_kit.config.settings import SETTINGS_BY_ENV, settings_values
 from mlops_kit.engine.compose import ComposeProject
 from mlops_kit.engine.jobs import last_line
-from mlops_kit.errors import CommandError, ConfigError, KitError, StackError, UpgradeError
+from mlops_kit.errors import CommandError, KitError, StackError, UpgradeError
 from mlops_kit.runner import CommandRunner
 from mlops_kit.services import MLFLOW, POSTGRES, PROXY, kit_services, stack_services
 from mlops_kit.services.backup import AGENT, BACKUP, RESTORE_ROOT, STAGING_MOUNT
 from mlops_kit.services.mlflow import AUTH_DATABASE_URI, BACKEND_STORE_URI, server_version
 from mlops_kit.services.postgres import AUTH_DATABASE, DATABASE
-from mlops_kit.workflows.backup import STAGING_SET, BackupSummary, run_agent, run_backup
+from mlops_kit.workflows.backup import STAGING_SET, run_agent, run_backup
 from mlops_kit.workflows.lifecycle import build_missing, require_running
 from mlops_kit.workflows.lock import backup_lock
 from mlops_kit.workflows.preflight import read_engine
-from mlops_kit.workflows.restore import UPGRADE_STATE_FILE, DrillReport, drill
+from mlops_kit.workflows.restore import UPGRADE_STATE_FILE, drill
 from mlops_kit.workflows.schema import database_facts, image_postgres_version, image_schema_heads, moved_rows
 from mlops_kit.workflows.smoke import run_smoke_check
 from mlops_kit.workflows.users import admin_access
@@ -695,13 +695,11 @@ def write_state(config: KitConfig, state: dict[str, Any]) -> None:
 
 
 __all__ = [
-    "BackupSummary",
-    "ConfigError",
-    "DrillReport",
     "UpgradePlan",
     "UpgradeResult",
     "load_upgrade_configs",
     "plan_upgrade",
     "rollback_upgrade",
     "run_upgrade",
+    "upgrade_session",
 ]
