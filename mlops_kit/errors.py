@@ -51,8 +51,8 @@ class CommandError(KitError):
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
-        last_line = _last_line(stderr) or _last_line(stdout) or "no output"
-        super().__init__(f"`{' '.join(command)}` failed with exit code {returncode}: {last_line}", hint=hint)
+        said = last_line(stderr) or last_line(stdout) or "no output"
+        super().__init__(f"`{' '.join(command)}` failed with exit code {returncode}: {said}", hint=hint)
 
 
 class StackError(KitError):
@@ -95,7 +95,8 @@ class AbortedError(KitError):
     exit_code = 1
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
+    """The last non-empty line of ``text``, stripped (what a failing command said last)."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
 

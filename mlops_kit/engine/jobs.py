@@ -10,7 +10,9 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlops_kit.errors import CommandError, KitError
+from mlops_kit.errors import CommandError, KitError, last_line
+
+__all__ = ["last_json", "last_line", "run_json_job"]
 
 if TYPE_CHECKING:
     from mlops_kit.engine.compose import ComposeProject
@@ -28,12 +30,6 @@ def last_json(output: str, opener: str = "{") -> Any | None:
             except json.JSONDecodeError:
                 return None
     return None
-
-
-def last_line(text: str) -> str:
-    """The last non-empty line of ``text`` (what a job said last when it printed no JSON)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
 
 
 def run_json_job(
