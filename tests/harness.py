@@ -194,6 +194,27 @@ class Stack:
         ).stdout
         return sorted(out.split())
 
+    def env_values(self) -> dict[str, str]:
+        """The settings in the stack's `.env` (comments left out)."""
+        lines = (self.directory / ".env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+    def set_env(self, key: str, value: str) -> None:
+        """Set one `.env` setting, the way an operator edits the file."""
+        env_file = self.directory / ".env"
+        lines = [line for line in env_file.read_text().splitlines() if not line.startswith(f"{key}=")]
+        env_file.write_text("\n".join([*lines, f"{key}={value}"]) + "\n")
+
+    def reads_experiments(self, user: str, password: str, *experiment_ids: str) -> tuple[int, ...]:
+        """The HTTP status of ``user`` (logging in with ``password``) reading each experiment."""
+        session = self.session(None)
+        session.auth = (user, password)
+        url = f"{self.tracking_uri}/api/2.0/mlflow/experiments/get"
+        return tuple(
+            session.get(url, params={"experiment_id": experiment_id}, timeout=30).status_code
+            for experiment_id in experiment_ids
+        )
+
     def status(self) -> dict[str, Any]:
         answer: dict[str, Any] = json.loads(self.kit("status", "--json", check=False).stdout)
         return answer

@@ -16,6 +16,7 @@ from mlops_kit.workflows.upgrade import (
     UpgradePlan,
     load_upgrade_configs,
     plan_upgrade,
+    refuse_unsafe_plan,
     rollback_upgrade,
     run_upgrade,
     upgrade_session,
@@ -34,10 +35,19 @@ from mlops_kit.workflows.upgrade import (
     is_flag=True,
     help="Go back to the version before the last upgrade, on its kept database volume.",
 )
+@click.option(
+    "--accept-dropped-denies",
+    is_flag=True,
+    envvar="MLOPS_KIT_UPGRADE_ACCEPT_DROPPED_DENIES",
+    help="Upgrade even though MLflow's migration drops explicit NO_PERMISSIONS denies and the default "
+    "permission then grants those users access. [env var: MLOPS_KIT_UPGRADE_ACCEPT_DROPPED_DENIES]",
+)
 @yes_option
 @json_option
 @pass_app
-def upgrade(app: AppContext, plan_only: bool, rollback: bool, yes: bool, as_json: bool) -> None:
+def upgrade(
+    app: AppContext, plan_only: bool, rollback: bool, accept_dropped_denies: bool, yes: bool, as_json: bool
+) -> None:
     """Upgrade the running stack to what its configuration asks for, keeping every byte.
 
     \b
@@ -75,6 +85,7 @@ def upgrade(app: AppContext, plan_only: bool, rollback: bool, yes: bool, as_json
             return
         if not as_json:
             _print_plan(plan)
+        refuse_unsafe_plan(plan, accept_dropped_denies=accept_dropped_denies)
         confirm(
             f"Upgrade stack {project.config.project_name}? It is backed up first; MLflow stops for about "
             f"{plan.downtime_seconds:.0f} s; the previous version stays for `upgrade --rollback`.",
@@ -83,7 +94,12 @@ def upgrade(app: AppContext, plan_only: bool, rollback: bool, yes: bool, as_json
         with progress() as bar:
             task = bar.add_task("Upgrading", total=None)
             result = run_upgrade(
-                project, target, plan, on_step=lambda m: bar.update(task, description=m), take_lock=False
+                project,
+                target,
+                plan,
+                on_step=lambda m: bar.update(task, description=m),
+                take_lock=False,
+                accept_dropped_denies=accept_dropped_denies,
             )
     if as_json:
         print_json({"upgraded": True, **result.to_dict()})

@@ -186,20 +186,55 @@ def moved_rows(
         for database, table, condition in MIGRATION_MOVES.get(revision, ()):
             if table not in tables.get(database, {}):
                 continue
-            result = project.run(
-                [
-                    "exec",
-                    "-T",
-                    "--user",
-                    "postgres",
-                    POSTGRES.name,
-                    "psql",
-                    "-d",
-                    database,
-                    "-Atc",
-                    f"SELECT count(*) FROM public.{table} WHERE {condition}",
-                ],
-                changes_state=False,
-            )
-            moved[(database, table)] = moved.get((database, table), 0) + int(result.stdout.strip() or 0)
+            answer = _query(project, database, f"SELECT count(*) FROM public.{table} WHERE {condition}")
+            moved[(database, table)] = moved.get((database, table), 0) + int(answer or 0)
     return moved
+
+
+#: Grants MLflow's own migrations stop honouring: revision -> the auth tables whose explicit
+#: denies (permission NO_PERMISSIONS) it does not carry over. 3.17's move to roles
+#: (e5f6a7b8c9d0) keeps the old tables as a snapshot but reads only roles afterwards, and
+#: "an explicit deny row is no longer supported": with a default permission that grants
+#: access, a denied user gets that access after the upgrade.
+DROPPED_DENIES: dict[str, tuple[str, ...]] = {
+    "e5f6a7b8c9d0": (
+        "experiment_permissions",
+        "registered_model_permissions",
+        "scorer_permissions",
+        "gateway_secret_permissions",
+        "gateway_endpoint_permissions",
+        "gateway_model_definition_permissions",
+        "workspace_permissions",
+    ),
+}
+
+
+def dropped_denies(project: ComposeProject, pending: list[str], tables: dict[str, int]) -> dict[str, int]:
+    """Per user, the explicit denies the pending auth migrations will drop (read before they run).
+
+    ``tables`` are the auth database's tables now (row counts by table).
+    """
+    denies: dict[str, int] = {}
+    for revision in pending:
+        for table in DROPPED_DENIES.get(revision, ()):
+            if not tables.get(table):
+                continue
+            answer = _query(
+                project,
+                AUTH_DATABASE,
+                f"SELECT u.username, count(*) FROM public.{table} p JOIN public.users u ON u.id = p.user_id "
+                "WHERE p.permission = 'NO_PERMISSIONS' GROUP BY u.username",
+            )
+            for line in answer.splitlines():
+                user, _, count = line.rpartition("|")
+                denies[user] = denies.get(user, 0) + int(count)
+    return denies
+
+
+def _query(project: ComposeProject, database: str, sql: str) -> str:
+    """One read-only query in ``database`` as PostgreSQL's superuser (psql's unaligned output)."""
+    result = project.run(
+        ["exec", "-T", "--user", "postgres", POSTGRES.name, "psql", "-d", database, "-Atc", sql],
+        changes_state=False,
+    )
+    return result.stdout.strip()

@@ -53,7 +53,13 @@ from mlops_kit.workflows.lifecycle import build_missing, require_running
 from mlops_kit.workflows.lock import backup_lock
 from mlops_kit.workflows.preflight import read_engine
 from mlops_kit.workflows.restore import UPGRADE_STATE_FILE, drill
-from mlops_kit.workflows.schema import database_facts, image_postgres_version, image_schema_heads, moved_rows
+from mlops_kit.workflows.schema import (
+    database_facts,
+    dropped_denies,
+    image_postgres_version,
+    image_schema_heads,
+    moved_rows,
+)
 from mlops_kit.workflows.smoke import run_smoke_check
 from mlops_kit.workflows.users import admin_access
 
@@ -118,6 +124,10 @@ class UpgradePlan:
     #: The kept state of the previous upgrade, which this one replaces (its volume stays).
     replaces_rollback: str = ""
     notes: list[str] = field(default_factory=list)
+    #: Per user, the explicit denies (NO_PERMISSIONS grants) MLflow's migrations will drop.
+    dropped_denies: dict[str, int] = field(default_factory=dict)
+    #: What a user without a grant may do after the upgrade (MLOPS_KIT_AUTH_DEFAULT_PERMISSION).
+    default_permission: str = "NO_PERMISSIONS"
 
     @property
     def data_migration(self) -> bool:
@@ -143,6 +153,11 @@ class UpgradePlan:
         migrate = 10 + self.database_bytes / 100e6 if self.data_migration else 5
         move = self.database_bytes / (20e6 if self.postgres_major_changes else 150e6)
         return 15 + move + migrate + 25
+
+    @property
+    def widens_access(self) -> bool:
+        """Dropped denies give way to a default permission that grants something."""
+        return bool(self.dropped_denies) and self.default_permission != "NO_PERMISSIONS"
 
     @property
     def anything_to_do(self) -> bool:
@@ -173,6 +188,9 @@ class UpgradePlan:
             "free_bytes": self.free_bytes,
             "downtime_seconds_estimate": round(self.downtime_seconds),
             "replaces_rollback": self.replaces_rollback,
+            "dropped_denies": self.dropped_denies,
+            "default_permission": self.default_permission,
+            "widens_access": self.widens_access,
             "notes": self.notes,
         }
 
@@ -318,11 +336,18 @@ def plan_upgrade(project: ComposeProject, target: KitConfig) -> UpgradePlan:
         database_bytes=volume_bytes(project, current.postgres_volume),
         free_bytes=free,
         replaces_rollback=str(previous.get("previous_volume", "")) if previous else "",
+        dropped_denies=dropped_denies(project, list(heads.get("auth_pending") or []), auth.get("row_counts", {})),
+        default_permission=target.auth_default_permission,
     )
     if unbuilt:
         plan.notes.append(
             f"not built yet: {', '.join(unbuilt)} (upgrade builds them first; their versions and schema heads show "
             "once built: mlops-kit build)"
+        )
+    if plan.dropped_denies:
+        plan.notes.append(
+            f"MLflow's move to roles drops explicit NO_PERMISSIONS denies ({_denies(plan)}); afterwards those "
+            f"users get the default permission ({plan.default_permission}) on those resources"
         )
     if plan.postgres_major_changes:
         plan.notes.append(
@@ -341,6 +366,10 @@ def volume_bytes(project: ComposeProject, volume: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def _denies(plan: UpgradePlan) -> str:
+    return ", ".join(f"{user}: {count}" for user, count in sorted(plan.dropped_denies.items()))
+
+
 def _pending(revisions: Any) -> tuple[str, ...] | None:
     return None if revisions is None else tuple(str(r) for r in revisions)
 
@@ -357,20 +386,9 @@ def _major(version: str) -> str:
 # ---- the upgrade -----------------------------------------------------------------------
 
 
-def run_upgrade(
-    project: ComposeProject,
-    target: KitConfig,
-    plan: UpgradePlan,
-    *,
-    drill_sample: int = 20,
-    on_step: Step = lambda _s: None,
-    take_lock: bool = True,
-) -> UpgradeResult:
-    """Upgrade ``project``'s stack to ``target`` as planned (see the module's docstring).
-
-    ``take_lock=False`` inside :func:`upgrade_session`, which holds the lock already.
-    """
-    current = project.config
+def refuse_unsafe_plan(plan: UpgradePlan, *, accept_dropped_denies: bool = False) -> None:
+    """Raise :class:`UpgradeError` for a plan not to start: nothing to do, too little disk, or
+    access that would widen (explicit denies dropped, unless ``accept_dropped_denies``)."""
     if not plan.anything_to_do:
         raise UpgradeError("nothing to upgrade: the stack runs what its configuration asks for")
     if plan.free_bytes and plan.free_bytes < plan.needed_bytes:
@@ -379,6 +397,33 @@ def run_upgrade(
             f"{plan.free_bytes // 2**20} MiB are free",
             hint="free some space in Docker's data folder and run it again",
         )
+    if plan.widens_access and not accept_dropped_denies:
+        raise UpgradeError(
+            f"the upgrade would widen access: MLflow's move to roles drops explicit NO_PERMISSIONS denies "
+            f"({_denies(plan)}), and MLOPS_KIT_AUTH_DEFAULT_PERMISSION={plan.default_permission} would then apply",
+            hint="set MLOPS_KIT_AUTH_DEFAULT_PERMISSION=NO_PERMISSIONS in .env and grant what the default gave, "
+            "or accept it: mlops-kit upgrade --accept-dropped-denies",
+        )
+
+
+def run_upgrade(
+    project: ComposeProject,
+    target: KitConfig,
+    plan: UpgradePlan,
+    *,
+    drill_sample: int = 20,
+    on_step: Step = lambda _s: None,
+    take_lock: bool = True,
+    accept_dropped_denies: bool = False,
+) -> UpgradeResult:
+    """Upgrade ``project``'s stack to ``target`` as planned (see the module's docstring).
+
+    ``take_lock=False`` inside :func:`upgrade_session`, which holds the lock already.
+    An upgrade that would open resources to users who were explicitly denied them is
+    refused unless ``accept_dropped_denies``.
+    """
+    current = project.config
+    refuse_unsafe_plan(plan, accept_dropped_denies=accept_dropped_denies)
     started = time.monotonic()
     with backup_lock(current, "upgrade") if take_lock else contextlib.nullcontext(), _signals_interrupt():
         on_step("Backing up first (a set tagged pre-upgrade)")

@@ -3,6 +3,12 @@
 The digest reads every experiment, run (deleted ones too), param, tag, full metric
 history, artifact (by sha256 of its downloaded bytes), registered model, version,
 alias, logged model and trace. Two stacks with equal digests hold the same data.
+
+Both functions run under the MLflow client of the release that wrote the data, 2.x
+included (an old server has neither MLflow 3's logged-model nor its trace API): a test
+runs this file with an old image's Python (``python mlflow_data.py populate|digest``,
+the server and login from the usual MLFLOW_TRACKING_* variables) to write and read what
+that release serves, and compares it with what the current client reads after an upgrade.
 """
 
 from __future__ import annotations
@@ -10,12 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 BIG_ARTIFACT = 9 * 2**20
 MODEL_NAME = "digest-model"
+
+
+def _mlflow_major() -> int:
+    import mlflow
+
+    return int(mlflow.__version__.split(".")[0])
 
 
 def populate(tracking_uri: str, prefix: str = "bk") -> list[str]:
@@ -59,11 +72,13 @@ def populate(tracking_uri: str, prefix: str = "bk") -> list[str]:
 
         mlflow.set_experiment(f"{prefix}-experiment-0")
         with mlflow.start_run(run_name="model-run"):
+            # MLflow 2 names the model's folder `artifact_path`; 3 names the logged model `name`.
+            where = {"name": "model"} if _mlflow_major() >= 3 else {"artifact_path": "model"}
             info = mlflow.pyfunc.log_model(
-                name="model",
+                **where,
                 python_model=Doubler(),
                 registered_model_name=MODEL_NAME,
-                pip_requirements=["mlflow==3.17.2", "pandas"],
+                pip_requirements=[f"mlflow=={mlflow.__version__}", "pandas"],
             )
         client.set_registered_model_alias(MODEL_NAME, "champion", str(info.registered_model_version))
 
@@ -74,7 +89,8 @@ def populate(tracking_uri: str, prefix: str = "bk") -> list[str]:
 
         for value in range(3):
             traced(value)
-        mlflow.flush_trace_async_logging()
+        if hasattr(mlflow, "flush_trace_async_logging"):
+            mlflow.flush_trace_async_logging()
     return experiment_ids
 
 
@@ -101,14 +117,8 @@ def digest(tracking_uri: str, experiment_names: list[str] | None = None) -> dict
                 "tags": dict(sorted(experiment.tags.items())),
                 "artifact_location": experiment.artifact_location,
                 "runs": {run.info.run_id: _run_digest(client, run, tmp) for run in runs},
-                "logged_models": sorted(
-                    (m.model_id, m.name, str(m.status))
-                    for m in client.search_logged_models(experiment_ids=[experiment.experiment_id])
-                ),
-                "traces": sorted(
-                    (t.info.trace_id, str(t.info.state), tuple(sorted(s.name for s in t.data.spans)))
-                    for t in mlflow.search_traces(locations=[experiment.experiment_id], return_type="list")
-                ),
+                "logged_models": _logged_models(client, experiment.experiment_id),
+                "traces": _traces(client, experiment.experiment_id),
             }
     for model in client.search_registered_models():
         versions = client.search_model_versions(f"name='{model.name}'")
@@ -119,10 +129,36 @@ def digest(tracking_uri: str, experiment_names: list[str] | None = None) -> dict
     return json.loads(json.dumps(result, sort_keys=True, default=str))  # type: ignore[no-any-return]
 
 
+def _logged_models(client: Any, experiment_id: str) -> list[tuple[str, str, str]]:
+    if _mlflow_major() < 3:
+        return []  # MLflow 2 has no logged models (a 3.x migration makes none either)
+    models = client.search_logged_models(experiment_ids=[experiment_id])
+    return sorted((m.model_id, m.name, str(m.status)) for m in models)
+
+
+def _traces(client: Any, experiment_id: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(id, state, span names) of each trace; MLflow 2 calls them request id and status."""
+    import mlflow
+
+    if _mlflow_major() >= 3:
+        traces = mlflow.search_traces(locations=[experiment_id], return_type="list")
+    else:
+        traces = client.search_traces(experiment_ids=[experiment_id], max_results=500)
+    result = []
+    for trace in traces:
+        info = trace.info
+        trace_id = getattr(info, "trace_id", None) or info.request_id
+        state = getattr(info, "state", None) or info.status
+        spans = tuple(sorted(span.name for span in trace.data.spans))
+        result.append((trace_id, str(getattr(state, "value", state)), spans))
+    return sorted(result)
+
+
 def _run_digest(client: Any, run: Any, tmp: str) -> dict[str, Any]:
     run_id = run.info.run_id
+    # Every point, in a fixed order: releases return a metric's history in different orders.
     metrics = {
-        key: [(m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key)]
+        key: sorted((m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key))
         for key in sorted(run.data.metrics)
     }
     return {
@@ -149,3 +185,14 @@ def _artifact_hashes(client: Any, run_id: str, path: str, tmp: str) -> dict[str,
             hashes[item.path] = hashlib.sha256(Path(local).read_bytes()).hexdigest()
             os.remove(local)
     return hashes
+
+
+if __name__ == "__main__":
+    # Inside an old release's image: `populate PREFIX` or `digest NAME...`; JSON on stdout.
+    command, *arguments = sys.argv[1:]
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    if command == "populate":
+        answer: Any = populate(uri, *arguments)
+    else:
+        answer = digest(uri, arguments or None)
+    print(json.dumps(answer))

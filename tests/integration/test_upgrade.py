@@ -14,11 +14,17 @@ One stack, in order, as an operator would live it:
    it was before the upgrade;
 6. `up` refuses a new MLflow image on existing data (the container's image differs, or,
    after `down`, the database's schema is behind the image's) and changes nothing.
+
+MLflow 2.22 (the last 2.x, where the first 3.x migrations wait) gets its own stack: its data
+is written and read back by 2.22's own client (run in the old image), and after `upgrade`
+read back by the current client, which must see the same.
+Two PostgreSQL majors: 15 (bookworm's) is dumped and loaded into the kit's 17.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,15 +60,53 @@ def images(kit_images: None) -> None:
     _build(BROKEN_IMAGE, "broken_migration")
 
 
-def _set_env(stack: Stack, key: str, value: str) -> None:
-    env_file = stack.directory / ".env"
-    lines = [line for line in env_file.read_text().splitlines() if not line.startswith(f"{key}=")]
-    env_file.write_text("\n".join([*lines, f"{key}={value}"]) + "\n")
+MLFLOW2 = "2.22.5"
+MLFLOW2_IMAGE = f"mlops-kit/mlflow:{MLFLOW2}-kit-test"
 
 
-def _env(stack: Stack) -> dict[str, str]:
-    lines = (stack.directory / ".env").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+@pytest.fixture(scope="module")
+def mlflow2_image(kit_images: None) -> str:
+    """The kit's image with MLflow 2.22, which serves with gunicorn (on the kit's socket)."""
+    return _build(
+        MLFLOW2_IMAGE,
+        "old_mlflow",
+        f"OLD_MLFLOW={MLFLOW2}",
+        "OLD_PINS=sqlalchemy<2.1 opentelemetry-api<1.43 opentelemetry-sdk<1.43",
+        "GUNICORN_OPTS=--bind unix:/run/mlflow/mlflow.sock --forwarded-allow-ips=*",
+    )
+
+
+def _old_client(stack: Stack, image: str, *arguments: str) -> Any:
+    """`mlflow_data.py ARGUMENTS` run by the old release's own client (in its image), as the admin.
+
+    The container shares the host's network only to reach the stack's published loopback
+    port; the password travels in its environment (`--env NAME`), never in argv.
+    """
+    variables = stack.client_variables("admin")
+    mounts = ["-v", f"{stack.ca_file}:/kit-ca.pem:ro", "-v", f"{HERE}:/data:ro"]
+    login = [
+        f"--env={name}" for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    ]
+    command = ["--entrypoint", "/opt/mlflow-old/bin/python", image, "/data/mlflow_data.py", *arguments]
+    result = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            *mounts,
+            *login,
+            "--env=MLFLOW_TRACKING_SERVER_CERT_PATH=/kit-ca.pem",
+            *command,
+        ],
+        env={**os.environ, **{k: v for k, v in variables.items() if k != "MLFLOW_TRACKING_SERVER_CERT_PATH"}},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _mlflow_version(stack: Stack) -> str:
@@ -91,12 +135,14 @@ def _grant(stack: Stack, experiment_id: str) -> str:
     return str(response.json()["experiment_permission"]["permission"])
 
 
-def _alice_reads(stack: Stack, experiment_id: str, password: str) -> int:
-    """The status of alice reading the experiment she was granted, logging in with ``password``."""
-    session = stack.session(None)
-    session.auth = ("alice", password)
-    url = f"{stack.tracking_uri}/api/2.0/mlflow/experiments/get"
-    return session.get(url, params={"experiment_id": experiment_id}, timeout=30).status_code
+def _legacy_grant(stack: Stack, user: str, experiment_id: str, permission: str) -> None:
+    """A per-experiment grant through the permission API every release has (2.x to 3.16; 3.17 keeps it)."""
+    created = stack.session("admin").post(
+        f"{stack.tracking_uri}/api/2.0/mlflow/experiments/permissions/create",
+        json={"experiment_id": experiment_id, "username": user, "permission": permission},
+        timeout=30,
+    )
+    assert created.status_code == 200, created.text
 
 
 @pytest.fixture(scope="module")
@@ -121,22 +167,16 @@ def test_upgrade_from_an_older_mlflow_keeps_every_byte_and_login(old_stack: Stac
     stack.kit("users", "add", "alice")
     alice = stack.password("alice")
     # 3.10.1 has only the per-resource permission API (the kit's `users grant` uses 3.17's).
-    admin = stack.session("admin")
-    created = admin.post(
-        f"{stack.tracking_uri}/api/2.0/mlflow/experiments/permissions/create",
-        json={"experiment_id": experiment_ids[0], "username": "alice", "permission": "READ"},
-        timeout=30,
-    )
-    assert created.status_code == 200, created.text
+    _legacy_grant(stack, "alice", experiment_ids[0], "READ")
     grant_before = _grant(stack, experiment_ids[0])
     assert grant_before == "READ"
     before = _digest_as_admin(stack)
     assert before["experiments"] and before["registered_models"]
-    assert (_alice_reads(stack, experiment_ids[0], alice), _alice_reads(stack, experiment_ids[1], alice)) == (200, 403)
+    assert stack.reads_experiments("alice", alice, *experiment_ids[:2]) == (200, 403)
 
     # 2. The plan names both versions and changes nothing.
-    _set_env(stack, "MLOPS_KIT_MLFLOW_IMAGE", BROKEN_IMAGE)
-    env_before = _env(stack)
+    stack.set_env("MLOPS_KIT_MLFLOW_IMAGE", BROKEN_IMAGE)
+    env_before = stack.env_values()
     volumes_before = stack.volumes()
     plan = json.loads(stack.kit("upgrade", "--dry-run", "--json").stdout)
     assert plan["mlflow"] == {"current": OLD_MLFLOW, "target": "3.17.2"}
@@ -145,7 +185,7 @@ def test_upgrade_from_an_older_mlflow_keeps_every_byte_and_login(old_stack: Stac
     assert tracking["migrates"] and tracking["current"] not in tracking["target"]
     assert any(i["service"] == "mlflow" and i["changed"] for i in plan["images"])
     assert plan["database_bytes"] > 0 and plan["free_bytes"] > plan["needed_bytes"]
-    assert (_env(stack), stack.volumes(), _mlflow_version(stack)) == (env_before, volumes_before, OLD_MLFLOW)
+    assert (stack.env_values(), stack.volumes(), _mlflow_version(stack)) == (env_before, volumes_before, OLD_MLFLOW)
     # `up` refuses what is an upgrade (a new MLflow on existing data), and changes nothing either.
     refused = stack.kit("up", check=False)
     assert refused.returncode == 5, refused.stderr
@@ -161,20 +201,20 @@ def test_upgrade_from_an_older_mlflow_keeps_every_byte_and_login(old_stack: Stac
     assert "injected failure in a migration step" in errors[0]
     assert "previous version serves again" in errors[0]
     assert _mlflow_version(stack) == OLD_MLFLOW
-    assert _env(stack) == env_before
+    assert stack.env_values() == env_before
     assert [v for v in stack.volumes() if v not in volumes_before] == []
     assert not (stack.directory / ".mlops-kit-upgrade.json").exists()
     assert _digest_as_admin(stack) == before
     assert stack.kit("check").returncode == 0
 
     # 4. The cause fixed: the upgrade migrates a copy and switches to it.
-    _set_env(stack, "MLOPS_KIT_MLFLOW_IMAGE", NEW_IMAGE)
+    stack.set_env("MLOPS_KIT_MLFLOW_IMAGE", NEW_IMAGE)
     done = json.loads(stack.kit("upgrade", "--yes", "--json").stdout)
     assert done["upgraded"] is True
     assert done["rows_after"] >= done["rows_before"] > 0
     assert done["previous_images"]["mlflow"] == OLD_IMAGE
     assert _mlflow_version(stack) == "3.17.2"
-    env_after = _env(stack)
+    env_after = stack.env_values()
     assert env_after["MLOPS_KIT_POSTGRES_VOLUME"] == done["upgraded_volume"] != done["previous_volume"]
     assert env_after["MLOPS_KIT_MLFLOW_IMAGE"] == NEW_IMAGE
     assert done["previous_volume"] in stack.volumes()  # kept for the way back
@@ -186,7 +226,7 @@ def test_upgrade_from_an_older_mlflow_keeps_every_byte_and_login(old_stack: Stac
     assert any(str(g.get("resource_pattern")) == experiment_ids[0] and g.get("permission") == "READ" for g in grants), (
         grants
     )
-    assert (_alice_reads(stack, experiment_ids[0], alice), _alice_reads(stack, experiment_ids[1], alice)) == (200, 403)
+    assert stack.reads_experiments("alice", alice, *experiment_ids[:2]) == (200, 403)
     assert stack.kit("check").returncode == 0
     with stack.as_user("admin"):
         from mlflow.tracking import MlflowClient
@@ -203,17 +243,17 @@ def test_upgrade_from_an_older_mlflow_keeps_every_byte_and_login(old_stack: Stac
     assert back["kept_volume"] == done["upgraded_volume"] in stack.volumes()
     assert _mlflow_version(stack) == OLD_MLFLOW
     assert _digest_as_admin(stack) == before
-    assert (_alice_reads(stack, experiment_ids[0], alice), _alice_reads(stack, experiment_ids[1], alice)) == (200, 403)
+    assert stack.reads_experiments("alice", alice, *experiment_ids[:2]) == (200, 403)
     again = stack.kit("upgrade", "--rollback", "--yes", check=False)
     assert again.returncode == 11 and "no upgrade to roll back" in again.stderr
 
     # 6. After `down` (no container to compare with), `up` compares the schema itself.
     stack.kit("down")
-    _set_env(stack, "MLOPS_KIT_MLFLOW_IMAGE", NEW_IMAGE)
+    stack.set_env("MLOPS_KIT_MLFLOW_IMAGE", NEW_IMAGE)
     refused = stack.kit("up", check=False)
     assert refused.returncode == 5, refused.stderr
     assert "is not what MLflow 3.17.2" in " ".join(refused.stderr.split())
-    _set_env(stack, "MLOPS_KIT_MLFLOW_IMAGE", OLD_IMAGE)
+    stack.set_env("MLOPS_KIT_MLFLOW_IMAGE", OLD_IMAGE)
     stack.kit("up")
     assert _mlflow_version(stack) == OLD_MLFLOW
     assert _digest_as_admin(stack) == before
@@ -225,7 +265,7 @@ def test_upgrade_refuses_while_a_backup_holds_the_lock(old_stack: Stack) -> None
 
     lock = old_stack.directory / "backups" / ".lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    _set_env(old_stack, "MLOPS_KIT_MLFLOW_IMAGE", NEW_IMAGE)
+    old_stack.set_env("MLOPS_KIT_MLFLOW_IMAGE", NEW_IMAGE)
     with lock.open("a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         handle.write("back up (pid 1, test)")
@@ -303,7 +343,7 @@ def test_a_new_postgresql_major_is_dumped_and_loaded_with_every_byte(
         grants = json.loads(stack.kit("users", "permissions", "alice", "--json").stdout)
         before = _digest_as_admin(stack)
 
-        _set_env(stack, "MLOPS_KIT_POSTGRES_IMAGE", KIT_POSTGRES_IMAGE)
+        stack.set_env("MLOPS_KIT_POSTGRES_IMAGE", KIT_POSTGRES_IMAGE)
         # `up` would start PostgreSQL 17 on 15's data folder: refused, nothing changed.
         refused = stack.kit("up", check=False)
         assert refused.returncode == 5 and "a new major" in refused.stderr, refused.stderr
@@ -319,15 +359,62 @@ def test_a_new_postgresql_major_is_dumped_and_loaded_with_every_byte(
         assert _server_version(stack).startswith("17.")
         assert _digest_as_admin(stack) == before
         assert json.loads(stack.kit("users", "permissions", "alice", "--json").stdout) == grants
-        assert (_alice_reads(stack, experiment_ids[0], alice), _alice_reads(stack, experiment_ids[1], alice)) == (
-            200,
-            403,
-        )
+        assert stack.reads_experiments("alice", alice, *experiment_ids[:2]) == (200, 403)
         assert stack.kit("check").returncode == 0
 
         back = json.loads(stack.kit("upgrade", "--rollback", "--yes", "--json").stdout)
         assert back["restored_volume"] == done["previous_volume"]
         assert _server_version(stack).startswith("15.")
         assert _digest_as_admin(stack) == before
+    finally:
+        stack.destroy()
+
+
+def test_upgrade_from_mlflow_2_keeps_every_byte_and_login(
+    mlflow2_image: str, tmp_path_factory: pytest.TempPathFactory, fail_fast: None
+) -> None:
+    """MLflow 2.22 -> the kit's: every 3.x migration of both databases, on a copy."""
+    stack = new_stack(tmp_path_factory.mktemp("mlflow2"), "mlkt-upg2")
+    try:
+        stack.init(env={"MLOPS_KIT_MLFLOW_IMAGE": mlflow2_image})
+        stack.kit("up")
+        assert _mlflow_version(stack) == MLFLOW2
+        experiment_ids = _old_client(stack, mlflow2_image, "populate", "upg")
+        stack.kit("users", "add", "alice")
+        alice = stack.password("alice")
+        _legacy_grant(stack, "alice", experiment_ids[0], "READ")
+        # Bob is denied the experiment explicitly: MLflow's move to roles drops such denies.
+        stack.kit("users", "add", "bob")
+        bob = stack.password("bob")
+        _legacy_grant(stack, "bob", experiment_ids[0], "NO_PERMISSIONS")
+        assert stack.reads_experiments("bob", bob, experiment_ids[0]) == (403,)
+        # What 2.22 serves, read by 2.22's client: runs, metric points, artifacts, models, traces.
+        before = _old_client(stack, mlflow2_image, "digest", *EXPERIMENTS)
+        runs = [run for e in before["experiments"].values() for run in e["runs"].values()]
+        assert len(runs) >= 15 and any(run["artifacts"] for run in runs)
+        assert before["registered_models"]["digest-model"]["aliases"] == {"champion": "1"}
+        assert sum(len(e["traces"]) for e in before["experiments"].values()) == 3
+        assert stack.reads_experiments("alice", alice, *experiment_ids[:2]) == (200, 403)
+
+        stack.set_env("MLOPS_KIT_MLFLOW_IMAGE", NEW_IMAGE)
+        # With a default permission that grants READ, bob's dropped deny would let him read: refused.
+        stack.set_env("MLOPS_KIT_AUTH_DEFAULT_PERMISSION", "READ")
+        refused = stack.kit("upgrade", "--yes", check=False)
+        said = " ".join(refused.stderr.split())
+        assert refused.returncode == 11 and "would widen access" in said and "bob: 1" in said, refused.stderr
+        assert _mlflow_version(stack) == MLFLOW2
+        stack.set_env("MLOPS_KIT_AUTH_DEFAULT_PERMISSION", "NO_PERMISSIONS")
+        plan = json.loads(stack.kit("upgrade", "--dry-run", "--json").stdout)
+        assert plan["mlflow"] == {"current": MLFLOW2, "target": "3.17.2"} and plan["data_migration"] is True
+        assert plan["dropped_denies"] == {"bob": 1} and plan["widens_access"] is False
+        done = json.loads(stack.kit("upgrade", "--yes", "--json").stdout)
+        assert done["upgraded"] is True and done["rows_after"] >= done["rows_before"] > 0
+        assert _mlflow_version(stack) == "3.17.2"
+
+        # The same data through the current client; the old logins and grant act, bob is still kept out.
+        assert _digest_as_admin(stack) == before
+        assert stack.reads_experiments("bob", bob, *experiment_ids[:2]) == (403, 403)
+        assert stack.reads_experiments("alice", alice, *experiment_ids[:2]) == (200, 403)
+        assert stack.kit("check").returncode == 0
     finally:
         stack.destroy()

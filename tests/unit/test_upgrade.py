@@ -117,6 +117,44 @@ def test_env_file_updates_reads_without_writing(kit_dir: Path) -> None:
     assert env_file.read_text() == text
 
 
+def test_dropped_denies_are_noted_and_refused_only_where_access_would_widen(kit_dir: Path) -> None:
+    harmless = plan(dropped_denies={"bob": 2})
+    assert not harmless.widens_access
+    upgrade.refuse_unsafe_plan(harmless)  # with no default permission, a dropped deny opens nothing
+    widening = plan(dropped_denies={"bob": 2, "carol": 1}, default_permission="READ")
+    assert widening.widens_access and json.loads(json.dumps(widening.to_dict()))["widens_access"] is True
+    with pytest.raises(UpgradeError) as caught:
+        upgrade.refuse_unsafe_plan(widening)
+    said = caught.value.message + " " + (caught.value.hint or "")
+    assert "bob: 2, carol: 1" in said and "MLOPS_KIT_AUTH_DEFAULT_PERMISSION=READ" in said
+    assert "--accept-dropped-denies" in said
+    upgrade.refuse_unsafe_plan(widening, accept_dropped_denies=True)
+
+
+def test_dropped_denies_are_counted_per_user_in_the_tables_the_migration_leaves_behind(kit_dir: Path) -> None:
+    from mlops_kit.workflows.schema import dropped_denies
+
+    class Answers(CommandRunner):
+        def __init__(self) -> None:
+            super().__init__()
+            self.queries: list[str] = []
+
+        def run(self, argv: Sequence[str | os.PathLike[str]], **kwargs: Any) -> CommandResult:
+            sql = str(list(argv)[-1])
+            self.queries.append(sql)
+            answer = "bob|2\nodd|name|1\n" if "experiment_permissions" in sql else "bob|1\n"
+            return CommandResult([str(a) for a in argv], 0, answer, "")
+
+    init_env_file(kit_dir, {}, host=HOST)
+    runner = Answers()
+    project = ComposeProject(load_config(kit_dir, environ={}), runner)
+    tables = {"experiment_permissions": 4, "registered_model_permissions": 1, "scorer_permissions": 0}
+    assert dropped_denies(project, ["aaa", "e5f6a7b8c9d0"], tables) == {"bob": 3, "odd|name": 1}
+    # Only tables that exist and have rows are read; revisions that drop nothing read nothing.
+    assert len(runner.queries) == 2 and all("NO_PERMISSIONS" in q for q in runner.queries)
+    assert dropped_denies(project, ["aaa"], tables) == {}
+
+
 class Recorder(CommandRunner):
     """Answers like a healthy engine; the agent's `facts` job reports ``rows`` (after the migration:
     ``rows_after``); the command whose argv contains ``fail_on`` fails with ``stderr``."""
