@@ -219,22 +219,21 @@ def dropped_denies(project: ComposeProject, pending: list[str], tables: dict[str
         for table in DROPPED_DENIES.get(revision, ()):
             if not tables.get(table):
                 continue
+            # One JSON object (user -> count): MLflow allows any character in a user name.
             answer = _query(
                 project,
                 AUTH_DATABASE,
-                f"SELECT u.username, count(*) FROM public.{table} p JOIN public.users u ON u.id = p.user_id "
-                "WHERE p.permission = 'NO_PERMISSIONS' GROUP BY u.username",
+                "SELECT coalesce(json_object_agg(u.username, d.n), '{}') FROM "
+                f"(SELECT user_id, count(*) AS n FROM public.{table} WHERE permission = 'NO_PERMISSIONS' "
+                "GROUP BY user_id) d JOIN public.users u ON u.id = d.user_id",
             )
-            for line in answer.splitlines():
-                user, _, count = line.rpartition("|")
+            for user, count in json.loads(answer or "{}").items():
                 denies[user] = denies.get(user, 0) + int(count)
     return denies
 
 
 def _query(project: ComposeProject, database: str, sql: str) -> str:
     """One read-only query in ``database`` as PostgreSQL's superuser (psql's unaligned output)."""
-    result = project.run(
-        ["exec", "-T", "--user", "postgres", POSTGRES.name, "psql", "-d", database, "-Atc", sql],
-        changes_state=False,
-    )
+    psql = ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", database, "-Atc", sql]
+    result = project.run(["exec", "-T", "--user", "postgres", POSTGRES.name, *psql], changes_state=False)
     return result.stdout.strip()

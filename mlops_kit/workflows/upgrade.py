@@ -124,8 +124,9 @@ class UpgradePlan:
     #: The kept state of the previous upgrade, which this one replaces (its volume stays).
     replaces_rollback: str = ""
     notes: list[str] = field(default_factory=list)
-    #: Per user, the explicit denies (NO_PERMISSIONS grants) MLflow's migrations will drop.
-    dropped_denies: dict[str, int] = field(default_factory=dict)
+    #: Per user, the explicit denies (NO_PERMISSIONS grants) MLflow's migrations will drop
+    #: (None: unknown, the target's migrations could not be read).
+    dropped_denies: dict[str, int] | None = field(default_factory=dict)
     #: What a user without a grant may do after the upgrade (MLOPS_KIT_AUTH_DEFAULT_PERMISSION).
     default_permission: str = "NO_PERMISSIONS"
 
@@ -336,7 +337,9 @@ def plan_upgrade(project: ComposeProject, target: KitConfig) -> UpgradePlan:
         database_bytes=volume_bytes(project, current.postgres_volume),
         free_bytes=free,
         replaces_rollback=str(previous.get("previous_volume", "")) if previous else "",
-        dropped_denies=dropped_denies(project, list(heads.get("auth_pending") or []), auth.get("row_counts", {})),
+        dropped_denies=None
+        if heads.get("auth_pending") is None
+        else dropped_denies(project, list(heads["auth_pending"]), auth.get("row_counts", {})),
         default_permission=target.auth_default_permission,
     )
     if unbuilt:
@@ -344,7 +347,12 @@ def plan_upgrade(project: ComposeProject, target: KitConfig) -> UpgradePlan:
             f"not built yet: {', '.join(unbuilt)} (upgrade builds them first; their versions and schema heads show "
             "once built: mlops-kit build)"
         )
-    if plan.dropped_denies:
+    if plan.dropped_denies is None:
+        plan.notes.append(
+            "which explicit NO_PERMISSIONS denies MLflow's auth migrations drop is not known yet (the target "
+            "image is not built, or the user database's revision is not in its history)"
+        )
+    elif plan.dropped_denies:
         plan.notes.append(
             f"MLflow's move to roles drops explicit NO_PERMISSIONS denies ({_denies(plan)}); afterwards those "
             f"users get the default permission ({plan.default_permission}) on those resources"
@@ -367,7 +375,7 @@ def volume_bytes(project: ComposeProject, volume: str) -> int:
 
 
 def _denies(plan: UpgradePlan) -> str:
-    return ", ".join(f"{user}: {count}" for user, count in sorted(plan.dropped_denies.items()))
+    return ", ".join(f"{user}: {count}" for user, count in sorted((plan.dropped_denies or {}).items()))
 
 
 def _pending(revisions: Any) -> tuple[str, ...] | None:

@@ -1,15 +1,15 @@
-"""From the previous kit release to this one, the way an operator does it.
+"""From earlier kit releases to this one, the way an operator does it.
 
-The operator's folder is a checkout of the previous release (kit 0.5.0, which had no
-`upgrade` command): its own CLI, compose.yaml and Dockerfiles `init` and `up` a stack
-(building the 0.5.0 images), and a data scientist fills it. Then the checkout moves to
-this release as `git pull` would (files the release removed go, changed ones change, the
-operator's `.env`, secrets, certificates and backups stay), and this release's CLI runs
-`mlops-kit upgrade`: every byte and every login is there afterwards, and the 0.5.0 images
-are kept for the way back.
+The operator's folder is a checkout of an earlier release (the previous one, 0.6.0, and
+0.5.0, which had no `upgrade` command yet): its own CLI, compose.yaml and Dockerfiles
+`init` and `up` a stack (building that release's images), and a data scientist fills it.
+Then the checkout moves to this release as `git pull` would (files the release removed
+go, changed ones change, the operator's `.env`, secrets, certificates and backups stay),
+and this release's CLI runs `mlops-kit upgrade`: every byte and every login is there
+afterwards, and the old release's images are kept for the way back.
 
-The previous release comes from this checkout's git history. A checkout without it (an
-export, a shallow clone) cannot run this test: it says so and is skipped.
+The releases come from this checkout's git history. A checkout without it (an export, a
+shallow clone) cannot run these tests: they say so and are skipped.
 """
 
 from __future__ import annotations
@@ -27,9 +27,13 @@ import pytest
 from tests.harness import REPO_ROOT, Stack, free_port
 from tests.integration.mlflow_data import digest, populate
 
-#: Kit 0.5.0 as it landed (tag v0.5.0): the security round two, before `upgrade` existed.
-PREVIOUS_RELEASE = "0be66e4d9a508216333ca4e5cbfaa2fc183a9e01"
-PREVIOUS_IMAGES = ("mlops-kit/mlflow:3.17.2-kit0.5.0", "mlops-kit/postgres:17-kit0.5.0")
+#: Earlier releases as they landed (tags v0.5.0, v0.6.0): version -> commit.
+RELEASES = {
+    # The security round two, before `upgrade` existed.
+    "0.5.0": "0be66e4d9a508216333ca4e5cbfaa2fc183a9e01",
+    # The reshape and `upgrade`; the previous release.
+    "0.6.0": "a043df31e9a9c151743c4a22900f82e229b43206",
+}
 EXPERIMENTS = ["Default", "rel-experiment-0", "rel-experiment-1"]
 
 
@@ -37,52 +41,71 @@ def _git(*args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, check=False)
 
 
-def _previous_release_tree() -> bytes:
-    """The previous release's files as a tar stream, or a skip naming what is missing."""
-    if shutil.which("git") is None or _git("cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}").returncode != 0:
+def _release_tree(commit: str) -> bytes:
+    """The release's files as a tar stream, or a skip naming what is missing."""
+    if shutil.which("git") is None or _git("cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
         pytest.skip(
-            f"this checkout has no git history with the previous release ({PREVIOUS_RELEASE[:7]}): "
+            f"this checkout has no git history with the release {commit[:7]}: "
             "clone the repository without --depth to run it"
         )
-    return _git("archive", "--format=tar", PREVIOUS_RELEASE).stdout
+    archive = _git("archive", "--format=tar", commit)
+    if archive.returncode != 0 or not archive.stdout:
+        pytest.skip(f"git archive {commit[:7]} failed in this checkout: {archive.stderr.decode().strip()}")
+    return archive.stdout
 
 
-def _pull_this_release(folder: Path) -> None:
-    """Move ``folder`` from the previous release's files to this checkout's, as `git pull` would."""
-    old_files = _git("ls-tree", "-r", "--name-only", PREVIOUS_RELEASE).stdout.decode().splitlines()
-    for name in old_files:
+def _pull_this_release(folder: Path, commit: str) -> None:
+    """Move ``folder`` from the release's files to this checkout's, as `git pull` would.
+
+    The release's files go (and folders they leave empty); this checkout's files (tracked,
+    or new and not ignored) come; what git ignores (`.env`, secrets/, tls/, backups/) stays.
+    """
+    old_files = _git("ls-tree", "-r", "-z", "--name-only", commit).stdout.decode().split("\0")
+    for name in filter(None, old_files):
         (folder / name).unlink(missing_ok=True)
-    for name in _git("ls-files", "--cached").stdout.decode().splitlines():
-        source = REPO_ROOT / name
-        if source.is_file():  # a file deleted in the working tree is not part of this release
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, folder / name)
+        for parent in (folder / name).parents:
+            if parent == folder or any(parent.iterdir()):
+                break
+            parent.rmdir()
+    new_files = _git("ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout.decode().split("\0")
+    for name in filter(None, new_files):
+        source, target = REPO_ROOT / name, folder / name
+        if not source.is_file():  # deleted in the working tree: not part of this release
+            continue
+        if target.is_dir():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
 
 
-@pytest.fixture
-def previous_release_stack(kit_images: None, tmp_path: Path) -> Stack:
-    """A checkout of the previous release, initialised and up, driven by its own CLI."""
-    tree = _previous_release_tree()
+@pytest.fixture(params=sorted(RELEASES))
+def old_release(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Stack]:
+    """(version, a checkout of that release), not initialised yet; driven by its own CLI."""
+    version = str(request.param)
+    tree = _release_tree(RELEASES[version])  # skips before anything is built when there is no history
+    request.getfixturevalue("kit_images")
     project = f"mlkt-rel-{uuid.uuid4().hex[:8]}"
     folder = tmp_path / project
     folder.mkdir()
     with tarfile.open(fileobj=BytesIO(tree)) as archive:
-        archive.extractall(folder, filter="data")
+        # The "data" filter where this Python has it (3.11.4+, 3.10.12+): no links out of the folder.
+        options = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        archive.extractall(folder, **options)  # type: ignore[arg-type]
     # The README's first step on that checkout: among others it gives the image builds the
     # host's CAs (docker/extra-ca/, not in git), without which no build reaches PyPI here.
     subprocess.run([str(folder / "scripts" / "bootstrap-host.sh")], capture_output=True, check=True)
     # `python -m mlops_kit` in the folder imports the folder's own package: the release's CLI.
-    return Stack(directory=folder, project=project, port=free_port())
+    return version, Stack(directory=folder, project=project, port=free_port())
 
 
-def test_previous_release_checkout_upgrades_with_every_byte_and_login(
-    previous_release_stack: Stack, fail_fast: None
+def test_an_earlier_release_checkout_upgrades_with_every_byte_and_login(
+    old_release: tuple[str, Stack], fail_fast: None
 ) -> None:
-    stack = previous_release_stack
+    version, stack = old_release
     try:
         stack.init()
         stack.kit("up")
-        assert stack.kit("--version").stdout.startswith("mlops-kit 0.5.0 ")
+        assert stack.kit("--version").stdout.startswith(f"mlops-kit {version} ")
         with stack.as_user("admin"):
             experiment_ids = populate(stack.tracking_uri, prefix="rel")
         stack.kit("users", "add", "alice")
@@ -93,10 +116,10 @@ def test_previous_release_checkout_upgrades_with_every_byte_and_login(
             before = digest(stack.tracking_uri, EXPERIMENTS)
         admin_password = stack.password("admin")
 
-        _pull_this_release(stack.directory)
-        assert not stack.kit("--version").stdout.startswith("mlops-kit 0.5.0 ")
+        _pull_this_release(stack.directory, RELEASES[version])
+        assert not stack.kit("--version").stdout.startswith(f"mlops-kit {version} ")
         plan = json.loads(stack.kit("upgrade", "--dry-run", "--json").stdout)
-        assert plan["kit"]["current"] == "0.5.0" and plan["kit"]["target"] != "0.5.0"
+        assert plan["kit"]["current"] == version and plan["kit"]["target"] != version
         assert plan["anything_to_do"] is True
         done = json.loads(stack.kit("upgrade", "--yes", "--json").stdout)
         assert done["upgraded"] is True
@@ -108,10 +131,10 @@ def test_previous_release_checkout_upgrades_with_every_byte_and_login(
         assert json.loads(stack.kit("users", "permissions", "alice", "--json").stdout) == grants
         assert stack.reads_experiments("alice", alice, *experiment_ids[:2]) == (200, 403)
         env = stack.env_values()
-        assert "kit0.5.0" not in env.get("MLOPS_KIT_MLFLOW_IMAGE", "kit0.5.0")
+        assert f"kit{version}" not in env.get("MLOPS_KIT_MLFLOW_IMAGE", f"kit{version}")
         running = {s["service"]: s for s in stack.status()["services"]}
         assert all(s["health"] == "healthy" for s in running.values()), running
-        for image in PREVIOUS_IMAGES:
+        for image in (f"mlops-kit/mlflow:3.17.2-kit{version}", f"mlops-kit/postgres:17-kit{version}"):
             kept = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False)
             assert kept.returncode == 0, f"{image} was not kept for the way back"
         assert stack.kit("check").returncode == 0

@@ -26,7 +26,7 @@ from mlops_kit.workflows.upgrade import ImageChange, SchemaChange, UpgradePlan, 
 
 HOST = HostFacts(memory_bytes=2**33, cpus=2, hostname="h", fqdn="h")
 OLD_IMAGE = "mlops-kit/mlflow:3.10.1-kit-test"
-NEW_IMAGE = "mlops-kit/mlflow:3.17.2-kit0.6.0"
+NEW_IMAGE = "mlops-kit/mlflow:3.17.2-kit0.7.0"
 ROWS = {"experiments": 3, "runs": 10, "metrics": 300, "alembic_version": 1}
 
 
@@ -120,6 +120,7 @@ def test_env_file_updates_reads_without_writing(kit_dir: Path) -> None:
 def test_dropped_denies_are_noted_and_refused_only_where_access_would_widen(kit_dir: Path) -> None:
     harmless = plan(dropped_denies={"bob": 2})
     assert not harmless.widens_access
+    assert not plan(dropped_denies=None, default_permission="READ").widens_access  # unknown: noted, not refused
     upgrade.refuse_unsafe_plan(harmless)  # with no default permission, a dropped deny opens nothing
     widening = plan(dropped_denies={"bob": 2, "carol": 1}, default_permission="READ")
     assert widening.widens_access and json.loads(json.dumps(widening.to_dict()))["widens_access"] is True
@@ -142,14 +143,14 @@ def test_dropped_denies_are_counted_per_user_in_the_tables_the_migration_leaves_
         def run(self, argv: Sequence[str | os.PathLike[str]], **kwargs: Any) -> CommandResult:
             sql = str(list(argv)[-1])
             self.queries.append(sql)
-            answer = "bob|2\nodd|name|1\n" if "experiment_permissions" in sql else "bob|1\n"
+            answer = '{"bob": 2, "odd|name\\n": 1}' if "experiment_permissions" in sql else '{"bob": 1}'
             return CommandResult([str(a) for a in argv], 0, answer, "")
 
     init_env_file(kit_dir, {}, host=HOST)
     runner = Answers()
     project = ComposeProject(load_config(kit_dir, environ={}), runner)
     tables = {"experiment_permissions": 4, "registered_model_permissions": 1, "scorer_permissions": 0}
-    assert dropped_denies(project, ["aaa", "e5f6a7b8c9d0"], tables) == {"bob": 3, "odd|name": 1}
+    assert dropped_denies(project, ["aaa", "e5f6a7b8c9d0"], tables) == {"bob": 3, "odd|name\n": 1}
     # Only tables that exist and have rows are read; revisions that drop nothing read nothing.
     assert len(runner.queries) == 2 and all("NO_PERMISSIONS" in q for q in runner.queries)
     assert dropped_denies(project, ["aaa"], tables) == {}
