@@ -5,6 +5,9 @@
 server is up; a query in the tracking and the auth database, with the server's
 own credentials, proves the database path. Runs as the mlflow user: the probe
 needs no privilege and the password file belongs to that user.
+
+``--live``: only the web server's answer (the watchdog's question, kit-watchdog:
+a database that is down is PostgreSQL's problem, not a reason to restart MLflow).
 """
 
 import http.client
@@ -13,7 +16,7 @@ import socket
 import sys
 
 if os.getuid() == 0:
-    os.execvp("setpriv", ["setpriv", "--reuid=mlflow", "--regid=mlflow", "--init-groups", sys.argv[0]])
+    os.execvp("setpriv", ["setpriv", "--reuid=mlflow", "--regid=mlflow", "--init-groups", *sys.argv])
 
 SOCKET = os.environ.get("MLOPS_KIT_MLFLOW_SOCKET", "")
 PORT = int(os.environ.get("MLFLOW_PORT", "5000"))
@@ -46,6 +49,9 @@ try:
         fail("GET /health", f"HTTP {response.status}")
 except Exception as exc:  # any failure means unhealthy; say which probe
     fail("GET /health", exc)
+if "--live" in sys.argv[1:]:
+    print("ok: the web server answers")
+    sys.exit(0)
 
 import psycopg2  # noqa: E402  (only needed once the server answers)
 

@@ -222,6 +222,10 @@ def status(app: AppContext, as_json: bool) -> None:
                 s.version or "-",
             )
         ui.out.print(table)
+        for s in result.services:
+            if s.restarts:
+                why = s.restart_reason or "its process exited (see: mlops-kit logs " + s.service + ")"
+                ui.out.print(f"[warn]{s.service} was restarted {s.restarts}x[/]; the last time: {why}")
         ui.out.print(f"tracking URI: {result.tracking_uri}")
         if backup_info:
             age = ui.human_age(time.time() - float(backup_info["finished_at"]))

@@ -78,6 +78,7 @@ class KitConfig:
     nfs_export: str
     nfs_options: str
     mlflow_workers: int
+    watchdog_seconds: int
     mlflow_jobs: str
     secrets_dir: str
     base_image: str

@@ -116,6 +116,24 @@ class ComposeProject:
         )
         return result.stdout.strip() if result.ok else ""
 
+    def restarts(self, container: str) -> tuple[int, str]:
+        """How often Docker restarted a container, and the last restart's reason from the kit's
+        watchdog (its line in the log just before the current run began; '' if none)."""
+        inspected = self.runner.run(
+            ["docker", "inspect", "--format", "{{.RestartCount}} {{.State.StartedAt}}", container],
+            check=False,
+            changes_state=False,
+        )
+        count, _, started = inspected.stdout.strip().partition(" ")
+        if not inspected.ok or not count.isdigit() or int(count) == 0:
+            return 0, ""
+        before = self.runner.run(
+            ["docker", "logs", "--until", started, "--tail", "50", container], check=False, changes_state=False
+        )
+        lines = (before.stdout + "\n" + before.stderr).splitlines()
+        reasons = [line.split("mlops-kit watchdog: ", 1)[1] for line in lines if "mlops-kit watchdog: " in line]
+        return int(count), reasons[-1].strip() if reasons else ""
+
     def is_running(self, service: str) -> bool:
         """Whether ``service`` has a running container."""
         return any(s.service == service and s.state == "running" for s in self.ps())

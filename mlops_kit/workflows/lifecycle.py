@@ -117,6 +117,9 @@ class ServiceStatus:
     image: str
     ports: tuple[str, ...]
     version: str | None
+    #: Docker's restarts of the container, and the kit watchdog's reason for the last one.
+    restarts: int = 0
+    restart_reason: str = ""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -126,6 +129,8 @@ class ServiceStatus:
             "image": self.image,
             "ports": list(self.ports),
             "version": self.version,
+            "restarts": self.restarts,
+            "restart_reason": self.restart_reason,
         }
 
 
@@ -341,6 +346,7 @@ def collect_status(project: ComposeProject) -> StackStatus:
         if state is None:
             services.append(ServiceStatus(spec.name, "absent", "", "", (), None))
             continue
+        restarts, reason = project.restarts(state.container)
         services.append(
             ServiceStatus(
                 service=spec.name,
@@ -349,6 +355,8 @@ def collect_status(project: ComposeProject) -> StackStatus:
                 image=state.image,
                 ports=state.ports,
                 version=version if spec is MLFLOW else None,
+                restarts=restarts,
+                restart_reason=reason,
             )
         )
     return StackStatus(project=project.config.project_name, tracking_uri=project.config.tracking_uri, services=services)

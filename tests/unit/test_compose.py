@@ -189,7 +189,9 @@ def test_rendered_compose_is_wired_as_documented(kit_dir: Path) -> None:
     assert "listen_addresses=" in postgres["command"]
     for name in ("mlflow", "postgres", "proxy"):
         service = services[name]
-        assert service["healthcheck"]["test"][0] == "CMD", name
+        # The image's own test (kit-watchdog since 0.7.0): an older kit's images, on the way
+        # back of `upgrade`, would not have a command compose.yaml named.
+        assert "test" not in service["healthcheck"] and service["healthcheck"]["interval"], name
         assert service["restart"] == "unless-stopped", name
         assert service["logging"]["driver"] == "json-file", name
     for name, service in services.items():
@@ -301,3 +303,13 @@ def test_webhook_hosts_are_checked_and_named(kit_dir: Path) -> None:
     with pytest.raises(ConfigError) as error:
         load_config(kit_dir, environ={})
     assert "MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS" in error.value.message
+
+
+def test_every_long_running_kit_image_heals_itself_through_its_healthcheck() -> None:
+    """postgres, mlflow and proxy: the HEALTHCHECK runs kit-watchdog as the service's user."""
+    docker = Path(__file__).resolve().parents[2] / "docker"
+    for image, user in (("postgres", "postgres"), ("mlflow", "mlflow"), ("proxy", "caddy")):
+        dockerfile = (docker / image / "Dockerfile").read_text()
+        assert "COPY common/watchdog.sh /usr/local/bin/kit-watchdog" in dockerfile, image
+        healthcheck = next(line for line in dockerfile.splitlines() if line.startswith("HEALTHCHECK"))
+        assert f'CMD ["kit-watchdog", "{user}", ' in healthcheck, image
