@@ -6,6 +6,7 @@ import contextlib
 import time
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from mlops_kit import console as ui
@@ -225,7 +226,8 @@ def status(app: AppContext, as_json: bool) -> None:
         for s in result.services:
             if s.restarts:
                 why = s.restart_reason or "its process exited (see: mlops-kit logs " + s.service + ")"
-                ui.out.print(f"[warn]{s.service} was restarted {s.restarts}x[/]; the last time: {why}")
+                # The reason is text the service's own log holds: never read as markup.
+                ui.out.print(f"[warn]{s.service} was restarted {s.restarts}x[/]; the last time: {escape(why)}")
         ui.out.print(f"tracking URI: {result.tracking_uri}")
         if backup_info:
             age = ui.human_age(time.time() - float(backup_info["finished_at"]))

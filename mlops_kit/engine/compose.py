@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +129,11 @@ class ComposeProject:
         count, _, started = inspected.stdout.strip().partition(" ")
         if not inspected.ok or not count.isdigit() or int(count) == 0:
             return 0, ""
-        before = self.runner.run(
-            ["docker", "logs", "--until", started, "--tail", "50", container], check=False, changes_state=False
-        )
+        # The ten minutes before the current run began (no --tail: Docker applies it before
+        # --until, and the new run's own lines would push the reason out).
+        began = _unix_time(started)
+        window = ["--since", f"{began - 600:.6f}", "--until", f"{began:.6f}"] if began > 0 else ["--until", started]
+        before = self.runner.run(["docker", "logs", *window, container], check=False, changes_state=False)
         lines = (before.stdout + "\n" + before.stderr).splitlines()
         reasons = [line.split("mlops-kit watchdog: ", 1)[1] for line in lines if "mlops-kit watchdog: " in line]
         return int(count), reasons[-1].strip() if reasons else ""
@@ -277,3 +281,12 @@ def _parse_json_lines(text: str) -> list[dict[str, Any]]:
     if text.startswith("["):
         return list(json.loads(text))
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _unix_time(rfc3339: str) -> float:
+    """Seconds since the epoch of Docker's RFC 3339 time (nanoseconds cut to micro); 0 if unreadable."""
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{1,6})?\d*(Z|[+-]\d\d:\d\d)$", rfc3339)
+    if not match:
+        return 0.0
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    return datetime.fromisoformat(match.group(1) + (match.group(2) or "") + zone).timestamp()

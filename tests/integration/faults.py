@@ -40,13 +40,23 @@ def processes(stack: Stack, service: str) -> tuple[int, list[Process]]:
 
 
 def freeze(stack: Stack, service: str) -> list[int]:
-    """SIGSTOP every process of the service's container but its init; returns their host PIDs."""
+    """SIGSTOP every process of the service's container but its init; returns their host PIDs.
+
+    Needs root on the host (the processes belong to the services' users). If stopping one
+    fails, the ones already stopped are let go before the error rises.
+    """
     _, found = processes(stack, service)
     assert found, f"no process of {service} besides its init"
-    for process in found:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGSTOP)
-    return [p.pid for p in found]
+    stopped: list[int] = []
+    try:
+        for process in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGSTOP)
+                stopped.append(process.pid)
+    except BaseException:
+        thaw(stopped)
+        raise
+    return stopped
 
 
 def thaw(pids: list[int]) -> None:

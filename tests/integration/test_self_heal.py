@@ -51,9 +51,10 @@ def test_a_frozen_service_is_restarted_and_serves_again(stack: Stack, service: s
     ).json()["run"]["info"]["run_id"]
     restarts_before = {name: int(s["restarts"]) for name, s in service_statuses(stack).items()}
 
-    pids = freeze(stack, service)
-    frozen_at = time.monotonic()
+    pids: list[int] = []
     try:
+        pids = freeze(stack, service)
+        frozen_at = time.monotonic()
         assert not serves(stack, run), f"{service} frozen, yet the request was served"
         recovered = wait_until_serving(stack, run, since=frozen_at, limit=WAIT)
     finally:

@@ -25,7 +25,8 @@ def watchdog(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     setpriv.write_text(
         "#!/bin/bash\n"
         'while [[ "$1" == --* ]]; do shift; done\n'
-        'if [[ "$*" == *"kill -KILL -1"* ]]; then echo "$*" >>"${KILLS}"; exit 0; fi\n'
+        # Never run a kill here (as root it could end the machine's processes): record it.
+        'if [[ "$1" == kill || "$*" == *"-c kill"* ]]; then echo "$*" >>"${KILLS}"; exit 0; fi\n'
         'exec "$@"\n'
     )
     setpriv.chmod(0o755)
@@ -67,7 +68,8 @@ def test_silence_is_counted_from_its_start_and_ends_the_service_after_the_limit(
     assert first.returncode == 1 and "unhealthy for 0 s" in first.stderr and "GET /health: timed out" in first.stderr
     assert not (tmp / "kills").exists()
     # 100 s of silence: the service's processes are ended and the reason logged.
-    (tmp / "state" / "silent-since").write_text(f"{int(time.time()) - 100}\n")
+    uptime = int(float(Path("/proc/uptime").read_text().split()[0]))
+    (tmp / "state" / "silent-since").write_text(f"{uptime - 100}\n")
     ended = _run(env, "false")
     assert ended.returncode == 1
     assert (tmp / "kills").read_text().strip() == "bash -c kill -KILL -1"
@@ -95,3 +97,37 @@ def test_zero_seconds_turns_the_watchdog_off(watchdog: tuple[Path, dict[str, str
     (tmp / "state" / "silent-since").write_text("0\n")
     assert _run(env, "false").returncode == 1
     assert not (tmp / "kills").exists()
+
+
+def test_busy_on_purpose_is_not_silence(watchdog: tuple[Path, dict[str, str]]) -> None:
+    """Exit 75 from the liveness command (PostgreSQL starting or stopping): unhealthy, never ended."""
+    tmp, env = watchdog
+    _run(env, "true")
+    (tmp / "state" / "silent-since").write_text("1\n")
+    busy = _run(env, "sh", "-c", "echo 'busy: PostgreSQL is stopping'; exit 75")
+    assert busy.returncode == 1 and "busy: PostgreSQL is stopping" in busy.stderr
+    assert not (tmp / "state" / "silent-since").exists() and not (tmp / "kills").exists()
+
+
+def test_the_service_user_cannot_feed_it_state(watchdog: tuple[Path, dict[str, str]]) -> None:
+    """A state folder that is not this user's private one turns the watchdog off; values are numbers only."""
+    tmp, env = watchdog
+    (tmp / "state").mkdir(mode=0o777)
+    (tmp / "state").chmod(0o777)  # what another user on a shared /tmp could have made first
+    (tmp / "state" / "answered").touch()
+    (tmp / "state" / "silent-since").write_text("now[$(touch " + str(tmp / "pwned") + ")0]\n")
+    taken = _run(env, "false")
+    assert taken.returncode == 1 and "the watchdog is off" in taken.stderr
+    assert not (tmp / "kills").exists() and not (tmp / "pwned").exists()
+    # A private folder with a value that is not a number: read as the start of the silence, never run.
+    (tmp / "state").chmod(0o700)
+    silent = _run(env, "false")
+    assert "unhealthy for 0 s" in silent.stderr and not (tmp / "pwned").exists()
+
+
+def test_a_malformed_limit_falls_back_to_the_default(watchdog: tuple[Path, dict[str, str]]) -> None:
+    tmp, env = watchdog
+    env = {**env, "MLOPS_KIT_WATCHDOG_SECONDS": "45s"}
+    _run(env, "true")
+    first = _run(env, "false")
+    assert "restarts it after 45 s" in first.stderr and not (tmp / "kills").exists()
