@@ -331,8 +331,9 @@ def take_down(project: ComposeProject, *, volumes: bool) -> None:
         project.remove_volumes(project.volume_names())
 
 
-def collect_status(project: ComposeProject) -> StackStatus:
-    """Per-service state, health, image, ports and (for MLflow) the server's version."""
+def collect_status(project: ComposeProject, *, with_restarts: bool = True) -> StackStatus:
+    """Per-service state, health, image, ports, (for MLflow) the server's version and, unless
+    not ``with_restarts``, Docker's restarts with the watchdog's reason."""
     states = {state.service: state for state in project.ps()}
     version = None
     mlflow_state = states.get(MLFLOW.name)
@@ -346,7 +347,7 @@ def collect_status(project: ComposeProject) -> StackStatus:
         if state is None:
             services.append(ServiceStatus(spec.name, "absent", "", "", (), None))
             continue
-        restarts, reason = project.restarts(state.container)
+        restarts, reason = project.restarts(state.container) if with_restarts else (0, "")
         services.append(
             ServiceStatus(
                 service=spec.name,
@@ -364,7 +365,7 @@ def collect_status(project: ComposeProject) -> StackStatus:
 
 def require_running(project: ComposeProject) -> StackStatus:
     """The stack's status; raises :class:`StackError` when MLflow is not running."""
-    status = collect_status(project)
+    status = collect_status(project, with_restarts=False)
     mlflow = next(s for s in status.services if s.service == MLFLOW.name)
     if mlflow.state != "running":
         raise StackError(
