@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +100,14 @@ def progress() -> Progress:
     return Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=ui.err, transient=True
     )
+
+
+@contextmanager
+def steps(first: str) -> Iterator[Callable[[str], None]]:
+    """A :func:`progress` spinner showing ``first``; yields the ``on_step`` a workflow reports its steps to."""
+    with progress() as bar:
+        task = bar.add_task(first, total=None)
+        yield lambda message: bar.update(task, description=message)
 
 
 def confirm(question: str, *, yes: bool) -> None:

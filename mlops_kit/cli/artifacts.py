@@ -11,8 +11,8 @@ from mlops_kit.cli.app import (
     confirm,
     pass_app,
     print_json,
-    progress,
     read_s3_keys_stdin,
+    steps,
 )
 from mlops_kit.cli.options import S3_SETTINGS, json_option, s3_credentials_stdin_option, setting_options, yes_option
 from mlops_kit.config.secrets import write_s3_keys
@@ -64,14 +64,13 @@ def artifacts_migrate(
             "final copy; the current store is kept.",
             yes=yes,
         )
-    with progress() as bar:
-        task = bar.add_task("Migrating artifacts", total=None)
+    with steps("Migrating artifacts") as on_step:
         result, _started = move_artifacts(
             app.project(config),
             target,
             dry_run=plan_only,
             wait_timeout=DEFAULT_WAIT_TIMEOUT,
-            on_step=lambda m: bar.update(task, description=m),
+            on_step=on_step,
         )
     if as_json:
         print_json(result.to_dict())

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from mlops_kit import console as ui
-from mlops_kit.cli.app import AppContext, confirm, pass_app, print_json, progress
+from mlops_kit.cli.app import AppContext, confirm, pass_app, print_json, steps
 from mlops_kit.cli.options import json_option, yes_option
 from mlops_kit.workflows.backup import list_backups, run_backup
 from mlops_kit.workflows.restore import drill, restore_backup
@@ -27,9 +27,8 @@ def backup(ctx: click.Context, app: AppContext, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     project = app.project()
-    with progress() as bar:
-        task = bar.add_task("Backing up", total=None)
-        summary = run_backup(project, on_step=lambda message: bar.update(task, description=message))
+    with steps("Backing up") as on_step:
+        summary = run_backup(project, on_step=on_step)
     if as_json:
         print_json(summary.to_dict())
         return
@@ -81,9 +80,8 @@ def backup_list(app: AppContext, as_json: bool) -> None:
 @pass_app
 def backup_verify(app: AppContext, sample: int, as_json: bool) -> None:
     """Restore drill: restore the latest set into a throwaway stack, check it, remove it."""
-    with progress() as bar:
-        task = bar.add_task("Restore drill", total=None)
-        report = drill(app.project(), sample=sample, on_step=lambda m: bar.update(task, description=m))
+    with steps("Restore drill") as on_step:
+        report = drill(app.project(), sample=sample, on_step=on_step)
     if as_json:
         print_json(report.to_dict())
         return
@@ -145,9 +143,8 @@ def restore(app: AppContext, backup_set: str, yes: bool, as_json: bool) -> None:
         "switched; its current data is kept in its volumes.",
         yes=yes,
     )
-    with progress() as bar:
-        task = bar.add_task("Restoring", total=None)
-        summary = restore_backup(app.project(config), backup_set, on_step=lambda m: bar.update(task, description=m))
+    with steps("Restoring") as on_step:
+        summary = restore_backup(app.project(config), backup_set, on_step=on_step)
     if as_json:
         print_json(summary.to_dict())
         return

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from mlops_kit import console as ui
-from mlops_kit.cli.app import AppContext, confirm, pass_app, print_json, progress
+from mlops_kit.cli.app import AppContext, confirm, pass_app, print_json, steps
 from mlops_kit.cli.options import json_option, yes_option
 from mlops_kit.errors import ConfigError
 from mlops_kit.runner import CommandRunner
@@ -61,21 +61,17 @@ def upgrade(
         return
     runner = CommandRunner(cwd=app.project_dir)
     if plan_only or app.dry_run:
-        with progress() as bar:
-            bar.add_task("Reading what runs and what the configuration asks for", total=None)
+        with steps("Reading what runs and what the configuration asks for"):
             project, target = load_upgrade_configs(app.project_dir, app.env_file, runner)
             plan = plan_upgrade(project, target)
         print_json(plan.to_dict()) if as_json else _print_plan(plan)
         return
     with contextlib.ExitStack() as session:
-        with progress() as bar:
-            task = bar.add_task("Taking the stack's lock", total=None)
+        with steps("Taking the stack's lock") as on_step:
             project, target = session.enter_context(
-                upgrade_session(
-                    app.project_dir, app.env_file, runner, on_step=lambda m: bar.update(task, description=m)
-                )
+                upgrade_session(app.project_dir, app.env_file, runner, on_step=on_step)
             )
-            bar.update(task, description="Planning")
+            on_step("Planning")
             plan = plan_upgrade(project, target)
         if not plan.anything_to_do:
             if as_json:
@@ -91,13 +87,12 @@ def upgrade(
             f"{plan.downtime_seconds:.0f} s; the previous version stays for `upgrade --rollback`.",
             yes=yes,
         )
-        with progress() as bar:
-            task = bar.add_task("Upgrading", total=None)
+        with steps("Upgrading") as on_step:
             result = run_upgrade(
                 project,
                 target,
                 plan,
-                on_step=lambda m: bar.update(task, description=m),
+                on_step=on_step,
                 take_lock=False,
                 accept_dropped_denies=accept_dropped_denies,
             )
@@ -160,9 +155,8 @@ def _rollback(app: AppContext, *, yes: bool, as_json: bool) -> None:
         "since stays in the upgraded volume (kept), not in the one it goes back to.",
         yes=yes,
     )
-    with progress() as bar:
-        task = bar.add_task("Rolling back", total=None)
-        result = rollback_upgrade(project, on_step=lambda m: bar.update(task, description=m))
+    with steps("Rolling back") as on_step:
+        result = rollback_upgrade(project, on_step=on_step)
     if as_json:
         print_json(
             {"restored_volume": result.restored_volume, "kept_volume": result.kept_volume, "images": result.images}
