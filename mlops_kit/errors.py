@@ -107,6 +107,12 @@ class UpgradeError(KitError):
     exit_code = 11
 
 
+class GcError(KitError):
+    """Garbage collection could not finish: some items stayed (the report says which and why)."""
+
+    exit_code = 12
+
+
 class BenchError(KitError):
     """A benchmark could not run (no room for its files, the server refused a call)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +23,8 @@ def load_image_module(name: str, relative_path: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, REPO_ROOT / relative_path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up by name while the class is made.
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -107,7 +107,8 @@ if [[ "$(id -u)" == "0" ]]; then
         fi
     fi
     # Staging of proxied transfers (a disk volume in bucket modes): leftovers of a crash go.
-    if [[ -n "${TMPDIR:-}" && "${TMPDIR}" == /var/tmp/* && -d "${TMPDIR}" ]]; then
+    # Only at the server's own start: a job (gc) shares the volume with a running server.
+    if [[ "${serving}" == "true" && -n "${TMPDIR:-}" && "${TMPDIR}" == /var/tmp/* && -d "${TMPDIR}" ]]; then
         as_mlflow find "${TMPDIR}" -mindepth 1 -delete 2>/dev/null || true
     fi
 
@@ -184,8 +185,10 @@ if [[ "$(id -u)" == "0" ]]; then
         fi
     fi
 
-    if [[ -n "${MLOPS_KIT_MLFLOW_SOCKET:-}" ]]; then
-        # A socket left by a killed server would make uvicorn's bind fail.
+    if [[ -n "${MLOPS_KIT_MLFLOW_SOCKET:-}" && "${serving}" == "true" ]]; then
+        # A socket left by a killed server would make uvicorn's bind fail. Only the server
+        # itself may remove it: a one-shot job (gc, say) shares the socket's volume while
+        # the server runs, and would cut the proxy off from it.
         as_mlflow rm -f "${MLOPS_KIT_MLFLOW_SOCKET}"
         # MLflow's job runners call the server at http://127.0.0.1:5000: offer the socket
         # there, inside MLflow's own namespace only.

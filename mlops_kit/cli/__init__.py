@@ -13,7 +13,7 @@ import sys
 import click
 
 from mlops_kit import console as ui
-from mlops_kit.cli import artifacts, backup, bench, health, stack, tls, upgrade, users
+from mlops_kit.cli import artifacts, backup, bench, gc, health, stack, tls, upgrade, users
 from mlops_kit.cli.app import cli
 from mlops_kit.errors import KitError
 
@@ -34,6 +34,7 @@ for command in (
     tls.tls,
     backup.backup,
     backup.restore,
+    gc.gc,
     artifacts.artifacts,
     upgrade.upgrade,
 ):

@@ -9,10 +9,10 @@ from rich.table import Table
 
 from mlops_kit import console as ui
 from mlops_kit.cli.app import AppContext, confirm, pass_app, print_json, steps
-from mlops_kit.cli.options import json_option, yes_option
+from mlops_kit.cli.options import cron_dir_option, json_option, yes_option
 from mlops_kit.workflows.backup import list_backups, run_backup
 from mlops_kit.workflows.restore import drill, restore_backup
-from mlops_kit.workflows.schedule import DEFAULT_CRON_DIR, install_schedule, remove_schedule, render_schedule
+from mlops_kit.workflows.schedule import install_schedule, remove_schedule, render_schedule
 
 
 @click.group(invoke_without_command=True)
@@ -109,14 +109,7 @@ def backup_verify(app: AppContext, sample: int, as_json: bool) -> None:
     "[env var: MLOPS_KIT_BACKUP_VERIFY_DAY]",
 )
 @click.option("--remove", is_flag=True, help="Take the scheduled jobs out of cron.")
-@click.option(
-    "--cron-dir",
-    type=click.Path(file_okay=False),
-    default=str(DEFAULT_CRON_DIR),
-    show_default=True,
-    envvar="MLOPS_KIT_CRON_DIR",
-    help="cron's drop-in folder. [env var: MLOPS_KIT_CRON_DIR]",
-)
+@cron_dir_option
 @pass_app
 def backup_schedule(app: AppContext, at: str, verify_weekly: str | None, remove: bool, cron_dir: str) -> None:
     """Install (or --remove) a nightly backup in the host's cron, logging to BACKUP_DIR/logs/backup.log."""

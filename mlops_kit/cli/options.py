@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from mlops_kit.config.settings import SETTINGS_BY_ENV
+from mlops_kit.workflows.schedule import DEFAULT_CRON_DIR
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,4 +75,16 @@ def yes_option(func: F) -> F:
         is_flag=True,
         envvar="MLOPS_KIT_YES",
         help="Do not ask for confirmation. [env var: MLOPS_KIT_YES]",
+    )(func)
+
+
+def cron_dir_option(func: F) -> F:
+    """--cron-dir: where the `schedule` commands write their cron.d file."""
+    return click.option(
+        "--cron-dir",
+        type=click.Path(file_okay=False),
+        default=str(DEFAULT_CRON_DIR),
+        show_default=True,
+        envvar="MLOPS_KIT_CRON_DIR",
+        help="cron's drop-in folder. [env var: MLOPS_KIT_CRON_DIR]",
     )(func)

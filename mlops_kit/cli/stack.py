@@ -21,12 +21,14 @@ from mlops_kit.cli.app import (
     read_s3_keys_stdin,
     require_interactive,
 )
+from mlops_kit.cli.gc import last_gc_line
 from mlops_kit.cli.options import S3_SETTINGS, json_option, s3_credentials_stdin_option, setting_options, yes_option
 from mlops_kit.config.loader import KitConfig
 from mlops_kit.engine.compose import ServiceState
 from mlops_kit.errors import ConfigError, StackError
 from mlops_kit.services import stack_services
 from mlops_kit.workflows.backup import last_success
+from mlops_kit.workflows.gc import last_gc
 from mlops_kit.workflows.lifecycle import (
     InitReport,
     build_images,
@@ -206,8 +208,9 @@ def status(app: AppContext, as_json: bool) -> None:
     project = app.project()
     result = collect_status(project)
     backup_info = last_success(project.config)
+    gc_info = last_gc(project.config)
     if as_json:
-        print_json({**result.to_dict(), "last_backup": backup_info})
+        print_json({**result.to_dict(), "last_backup": backup_info, "last_gc": gc_info})
     else:
         table = Table(title=f"mlops-kit stack {result.project}", title_justify="left")
         for column in ("service", "state", "health", "image", "published", "version"):
@@ -234,6 +237,7 @@ def status(app: AppContext, as_json: bool) -> None:
             ui.out.print(f"last good backup: {age} ago (set {backup_info['set_id']})")
         else:
             ui.out.print("last good backup: none yet (mlops-kit backup)")
+        ui.out.print(last_gc_line(gc_info, time.time()))
     if not result.healthy:
         raise StackError(
             f"stack {result.project} is not healthy", hint="see: mlops-kit logs (or start it: mlops-kit up)"

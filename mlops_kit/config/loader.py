@@ -100,6 +100,8 @@ class KitConfig:
     backup_image: str
     backup_dir: str
     backup_offsite: str
+    gc_older_than_seconds: int
+    retention_days: int
     backup_keep_daily: int
     backup_keep_weekly: int
     backup_keep_monthly: int

@@ -55,6 +55,21 @@ def _bounded_int(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+_DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+
+
+def parse_duration(value: str) -> int:
+    """Seconds in a duration such as 30d, 12h, 1d12h, 90m or 0; ValueError saying the form otherwise."""
+    text = value.strip().lower()
+    if text.isdigit() and int(text) == 0:
+        return 0
+    match = _DURATION.match(text)
+    if not text or not match or not any(match.groupdict().values()):
+        raise ValueError("must be a duration such as 30d, 12h, 1d12h or 90m")
+    parts = {k: int(v) for k, v in match.groupdict().items() if v}
+    return parts.get("d", 0) * 86400 + parts.get("h", 0) * 3600 + parts.get("m", 0) * 60 + parts.get("s", 0)
+
+
 def _ip_address(value: str) -> str:
     try:
         ipaddress.ip_address(value)
@@ -330,7 +345,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLOPS_KIT_MINIO_IMAGE",
         "minio_image",
-        "mlops-kit/minio:RELEASE.2025-10-15T17-29-55Z-kit0.7.0",
+        "mlops-kit/minio:RELEASE.2025-10-15T17-29-55Z-kit0.8.0",
         _text,
         "Tag of the MinIO image (minio mode): built from source, or a mirror's or a maintained fork's.",
     ),
@@ -468,28 +483,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLOPS_KIT_MLFLOW_IMAGE",
         "mlflow_image",
-        "mlops-kit/mlflow:3.17.2-kit0.7.0",
+        "mlops-kit/mlflow:3.17.2-kit0.8.0",
         _text,
         "Tag of the MLflow server image.",
     ),
     Setting(
         "MLOPS_KIT_POSTGRES_IMAGE",
         "postgres_image",
-        "mlops-kit/postgres:17-kit0.7.0",
+        "mlops-kit/postgres:17-kit0.8.0",
         _text,
         "Tag of the PostgreSQL image.",
     ),
     Setting(
         "MLOPS_KIT_PROXY_IMAGE",
         "proxy_image",
-        "mlops-kit/proxy:caddy2.6-kit0.7.0",
+        "mlops-kit/proxy:caddy2.6-kit0.8.0",
         _text,
         "Tag of the HTTPS proxy image (Caddy).",
     ),
     Setting(
         "MLOPS_KIT_EGRESS_IMAGE",
         "egress_image",
-        "mlops-kit/egress:squid-kit0.7.0",
+        "mlops-kit/egress:squid-kit0.8.0",
         _text,
         "Tag of the webhooks' egress proxy image (Squid; only with MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS).",
     ),
@@ -526,7 +541,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLOPS_KIT_BACKUP_IMAGE",
         "backup_image",
-        "mlops-kit/backup:kit0.7.0",
+        "mlops-kit/backup:kit0.8.0",
         _text,
         "Tag of the backup job image (restic, PostgreSQL client).",
     ),
@@ -543,6 +558,20 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         _text,
         "Second repository each backup is copied to: a folder, or restic's s3:/sftp: form.",
+    ),
+    Setting(
+        "MLOPS_KIT_GC_OLDER_THAN",
+        "gc_older_than_seconds",
+        "30d",
+        parse_duration,
+        "gc removes what has been deleted for longer than this (e.g. 30d, 12h).",
+    ),
+    Setting(
+        "MLOPS_KIT_RETENTION_DAYS",
+        "retention_days",
+        "0",
+        _bounded_int(0, 36500),
+        "gc first soft-deletes finished runs older than this many days (0: off; tag mlops-kit.retention-days wins).",
     ),
     Setting("MLOPS_KIT_BACKUP_KEEP_DAILY", "backup_keep_daily", "7", _bounded_int(0, 3650), "Daily backups kept."),
     Setting("MLOPS_KIT_BACKUP_KEEP_WEEKLY", "backup_keep_weekly", "4", _bounded_int(0, 520), "Weekly backups kept."),

@@ -229,12 +229,16 @@ class ComposeProject:
         mounts: Sequence[str] = (),
         check: bool = True,
         timeout: float | None = None,
+        read_only: bool = False,
     ) -> CommandResult:
-        """`docker compose run --rm` a one-shot job; ``mounts`` are extra `-v SRC:DST` pairs."""
+        """`docker compose run --rm` a one-shot job; ``mounts`` are extra `-v SRC:DST` pairs.
+
+        ``read_only``: the job changes nothing, so it runs under --dry-run too (a listing).
+        """
         args = ["run", "--rm", "--no-deps", "-T"]
         for mount in mounts:
             args += ["--volume", mount]
-        return self.run([*args, service, *command], check=check, timeout=timeout)
+        return self.run([*args, service, *command], check=check, timeout=timeout, changes_state=not read_only)
 
     def start_services(self, services: Sequence[str], *, wait_timeout: int) -> None:
         """Start only some services (e.g. the database during a restore) and wait for health."""

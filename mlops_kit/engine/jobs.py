@@ -40,6 +40,7 @@ def run_json_job(
     what: str,
     mounts: Sequence[str] = (),
     error: type[KitError] = KitError,
+    read_only: bool = False,
 ) -> dict[str, Any]:
     """`docker compose run` a one-shot job and return its JSON answer, or raise ``error`` saying why not.
 
@@ -47,7 +48,7 @@ def run_json_job(
     that sentence, not Compose's, is the message.
     """
     try:
-        result = project.run_job(service, command, mounts=mounts)
+        result = project.run_job(service, command, mounts=mounts, read_only=read_only)
     except CommandError as failure:
         said = last_json(failure.stdout)
         detail = _complaint(said) if isinstance(said, dict) else ""

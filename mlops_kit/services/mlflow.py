@@ -29,6 +29,8 @@ AUTH_DATABASE_URI = f"postgresql+psycopg2://{ROLE}@/{AUTH_DATABASE}?host={SOCKET
 #: One-shot job in the MLflow image: make MLOPS_KIT_ADMIN_USER an admin with the
 #: password in secrets/mlflow_admin_password (after a restore; lost password).
 RESET_ADMIN = "mlflow-reset-admin"
+#: One-shot job in the MLflow image: retention and garbage collection (docker/mlflow/gc.py).
+GC_JOB = "mlflow-gc"
 #: The secret file of MLflow's key-encryption passphrase (AI gateway and webhook
 #: secrets in the database); every backup set carries a copy of it.
 KEK_FILE = "mlflow_kek_passphrase"

@@ -1,9 +1,10 @@
-"""`mlops-kit backup schedule`: a nightly backup (and optional weekly drill) in the host's cron.
+"""`backup schedule` and `gc schedule`: nightly jobs of a stack in the host's cron.
 
 cron runs jobs with a bare environment: no virtualenv, no working folder, a short
 PATH. The installed line therefore names the Python interpreter of this
 installation, the kit's folder and its `.env` by absolute path, sets PATH itself,
-and appends to a log file. The backup lock makes an overlapping run exit 8.
+and appends to a log file. The backup lock makes an overlapping run exit 8. Each kind
+of job has its own file in cron.d, so one can be removed without the other.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,15 +45,16 @@ def parse_time(value: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def cron_file_name(config: KitConfig) -> str:
-    # cron ignores files in cron.d whose names contain dots.
-    return f"mlops-kit-{config.project_name}".replace(".", "-")
+def cron_file_name(config: KitConfig, kind: str = "") -> str:
+    """The cron.d file of this stack's backup jobs ("") or of another ``kind`` of job ("gc")."""
+    # cron ignores files in cron.d whose names contain dots. Another kind starts differently
+    # ("mlops-kit_gc_"), so no project's backup file can have the name of another's gc file.
+    name = f"mlops-kit_{kind}_{config.project_name}" if kind else f"mlops-kit-{config.project_name}"
+    return name.replace(".", "-")
 
 
-def render_schedule(config: KitConfig, at: str, *, verify_day: str | None, cron_dir: Path) -> Schedule:
-    """The cron.d file for this stack: one nightly backup line, optionally a weekly drill line."""
-    hour, minute = parse_time(at)
-    log_file = config.backup_path / "logs" / "backup.log"
+def _job_line(config: KitConfig, log_file: Path) -> Callable[[str], str]:
+    """A function making the shell command of one cron job: the kit's ``command``, logged to ``log_file``."""
     kit = " ".join(
         shlex.quote(part)
         for part in (
@@ -72,13 +75,25 @@ def render_schedule(config: KitConfig, at: str, *, verify_day: str | None, cron_
         run = f'echo "== $(date -Is) {command}"; {kit} {command}; rc=$?; echo "== exit $rc"; exit $rc'
         return f"( {run} ) >> {log} 2>&1".replace("%", "\\%")
 
-    lines = [
-        f"# mlops-kit: scheduled backups of stack {config.project_name}.",
-        "# Installed by `mlops-kit backup schedule`; remove with `mlops-kit backup schedule --remove`.",
+    return job
+
+
+def _header(config: KitConfig, what: str, command: str) -> list[str]:
+    """The first lines of a cron.d file: what it is, how to remove it, the shell and PATH its jobs get."""
+    return [
+        f"# mlops-kit: {what} of stack {config.project_name}.",
+        f"# Installed by `mlops-kit {command}`; remove with `mlops-kit {command} --remove`.",
         "SHELL=/bin/sh",
         f"PATH={CRON_PATH}",
-        f"{minute} {hour} * * * root {job('backup')}",
     ]
+
+
+def render_schedule(config: KitConfig, at: str, *, verify_day: str | None, cron_dir: Path) -> Schedule:
+    """The cron.d file for this stack: one nightly backup line, optionally a weekly drill line."""
+    hour, minute = parse_time(at)
+    log_file = config.backup_path / "logs" / "backup.log"
+    job = _job_line(config, log_file)
+    lines = [*_header(config, "scheduled backups", "backup schedule"), f"{minute} {hour} * * * root {job('backup')}"]
     if verify_day:
         day = verify_day.lower()[:3]
         if day not in WEEKDAYS:
@@ -86,6 +101,17 @@ def render_schedule(config: KitConfig, at: str, *, verify_day: str | None, cron_
         # An hour after the backup, so the drill checks the newest set.
         lines.append(f"{minute} {(hour + 1) % 24} * * {WEEKDAYS.index(day)} root {job('backup verify')}")
     return Schedule(path=cron_dir / cron_file_name(config), text="\n".join(lines) + "\n", log_file=log_file)
+
+
+def render_gc_schedule(config: KitConfig, at: str, *, cron_dir: Path) -> Schedule:
+    """The cron.d file of this stack's nightly garbage collection (retention first, when configured)."""
+    hour, minute = parse_time(at)
+    log_file = config.backup_path / "logs" / "gc.log"
+    job = _job_line(config, log_file)
+    # Its settings (grace period, retention) come from .env at each run.
+    header = _header(config, "nightly garbage collection", "gc schedule")
+    lines = [*header, f"{minute} {hour} * * * root {job('gc --yes')}"]
+    return Schedule(path=cron_dir / cron_file_name(config, "gc"), text="\n".join(lines) + "\n", log_file=log_file)
 
 
 def install_schedule(schedule: Schedule) -> None:
@@ -100,8 +126,9 @@ def install_schedule(schedule: Schedule) -> None:
     schedule.path.chmod(0o644)
 
 
-def remove_schedule(config: KitConfig, cron_dir: Path) -> Path | None:
-    path = cron_dir / cron_file_name(config)
+def remove_schedule(config: KitConfig, cron_dir: Path, kind: str = "") -> Path | None:
+    """Delete the cron.d file of this stack's ``kind`` of job; its path, or None if there was none."""
+    path = cron_dir / cron_file_name(config, kind)
     if path.exists():
         path.unlink()
         return path

@@ -31,8 +31,10 @@ from tests.integration.mlflow_data import digest, populate
 RELEASES = {
     # The security round two, before `upgrade` existed.
     "0.5.0": "0be66e4d9a508216333ca4e5cbfaa2fc183a9e01",
-    # The reshape and `upgrade`; the previous release.
+    # The reshape and `upgrade`.
     "0.6.0": "a043df31e9a9c151743c4a22900f82e229b43206",
+    # MLflow 2.x upgrades and the watchdog; the previous release.
+    "0.7.0": "ccd10e6ae6e560c22d7005319a5115df13df21b1",
 }
 EXPERIMENTS = ["Default", "rel-experiment-0", "rel-experiment-1"]
 

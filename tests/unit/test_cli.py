@@ -29,7 +29,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
 
 
 def test_every_command_has_help(kit_dir: Path) -> None:
-    for command in ("init", "build", "up", "down", "status", "logs", "check", "client-env", "doctor"):
+    for command in ("init", "build", "up", "down", "status", "logs", "check", "client-env", "doctor", "gc"):
         result = kit(kit_dir, command, "--help")
         assert result.returncode == 0, command
         assert "Usage:" in result.stdout

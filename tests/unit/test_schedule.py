@@ -10,7 +10,7 @@ import pytest
 from mlops_kit.config.envfile import HostFacts, init_env_file
 from mlops_kit.config.loader import load_config
 from mlops_kit.errors import ConfigError
-from mlops_kit.workflows.schedule import install_schedule, remove_schedule, render_schedule
+from mlops_kit.workflows.schedule import install_schedule, remove_schedule, render_gc_schedule, render_schedule
 
 HOST = HostFacts(memory_bytes=2**33, cpus=2, hostname="h", fqdn="h")
 
@@ -71,3 +71,21 @@ def test_percent_in_paths_is_escaped_for_cron(tmp_path: Path) -> None:
     command = render_schedule(load_config(kit_dir, environ={}), "01:00", verify_day=None, cron_dir=tmp_path).commands()
     assert "kit\\%dir" in command[0]
     assert "kit%dir" not in command[0].replace("\\%", "")
+
+
+def test_nightly_gc_has_its_own_file_and_log(kit_dir: Path, tmp_path: Path) -> None:
+    config = config_for(kit_dir)
+    backup = render_schedule(config, "02:30", verify_day=None, cron_dir=tmp_path)
+    schedule = render_gc_schedule(config, "03:45", cron_dir=tmp_path)
+    assert schedule.path == tmp_path / "mlops-kit_gc_nightly" != backup.path
+    jobs = [line for line in schedule.text.splitlines() if line[0].isdigit()]
+    assert len(jobs) == 1 and jobs[0].startswith("45 3 * * * root ")
+    command = schedule.commands()[0]
+    # Unattended: --yes, the settings from .env, the kit's exit code to cron.
+    assert " gc --yes;" in command and f"--env-file {config.env_file}" in command
+    assert str(kit_dir / "backups" / "logs" / "gc.log") in command and "exit $rc" in command
+    install_schedule(backup)
+    install_schedule(schedule)
+    # Removing one kind of job leaves the other.
+    assert remove_schedule(config, tmp_path, "gc") == schedule.path
+    assert backup.path.exists() and not schedule.path.exists()
