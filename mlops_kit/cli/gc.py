@@ -28,7 +28,9 @@ def _older_than(value: str | None) -> int | None:
     try:
         return parse_duration(value)
     except ValueError as problem:
-        raise ConfigError(f"--older-than {value!r} {problem}", hint="e.g. --older-than 30d") from None
+        raise ConfigError(
+            f"--older-than {value!r} {problem}", hint="use whole days, hours, minutes or seconds (d, h, m, s)"
+        ) from None
 
 
 @click.group(invoke_without_command=True)
@@ -79,7 +81,7 @@ def gc(
         confirm(
             f"Permanently remove from stack {config.project_name} what was deleted more than "
             f"{ui.human_age(grace)} ago, with its artifacts"
-            + ("" if no_retention else ", after soft-deleting finished runs past retention")
+            + ("" if no_retention else ", after soft-deleting finished runs past their retention (if any is set)")
             + "? (See first: mlops-kit gc --dry-run)",
             yes=yes,
         )
@@ -117,14 +119,17 @@ def _print_report(report: GcReport) -> None:
             len(report.retention_kept),
         )
     for ignored in report.retention_ignored:
+        # Tag values and URIs come from the database: never read as markup.
         ui.warning(
-            f"experiment {ignored['experiment_id']}: {ignored['reason']} ({ignored['value']!r}): no retention there"
+            escape(
+                f"experiment {ignored['experiment_id']}: {ignored['reason']} ({ignored['value']!r}): no retention there"
+            )
         )
     _table(
         "removed" if not report.dry_run else "would be removed",
         ("kind", "id", "experiment", "size"),
         ([i["kind"], i["id"], i["experiment_id"], ui.human_bytes(int(i["bytes"]))] for i in report.items),
-        len(report.items),
+        sum(int(removed.get(kind, 0)) for kind in ("experiments", "runs", "logged_models", "trace_artifact_folders")),
     )
     _table(
         "kept",
@@ -133,7 +138,7 @@ def _print_report(report: GcReport) -> None:
         report.kept_count,
     )
     for note in report.notes:
-        ui.info(note)
+        ui.info(escape(note))
     summary = (
         f"{removed.get('experiments', 0)} experiment(s), {removed.get('runs', 0)} run(s), "
         f"{removed.get('logged_models', 0)} logged model(s), {removed.get('traces', 0)} trace(s) and the "

@@ -158,3 +158,25 @@ def test_gc_and_backup_exclude_each_other(project: Any, monkeypatch: pytest.Monk
     ):
         pass
     assert "collect garbage" in held.value.message
+
+
+def test_the_human_report_names_what_stays_and_escapes_database_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from mlops_kit import console as ui
+    from mlops_kit.cli import gc as gc_cli
+
+    recorded = Console(record=True, width=200, theme=ui.THEME)
+    monkeypatch.setattr(ui, "out", recorded)
+    monkeypatch.setattr(ui, "err", recorded)
+    kept = {"kind": "run", "id": "r3", "experiment_id": "1", "reason": "backs model version [bold]m[/bold]/1"}
+    removed = {**ANSWER["removed"], "runs": 28}  # with 1 experiment and 1 logged model: 30 items
+    answer = {**ANSWER, "dry_run": True, "kept": [kept], "items": ANSWER["items"] * 30, "removed": removed}
+    ignored = [{"experiment_id": "4", "value": "[red]30 days", "reason": "x"}]
+    answer["retention"] = {**ANSWER["retention"], "ignored": ignored}
+    gc_cli._print_report(gc_workflow.GcReport.from_answer(answer, started=0.0, retention_days=30))
+    text = recorded.export_text()
+    assert "would be removed" in text and "and 10 more (all of them: --json)" in text
+    assert "backs model version [bold]m[/bold]/1" in text  # markup from the database is shown, not applied
+    assert "experiment 4" in text and "'[red]30 days'" in text
+    assert "dry run: would remove 1 experiment(s), 28 run(s)" in text and "nothing was changed" in text
