@@ -38,7 +38,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -356,6 +356,14 @@ def model_version_needs(db: Database, destination: str) -> Needs:
                 path = direct_path(uri, destination)
             if path is not None:
                 needs.paths.setdefault(path, label)
+    # A needed logged model's metrics live on its training run (ON DELETE CASCADE): keep the run.
+    models = sorted(needs.models)
+    for i in range(0, len(models), 1000):
+        for model_id, run_id in db.rows(
+            "SELECT model_id, source_run_id FROM logged_models WHERE model_id IN :ids AND source_run_id IS NOT NULL",
+            ids=tuple(models[i : i + 1000]),
+        ):
+            needs.runs.setdefault(run_id, needs.models[model_id])
     # MLflow 3 resolves runs:/<run>/<name> to the logged model that run produced under that name.
     runs = sorted(via_runs_uri)
     for i in range(0, len(runs), 1000):
@@ -386,6 +394,24 @@ def _days(raw: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() else None
 
 
+def keep_holders(db: Database) -> Callable[[str], str | None]:
+    """A function giving the run whose ``mlops-kit.keep`` tag keeps a run (itself or a parent), or None."""
+    keep = {r for r, v in db.rows("SELECT run_uuid, value FROM tags WHERE key = :k", k=KEEP_TAG) if _keep_value(v)}
+    parents = dict(db.rows("SELECT run_uuid, value FROM tags WHERE key = :k", k=PARENT_TAG))
+
+    def kept_by(run_id: str) -> str | None:
+        seen: set[str] = set()
+        current: str | None = run_id
+        while current and current not in seen:
+            if current in keep:
+                return current
+            seen.add(current)
+            current = parents.get(current)
+        return None
+
+    return kept_by
+
+
 def plan_retention(db: Database, plan: Plan, needs: Needs) -> None:
     """Finished runs past their experiment's retention, except kept and needed ones."""
     days_by_experiment: dict[str, int] = {}
@@ -411,19 +437,8 @@ def plan_retention(db: Database, plan: Plan, needs: Needs) -> None:
             days_by_experiment[experiment_id] = days
     if not days_by_experiment:
         return
-    keep = {r for r, v in db.rows("SELECT run_uuid, value FROM tags WHERE key = :k", k=KEEP_TAG) if _keep_value(v)}
-    parents = dict(db.rows("SELECT run_uuid, value FROM tags WHERE key = :k", k=PARENT_TAG))
+    kept_by = keep_holders(db)
     needed_paths = LiveSet(needs.paths)
-
-    def kept_by(run_id: str) -> str | None:
-        seen: set[str] = set()
-        current: str | None = run_id
-        while current and current not in seen:
-            if current in keep:
-                return current
-            seen.add(current)
-            current = parents.get(current)
-        return None
 
     for experiment_id, days in sorted(days_by_experiment.items(), key=lambda kv: int(kv[0])):
         cutoff = plan.now_ms - days * DAY_MS
@@ -481,12 +496,16 @@ def plan_gc(db: Database, plan: Plan, artifacts: LocalArtifacts | BucketArtifact
         hit = live.inside(path)
         return reasons.get(hit, "something live") if hit is not None else None
 
-    def keep(kind: str, item_id: str, experiment_id: str, why: str) -> None:
+    def keep(kind: str, item_id: str, experiment_id: str, why: str, folder: str | None = None) -> None:
         plan.kept.append({"kind": kind, "id": item_id, "experiment_id": experiment_id, "reason": _reason(why)})
+        if folder is not None:
+            staying[folder] = f"the {kind.replace('_', ' ')} {item_id}, which stays"
         if experiment_id in doomed_experiments and kind != "experiment":
             kept_experiments.setdefault(experiment_id, f"its {kind.replace('_', ' ')} {item_id} is kept")
 
     kept_experiments: dict[str, str] = {}
+    #: Folders of what stays although it is deleted: no other folder that holds one may go.
+    staying: dict[str, str] = {}
     doomed_ids = tuple(int(e) for e in doomed_experiments) or (-1,)
     runs: list[Item] = []
     for run_id, experiment_id, artifact_uri, stage, deleted_time, end_time, start_time in db.rows(
@@ -501,11 +520,11 @@ def plan_gc(db: Database, plan: Plan, artifacts: LocalArtifacts | BucketArtifact
         folder = entity_folder(path, run_id) if path is not None else None
         if stage != "deleted":
             # Restored inside a deleted experiment (MLflow allows it): someone wants it.
-            keep("run", run_id, experiment_id, "restored: active in a deleted experiment")
+            keep("run", run_id, experiment_id, "restored: active in a deleted experiment", folder)
             continue
         why = needs.runs.get(run_id) or blocked(folder)
         if why:
-            keep("run", run_id, experiment_id, why)
+            keep("run", run_id, experiment_id, why, folder)
             continue
         old = (deleted_time or end_time or start_time or 0) <= cutoff
         note = "" if path is not None else _elsewhere(artifact_uri)
@@ -524,7 +543,7 @@ def plan_gc(db: Database, plan: Plan, artifacts: LocalArtifacts | BucketArtifact
         folder = entity_folder(path, model_id) if path is not None else None
         why = needs.models.get(model_id) or blocked(folder)
         if why:
-            keep("logged_model", model_id, experiment_id, why)
+            keep("logged_model", model_id, experiment_id, why, folder)
             continue
         old = stage == "deleted" and (updated or 0) <= cutoff
         note = "" if path is not None else _elsewhere(location)
@@ -536,7 +555,7 @@ def plan_gc(db: Database, plan: Plan, artifacts: LocalArtifacts | BucketArtifact
         path = store_path(location)
         why = kept_experiments.get(experiment_id) or (blocked(path) if path is not None else None)
         if why:
-            keep("experiment", experiment_id, experiment_id, why)
+            keep("experiment", experiment_id, experiment_id, why, path)
             continue
         traces = db.rows("SELECT count(*) FROM trace_info WHERE experiment_id = :e", e=int(experiment_id))[0][0]
         note = "" if path is not None else _elsewhere(location)
@@ -562,8 +581,9 @@ def plan_gc(db: Database, plan: Plan, artifacts: LocalArtifacts | BucketArtifact
         folder = f"{base}/traces" if base else "traces"
         try:
             found = artifacts.children(folder)
-        except ValueError:
-            continue  # a link out of the store: not ours to sweep
+        except Exception:  # a link out of the store, an unreadable folder, a bucket error
+            logger.warning("could not list %s; its deleted traces' files stay", folder, exc_info=True)
+            continue
         names = sorted(found)
         existing = {
             r
@@ -583,12 +603,42 @@ def plan_gc(db: Database, plan: Plan, artifacts: LocalArtifacts | BucketArtifact
         if item.path is not None:
             try:
                 usage = artifacts.usage(item.path)
-            except ValueError as error:
-                keep(item.kind, item.id, item.experiment_id, f"its folder is not the store's own ({error})")
+            except Exception as error:  # a link out of the store, a file it may not read, a bucket error
+                keep(item.kind, item.id, item.experiment_id, f"its folder could not be read ({error})"[:300], item.path)
                 continue
             item.files, item.bytes = usage.files, usage.bytes
         measured.append(item)
-    plan.remove = [i for i in measured if not (i.kind == "experiment" and i.id in kept_experiments)]
+    plan.remove = measured
+    # Settle which deleted experiments go: not one that holds something kept (its own run, or
+    # another experiment's kept item in a shared or nested folder), until nothing changes.
+    while True:
+        holding = LiveSet(staying)
+        dropped = [
+            i
+            for i in plan.remove
+            if i.kind == "experiment"
+            and (i.id in kept_experiments or (i.path is not None and holding.inside(i.path) is not None))
+        ]
+        if not dropped:
+            break
+        for item in dropped:
+            hit = holding.inside(item.path) if item.path is not None else None
+            why = kept_experiments.get(item.id) or f"its folder holds {staying.get(hit or '', 'something kept')}"
+            plan.kept.append({"kind": "experiment", "id": item.id, "experiment_id": item.id, "reason": why})
+            kept_experiments.setdefault(item.id, why)
+            if item.path is not None:
+                staying[item.path] = f"the location of experiment {item.id}, which stays"
+        plan.remove = [i for i in plan.remove if i not in dropped]
+    final = {i.id for i in plan.remove if i.kind == "experiment"}
+    # In a deleted experiment that stays, only what is deleted and old itself goes.
+    plan.remove = [
+        i
+        for i in plan.remove
+        if i.kind in ("experiment", "trace_artifacts")
+        or i.experiment_id in final
+        or i.old
+        or i.experiment_id not in doomed_experiments
+    ]
     # A folder inside another planned folder is counted by the innermost one only. Only an
     # experiment's folder holds others (runs, logged models, traces, nested experiments).
     holders = [i for i in plan.remove if i.kind == "experiment" and i.path is not None]
@@ -612,18 +662,16 @@ def _elsewhere(uri: str | None) -> str:
 def soft_delete(store: Any, db: Database, run_ids: list[str], destination: str) -> int:
     """Retention's step: MLflow's own delete_run, for runs that still qualify at this moment."""
     needs = model_version_needs(db, destination)
+    kept_by = keep_holders(db)
     done = 0
     for run_id in run_ids:
-        if run_id in needs.runs:
-            continue  # registered since the plan
-        # Still active and finished, still not kept: a run restarted or tagged since the plan stays.
+        if run_id in needs.runs or kept_by(run_id):
+            continue  # registered or tagged (itself or a parent) since the plan
+        # Still active and finished: a run restarted since the plan stays.
         if db.rows(
-            "SELECT 1 FROM runs r WHERE r.run_uuid = :i AND r.lifecycle_stage = 'active' AND r.status IN :f "
-            "AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = :k "
-            "AND lower(trim(t.value)) NOT IN ('false', '0', 'no', 'off'))",
+            "SELECT 1 FROM runs WHERE run_uuid = :i AND lifecycle_stage = 'active' AND status IN :f",
             i=run_id,
             f=FINISHED,
-            k=KEEP_TAG,
         ):
             store.delete_run(run_id)
             done += 1
@@ -676,10 +724,21 @@ def remove(store: Any, artifacts: LocalArtifacts | BucketArtifacts, item: Item, 
             ).scalar()
             if left:
                 return f"{left} of its runs or logged models stay"
-            path = item.path or ""
-            needs = model_version_needs(Database(store), destination)
-            if item.path is not None and LiveSet(needs.paths).inside(path) is not None:
-                return "a model version registered since the plan needs its folder"
+            if item.path is not None:
+                needs = model_version_needs(Database(store), destination)
+                others = [
+                    path
+                    for (location,) in session.execute(
+                        text("SELECT artifact_location FROM experiments WHERE experiment_id <> :i"), {"i": key}
+                    )
+                    for path in [store_path(location)]
+                    if path is not None
+                ]
+                if LiveSet([*needs.paths, *others]).inside(item.path) is not None:
+                    # Its rows go; its folder holds another experiment's location or a version's
+                    # source (created since the plan): the folder stays.
+                    item.note = "its folder stays: it holds another experiment's location or a model version's source"
+                    item.path = None
             _delete_experiment_rows(session, key)
         if item.path is not None:
             freed = artifacts.delete(item.path)
@@ -709,14 +768,10 @@ def _delete_experiment_rows(session: Any, experiment_id: int) -> None:
     from mlflow.store.tracking import sqlalchemy_store as module
     from mlflow.store.tracking.dbmodels.models import SqlExperiment
 
-    # Rollups have no foreign key to the experiment; traces, tags and the rest cascade.
-    for name in (
-        "SqlTraceRollupRebuild",
-        "SqlTraceMetricDailyRollup",
-        "SqlSpanCostDailyRollup",
-        "SqlAssessmentDailyRollup",
-    ):
-        model = getattr(module, name)
+    # Rollups have no foreign key to the experiment. Traces and tags go in bulk first (every
+    # child of a trace cascades in the database): the ORM cascade would load them all.
+    names = ("SqlTraceRollupRebuild", "SqlTraceMetricDailyRollup", "SqlSpanCostDailyRollup", "SqlAssessmentDailyRollup")
+    for model in (*(getattr(module, name) for name in names), module.SqlTraceInfo, module.SqlExperimentTag):
         session.query(model).filter(model.experiment_id == experiment_id).delete(synchronize_session=False)
     experiment = session.get(SqlExperiment, experiment_id)
     if experiment is not None:
@@ -744,38 +799,63 @@ def main(argv: list[str] | None = None) -> int:
     destination = os.environ.get("MLFLOW_ARTIFACTS_DESTINATION", "")
     if not uri or not destination:
         return _fail("MLFLOW_BACKEND_STORE_URI and MLFLOW_ARTIFACTS_DESTINATION must be set (the kit's mlflow job)")
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
     started = time.time()
-    store = SqlAlchemyStore(uri, destination)
-    db = Database(store)
-    artifacts = artifact_store(destination)
-    now_ms = int(started * 1000)
-    plan = Plan(
-        now_ms=now_ms, cutoff_ms=now_ms - args.older_than_seconds * 1000, retention_default_days=args.retention_days
-    )
-    needs = model_version_needs(db, destination)
-    if not args.no_retention:
-        plan_retention(db, plan, needs)
-    plan_gc(db, plan, artifacts, needs)
-
     soft_deleted = 0
     removed: list[Item] = []
     skipped: list[dict[str, Any]] = []
-    if not args.dry_run:
-        soft_deleted = soft_delete(store, db, [r["run_id"] for r in plan.retention], destination)
-        for item in plan.remove:
-            try:
-                why = remove(store, artifacts, item, plan.cutoff_ms, destination)
-            except Exception as error:
-                # One item that fails must not stop the rest; the answer says which and why.
-                logger.exception("could not remove %s %s", item.kind, item.id)
-                skipped.append({**item.to_dict(), "reason": f"{type(error).__name__}: {error}"[:300], "failed": True})
-                continue
-            if why:
-                skipped.append({**item.to_dict(), "reason": why, "failed": False})
-            else:
-                removed.append(item)
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        store = SqlAlchemyStore(uri, destination)
+        db = Database(store)
+        artifacts = artifact_store(destination)
+        now_ms = int(started * 1000)
+        plan = Plan(
+            now_ms=now_ms,
+            cutoff_ms=now_ms - args.older_than_seconds * 1000,
+            retention_default_days=args.retention_days,
+        )
+        needs = model_version_needs(db, destination)
+        if not args.no_retention:
+            plan_retention(db, plan, needs)
+        plan_gc(db, plan, artifacts, needs)
+        if not args.dry_run:
+            soft_deleted = soft_delete(store, db, [r["run_id"] for r in plan.retention], destination)
+            # Versions registered while this planned protect their runs and models too.
+            needs = model_version_needs(db, destination)
+            for item in plan.remove:
+                needed = (item.kind == "run" and needs.runs.get(item.id)) or (
+                    item.kind == "logged_model" and needs.models.get(item.id)
+                )
+                if needed:
+                    skipped.append({**item.to_dict(), "reason": _reason(needed), "failed": False})
+                    continue
+                try:
+                    why = remove(store, artifacts, item, plan.cutoff_ms, destination)
+                except Exception as error:
+                    # One item that fails must not stop the rest; the answer says which and why.
+                    logger.exception("could not remove %s %s", item.kind, item.id)
+                    reason = f"{type(error).__name__}: {error}"[:300]
+                    skipped.append({**item.to_dict(), "reason": reason, "failed": True})
+                    continue
+                if why:
+                    skipped.append({**item.to_dict(), "reason": why, "failed": False})
+                else:
+                    removed.append(item)
+    except Exception as error:
+        # Whatever stopped it, the kit gets an answer: what went before, and why it stopped.
+        logger.exception("gc stopped")
+        print(
+            json.dumps(
+                {
+                    "ok": False,
+                    "error": f"{type(error).__name__}: {error}"[:500],
+                    "retention": {"soft_deleted": soft_deleted},
+                    "removed_before_the_error": len(removed),
+                }
+            )
+        )
+        return 1
     done = plan.remove if args.dry_run else removed
     counts: dict[str, int] = {}
     for item in done:

@@ -65,6 +65,9 @@ class Cases:
     unregistered_run: str
     restored_in_deleted_experiment: str
     half_deleted_experiment: str
+    sharing_kept_run: str
+    sharing_doomed_run: str
+    sharing_doomed_experiment: str
 
 
 def _log_file(directory: str, name: str, size: int) -> str:
@@ -199,7 +202,22 @@ def prepare(stack: Stack) -> Cases:
         restored = client.create_run(half).info.run_id
         client.set_terminated(restored)
 
+        # Two experiments in one folder (the admin may choose locations): A's run is restored
+        # after both are deleted, so the folder stays, though B's own run goes.
+        shared = f"mlflow-artifacts:/{PREFIX}-shared"
+        sharing_a = client.create_experiment(f"{PREFIX}-sharing-a", artifact_location=shared)
+        sharing_b = client.create_experiment(f"{PREFIX}-sharing-b", artifact_location=shared)
+        sharing_runs = []
+        for experiment_id in (sharing_a, sharing_b):
+            run_id = client.create_run(experiment_id).info.run_id
+            client.log_artifact(run_id, _log_file(tmp, f"shared-{experiment_id}.bin", 2**20))
+            client.set_terminated(run_id)
+            sharing_runs.append(run_id)
+
     # The deletions, all at once (gc's clock starts here).
+    client.delete_experiment(sharing_a)
+    client.delete_experiment(sharing_b)
+    client.restore_run(sharing_runs[0])
     client.delete_experiment(half)
     client.restore_run(restored)
     client.delete_run(unregistered)
@@ -233,6 +251,9 @@ def prepare(stack: Stack) -> Cases:
         unregistered_run=unregistered,
         restored_in_deleted_experiment=restored,
         half_deleted_experiment=half,
+        sharing_kept_run=sharing_runs[0],
+        sharing_doomed_run=sharing_runs[1],
+        sharing_doomed_experiment=sharing_b,
     )
 
 
@@ -301,6 +322,7 @@ def run_scenario(stack: Stack, store_files: Callable[[], dict[str, int]]) -> dic
             ("trace_artifacts", cases.deleted_trace),
             ("run", cases.old_but_just_deleted),
             ("run", cases.unregistered_run),
+            ("run", cases.sharing_doomed_run),
         }
         assert expected <= planned, sorted(expected - planned)
         kept = {(k["kind"], k["id"]): k["reason"] for k in dry["kept"]}
@@ -308,6 +330,8 @@ def run_scenario(stack: Stack, store_files: Callable[[], dict[str, int]]) -> dic
         assert "model version gcs-backing-model/1" in kept[("logged_model", cases.backing_model)]
         assert "restored" in kept[("run", cases.restored_in_deleted_experiment)]
         assert "is kept" in kept[("experiment", cases.half_deleted_experiment)]
+        # B's folder holds A's restored run: B's rows may go later, its folder not now.
+        assert "which stays" in kept[("experiment", cases.sharing_doomed_experiment)]
         assert (
             not {
                 ("run", cases.backing_run),
@@ -345,6 +369,10 @@ def run_scenario(stack: Stack, store_files: Callable[[], dict[str, int]]) -> dic
         assert run_stage(client, cases.unregistered_run) is None
         assert run_stage(client, cases.restored_in_deleted_experiment) == "active"
         assert client.get_experiment(cases.half_deleted_experiment).lifecycle_stage == "deleted"
+        assert run_stage(client, cases.sharing_doomed_run) is None
+        assert not paths_naming(files_after, cases.sharing_doomed_run)
+        assert paths_naming(files_after, cases.sharing_kept_run)
+        assert client.get_experiment(cases.sharing_doomed_experiment).lifecycle_stage == "deleted"
         # What a model version needs is all there, and the version still loads.
         assert run_stage(client, cases.backing_run) == "deleted"
         assert paths_naming(files_after, cases.backing_model)
