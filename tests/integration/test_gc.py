@@ -62,6 +62,15 @@ def test_gc_refuses_while_the_backup_lock_is_held(stack: Stack) -> None:
     assert len(lines) == 1 and "backup lock" in lines[0] and "back up (pid 1" in lines[0], result.stderr
 
 
+def test_the_global_dry_run_lists_without_changing(stack: Stack) -> None:
+    # `mlops-kit --dry-run gc` prints the commands that would change something; the job's
+    # listing changes nothing, so it runs and answers like `gc --dry-run`.
+    before = json.loads(stack.kit("status", "--json", check=False).stdout)["last_gc"]
+    answer = json.loads(stack.kit("--dry-run", "gc", "--json").stdout)
+    assert answer["dry_run"] is True and "removed" in answer
+    assert json.loads(stack.kit("status", "--json", check=False).stdout)["last_gc"] == before
+
+
 def test_status_shows_the_last_gc(stack: Stack) -> None:
     status = json.loads(stack.kit("status", "--json", check=False).stdout)
     # gc runs as a job next to the server: the server was neither cut off nor restarted.
