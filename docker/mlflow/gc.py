@@ -21,10 +21,11 @@ tagged ``mlops-kit.keep`` (or under one), never a run a model version needs. The
 wait --older-than-seconds in the deleted stage, like any deleted run, before step 2
 removes them.
 
-Order per item: lock its row, check it is still deleted, delete its artifacts, then its
-rows, in one transaction. A crash in between leaves a deleted item with fewer artifacts
-(the next gc finishes it), never rows without artifacts or artifacts without rows
-anyone could still reach.
+Order per item, in one transaction: lock its rows (and its experiment's), check it is
+still due, delete its rows, delete its files, commit. A failure before the files go
+changes nothing; a failure after them leaves a deleted item with fewer files (the next
+gc finishes it); never files without the rows that name them, nor a restored item
+without its files.
 """
 
 from __future__ import annotations
