@@ -263,7 +263,6 @@ class Item:
     id: str
     experiment_id: str
     path: str | None
-    uri: str | None = None
     bytes: int = 0
     files: int = 0
     traces: int = 0
@@ -529,7 +528,7 @@ def plan_gc(db: Database, plan: Plan, artifacts: LocalArtifacts | BucketArtifact
             continue
         old = (deleted_time or end_time or start_time or 0) <= cutoff
         note = "" if path is not None else _elsewhere(artifact_uri)
-        runs.append(Item("run", run_id, experiment_id, folder, artifact_uri, note=note, old=old))
+        runs.append(Item("run", run_id, experiment_id, folder, note=note, old=old))
 
     models: list[Item] = []
     for model_id, experiment_id, location, stage, updated in db.rows(
@@ -548,7 +547,7 @@ def plan_gc(db: Database, plan: Plan, artifacts: LocalArtifacts | BucketArtifact
             continue
         old = stage == "deleted" and (updated or 0) <= cutoff
         note = "" if path is not None else _elsewhere(location)
-        models.append(Item("logged_model", model_id, experiment_id, folder, location, note=note, old=old))
+        models.append(Item("logged_model", model_id, experiment_id, folder, note=note, old=old))
 
     seen_folders: dict[str, str] = {}
     for experiment_id in sorted(doomed_experiments, key=int):
@@ -565,7 +564,7 @@ def plan_gc(db: Database, plan: Plan, artifacts: LocalArtifacts | BucketArtifact
             note, path = f"its folder goes with experiment {seen_folders[path]}", None
         elif path is not None:
             seen_folders[path] = experiment_id
-        plan.remove.append(Item("experiment", experiment_id, experiment_id, path, location, traces=traces, note=note))
+        plan.remove.append(Item("experiment", experiment_id, experiment_id, path, traces=traces, note=note))
     doomed_now = {i.id for i in plan.remove if i.kind == "experiment"}
     # In a deleted experiment that stays, only what is deleted and old itself goes.
     plan.remove[:0] = [
@@ -660,9 +659,9 @@ def _elsewhere(uri: str | None) -> str:
 # ---- doing it ---------------------------------------------------------------------------
 
 
-def soft_delete(store: Any, db: Database, run_ids: list[str], destination: str) -> int:
-    """Retention's step: MLflow's own delete_run, for runs that still qualify at this moment."""
-    needs = model_version_needs(db, destination)
+def soft_delete(store: Any, db: Database, run_ids: list[str], needs: Needs) -> int:
+    """Retention's step: MLflow's own delete_run, for runs that still qualify at this moment
+    (``needs``: what model versions need now, read after the plan)."""
     kept_by = keep_holders(db)
     done = 0
     for run_id in run_ids:
@@ -821,9 +820,9 @@ def main(argv: list[str] | None = None) -> int:
             plan_retention(db, plan, needs)
         plan_gc(db, plan, artifacts, needs)
         if not args.dry_run:
-            soft_deleted = soft_delete(store, db, [r["run_id"] for r in plan.retention], destination)
             # Versions registered while this planned protect their runs and models too.
             needs = model_version_needs(db, destination)
+            soft_deleted = soft_delete(store, db, [r["run_id"] for r in plan.retention], needs)
             for item in plan.remove:
                 needed = (item.kind == "run" and needs.runs.get(item.id)) or (
                     item.kind == "logged_model" and needs.models.get(item.id)

@@ -103,7 +103,6 @@ def gc(
 
 def _print_report(report: GcReport) -> None:
     removed = report.removed
-    verb = "would" if report.dry_run else ""
     if report.retention_listed or report.retention_kept:
         _table(
             f"retention: {report.retention_runs} finished run(s) {'would be' if report.dry_run else 'were'} "
@@ -146,7 +145,7 @@ def _print_report(report: GcReport) -> None:
         f"{removed.get('files', 0)} files, {ui.human_bytes(report.bytes_freed)}"
     )
     if report.dry_run:
-        ui.info(f"dry run: {verb} remove {summary}; nothing was changed")
+        ui.info(f"dry run: would remove {summary}; nothing was changed")
     else:
         ui.success(f"removed {summary} freed, in {report.finished_at - report.started_at:.1f} s")
 
