@@ -112,6 +112,13 @@ if [[ "$(id -u)" == "0" ]]; then
         as_mlflow find "${TMPDIR}" -mindepth 1 -delete 2>/dev/null || true
     fi
 
+    # The workers' request metrics (kit_request_metrics.py): counters start again with
+    # the server, and files of workers that no longer exist must not be summed forever.
+    # Only at the server's own start, like the staging above.
+    if [[ "${serving}" == "true" && -n "${PROMETHEUS_MULTIPROC_DIR:-}" && -d "${PROMETHEUS_MULTIPROC_DIR}" ]]; then
+        as_mlflow find "${PROMETHEUS_MULTIPROC_DIR}" -mindepth 1 -delete 2>/dev/null || true
+    fi
+
     if [[ -n "${MLFLOW_AUTH_CONFIG_PATH:-}" ]]; then
         as_mlflow mkdir -p -m 0700 "$(dirname "${MLFLOW_AUTH_CONFIG_PATH}")"
         admin_password="$(read_secret mlflow_admin_password)"

@@ -77,12 +77,15 @@ SQL
     # every other role by password over the socket, nothing over TCP.
     cat >"${PGDATA}/pg_hba.conf" <<'HBA'
 # Managed by mlops-kit: rewritten at every start (edits are lost).
-# TYPE  DATABASE  USER      METHOD
-local   all       postgres  peer
-local   all       all       scram-sha-256
+# TYPE  DATABASE  USER               METHOD
+local   all       postgres           peer
+local   all       mlops_kit_monitor  peer
+local   all       all                scram-sha-256
 HBA
 
-    wanted="${databases[*]}"
+    # The marker names the kit's databases and the version of its monitoring objects:
+    # a change of either runs the block below once.
+    wanted="${databases[*]} monitor:1"
     if [[ "$(cat "${PGDATA}/.mlops-kit-databases" 2>/dev/null)" != "${wanted}" ]]; then
         start_private
         for db in "${databases[@]}"; do
@@ -94,6 +97,28 @@ HBA
                 log "created database ${db} owned by ${app_user}"
             fi
         done
+        # The metrics service's role (peer authentication from its container's user):
+        # statistics only. It cannot read MLflow's tables, nor other sessions' query
+        # texts (they hold parameter and tag values); connections and the longest
+        # transaction come from one function that returns only counts and ages.
+        psql_private --dbname=postgres <<'SQL'
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mlops_kit_monitor') THEN
+        CREATE ROLE mlops_kit_monitor LOGIN;
+    END IF;
+END $$;
+CREATE SCHEMA IF NOT EXISTS mlops_kit AUTHORIZATION postgres;
+CREATE OR REPLACE FUNCTION mlops_kit.activity()
+    RETURNS TABLE (state text, connections bigint, longest_transaction_seconds double precision)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $f$
+        SELECT coalesce(a.state, 'unknown'), count(*),
+               coalesce(max(extract(epoch FROM now() - a.xact_start)), 0)::double precision
+        FROM pg_stat_activity a WHERE a.backend_type = 'client backend' GROUP BY 1
+    $f$;
+REVOKE ALL ON FUNCTION mlops_kit.activity() FROM PUBLIC;
+GRANT USAGE ON SCHEMA mlops_kit TO mlops_kit_monitor;
+GRANT EXECUTE ON FUNCTION mlops_kit.activity() TO mlops_kit_monitor;
+SQL
         stop_private
         printf '%s' "${wanted}" >"${PGDATA}/.mlops-kit-databases"
     fi

@@ -27,6 +27,18 @@ if [[ "$(id -u)" == "0" ]]; then
     for pair in tls_cert:server.crt tls_key:server.key; do
         as_caddy sh -c 'umask 077 && cat >"$1"' sh "/tmp/tls/${pair#*:}" <"${secrets_dir}/${pair%%:*}"
     done
+    # The scrape login's password, as the bcrypt hash Caddy's basicauth checks (cost 10:
+    # a wrong password costs the proxy ~50 ms of CPU, not the ~1 s of Caddy's default).
+    # htpasswd reads it on stdin: it never sits in argv.
+    if [[ -s "${secrets_dir}/metrics_password" ]]; then
+        hash="$(htpasswd -niBC 10 metrics <"${secrets_dir}/metrics_password" | cut -d: -f2-)"
+        [[ "${hash}" == '$2'* ]] || die "could not hash ${secrets_dir}/metrics_password"
+        MLOPS_KIT_METRICS_HASH="$(printf '%s' "${hash}" | base64 -w0)"
+        export MLOPS_KIT_METRICS_HASH
+    fi
+    # Sockets Caddy creates (its metrics socket) are writable by its group, which the
+    # metrics service's user belongs to: connecting needs write permission.
+    umask 0002
     exec setpriv --reuid=caddy --regid=caddy --init-groups "$@"
 fi
 

@@ -57,15 +57,24 @@ from mlops_kit.workflows.lifecycle import (
 )
 @s3_credentials_stdin_option
 @click.option(
+    "--monitoring/--no-monitoring",
+    default=None,
+    help="Run the bundled Prometheus and Alertmanager with the kit's alert rules (MLOPS_KIT_MONITORING).",
+)
+@click.option(
     "--force",
     is_flag=True,
     envvar="MLOPS_KIT_FORCE",
     help="Replace an existing .env (kept as .env.bak-TIME; secrets are kept). [env var: MLOPS_KIT_FORCE]",
 )
 @pass_app
-def init(app: AppContext, /, force: bool, s3_credentials_stdin: bool, **options: str | None) -> None:
+def init(
+    app: AppContext, /, force: bool, s3_credentials_stdin: bool, monitoring: bool | None, **options: str | None
+) -> None:
     """Write .env for this host and generate the secrets (mode 0600)."""
     s3_keys = read_s3_keys_stdin() if s3_credentials_stdin else None
+    if monitoring is not None:
+        options["monitoring"] = "true" if monitoring else "false"
     _print_init(init_stack(app.project_dir, app.env_file, options, force=force, s3_keys=s3_keys))
 
 

@@ -151,7 +151,8 @@ def artifact_store_values(store: str, values: dict[str, str]) -> dict[str, str]:
     mode = store_named(store)
     # An empty COMPOSE_FILE breaks plain Compose: volume mode leaves the line commented out.
     webhooks = bool(values.get("MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS", "").strip())
-    if compose_files := compose_file_value(mode, values.get("MLOPS_KIT_S3_NETWORK", ""), webhooks):
+    monitoring = values.get("MLOPS_KIT_MONITORING", "false") == "true"
+    if compose_files := compose_file_value(mode, values.get("MLOPS_KIT_S3_NETWORK", ""), webhooks, monitoring):
         fixed["COMPOSE_FILE"] = compose_files
     fixed.update(mode.fixed_env())
     return fixed
@@ -247,12 +248,12 @@ def update_env_file(env_file: Path, values: dict[str, str], added_by: str) -> No
 #: Image tags earlier kit versions wrote into `.env`. Their images do not fit this
 #: kit's compose.yaml, so `up` moves such a `.env` to this kit's tags.
 OLD_KIT_IMAGES: dict[str, tuple[str, ...]] = {
-    "MLOPS_KIT_MLFLOW_IMAGE": tuple(f"mlops-kit/mlflow:3.17.2-kit0.{n}.0" for n in (1, 2, 3, 4, 5, 6, 7)),
-    "MLOPS_KIT_POSTGRES_IMAGE": tuple(f"mlops-kit/postgres:17-kit0.{n}.0" for n in (1, 2, 3, 4, 5, 6, 7)),
-    "MLOPS_KIT_PROXY_IMAGE": tuple(f"mlops-kit/proxy:caddy2.6-kit0.{n}.0" for n in (2, 3, 4, 5, 6, 7)),
-    "MLOPS_KIT_BACKUP_IMAGE": tuple(f"mlops-kit/backup:kit0.{n}.0" for n in (1, 2, 3, 4, 5, 6, 7)),
-    "MLOPS_KIT_MINIO_IMAGE": tuple(f"mlops-kit/minio:RELEASE.2025-10-15T17-29-55Z-kit0.{n}.0" for n in (4, 5, 6, 7)),
-    "MLOPS_KIT_EGRESS_IMAGE": tuple(f"mlops-kit/egress:squid-kit0.{n}.0" for n in (5, 6, 7)),
+    "MLOPS_KIT_MLFLOW_IMAGE": tuple(f"mlops-kit/mlflow:3.17.2-kit0.{n}.0" for n in (1, 2, 3, 4, 5, 6, 7, 8)),
+    "MLOPS_KIT_POSTGRES_IMAGE": tuple(f"mlops-kit/postgres:17-kit0.{n}.0" for n in (1, 2, 3, 4, 5, 6, 7, 8)),
+    "MLOPS_KIT_PROXY_IMAGE": tuple(f"mlops-kit/proxy:caddy2.6-kit0.{n}.0" for n in (2, 3, 4, 5, 6, 7, 8)),
+    "MLOPS_KIT_BACKUP_IMAGE": tuple(f"mlops-kit/backup:kit0.{n}.0" for n in (1, 2, 3, 4, 5, 6, 7, 8)),
+    "MLOPS_KIT_MINIO_IMAGE": tuple(f"mlops-kit/minio:RELEASE.2025-10-15T17-29-55Z-kit0.{n}.0" for n in (4, 5, 6, 7, 8)),
+    "MLOPS_KIT_EGRESS_IMAGE": tuple(f"mlops-kit/egress:squid-kit0.{n}.0" for n in (5, 6, 7, 8)),
 }
 #: Host-sized settings a newer kit added: an older `.env` gets them sized for this host
 #: (a CPU limit above the host's count would stop Docker from creating the container).
@@ -274,7 +275,7 @@ def sync_compose_file(config: KitConfig) -> str | None:
     """
     if not config.env_file.is_file():
         return None
-    wanted = compose_file_value(config.store, config.s3_network, bool(config.webhook_allowed_hosts))
+    wanted = config.compose_file_setting
     current = read_env_file(config.env_file).get("COMPOSE_FILE", "")
     if current == wanted or (not wanted and current in ("", "compose.yaml")):
         return None

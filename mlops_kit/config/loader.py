@@ -18,10 +18,11 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from mlops_kit.config.secrets import fingerprint, read_secret
+from mlops_kit.config.secrets import ALERT_SECRET_FILES, fingerprint, read_secret
 from mlops_kit.config.settings import SETTINGS, SETTINGS_BY_ENV, WILDCARD_ADDRESSES, Setting
 from mlops_kit.errors import ConfigError
 from mlops_kit.services.egress import WEBHOOKS_OVERLAY
+from mlops_kit.services.prometheus import MONITORING_OVERLAY
 from mlops_kit.stores import ArtifactStore, store_named
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ class KitConfig:
     mlflow_image: str
     postgres_image: str
     proxy_image: str
+    metrics_image: str
+    prometheus_image: str
+    alertmanager_image: str
     mlflow_memory: str
     mlflow_tmp_size: str
     postgres_memory: str
@@ -102,6 +106,17 @@ class KitConfig:
     backup_offsite: str
     gc_older_than_seconds: int
     retention_days: int
+    metrics_scan_seconds: int
+    monitoring: str
+    prometheus_retention: str
+    prometheus_retention_size: str
+    prometheus_scrape_interval: str
+    alert_webhook: str
+    alert_email_to: str
+    alert_email_from: str
+    alert_smtp_host: str
+    alert_smtp_user: str
+    alert_group_wait: str
     backup_keep_daily: int
     backup_keep_weekly: int
     backup_keep_monthly: int
@@ -178,9 +193,19 @@ class KitConfig:
         return self.store.destination(self)
 
     @property
+    def monitoring_on(self) -> bool:
+        """The bundled Prometheus and Alertmanager run (MLOPS_KIT_MONITORING=true)."""
+        return self.monitoring == "true"
+
+    @property
+    def compose_file_setting(self) -> str:
+        """COMPOSE_FILE for `.env`: compose.yaml and this stack's overlays ('' when compose.yaml alone does)."""
+        return compose_file_value(self.store, self.s3_network, bool(self.webhook_allowed_hosts), self.monitoring_on)
+
+    @property
     def compose_files(self) -> list[Path]:
         """compose.yaml, this mode's overlays, then the site's compose.override.yaml."""
-        listed = compose_file_value(self.store, self.s3_network, bool(self.webhook_allowed_hosts)) or COMPOSE_FILE_NAME
+        listed = self.compose_file_setting or COMPOSE_FILE_NAME
         files = [self.project_dir / name for name in listed.split(":")]
         override = self.project_dir / OVERRIDE_FILE_NAME
         if override.is_file():
@@ -237,7 +262,11 @@ class KitConfig:
                 *([self.webhook_ca_file] if self.webhook_allowed_hosts and self.webhook_ca_file else []),
             ]
         )
-        env["MLOPS_KIT_PROXY_SECRETS_REV"] = fingerprint([self.proxy_cert_path, self.proxy_key_path])
+        if self.monitoring_on:
+            env["MLOPS_KIT_ALERT_SECRETS_REV"] = fingerprint([self.secrets_path / name for name in ALERT_SECRET_FILES])
+        env["MLOPS_KIT_PROXY_SECRETS_REV"] = fingerprint(
+            [self.proxy_cert_path, self.proxy_key_path, self.secrets_path / "metrics_password"]
+        )
         env["COMPOSE_PROJECT_NAME"] = self.project_name
         return env
 
@@ -246,9 +275,15 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def compose_file_value(store: ArtifactStore, s3_network: str = "", webhooks: bool = False) -> str:
-    """COMPOSE_FILE for `.env`: the files plain `docker compose` needs ('' for volume mode without webhooks)."""
-    overlays = [*store.overlays(s3_network), *((WEBHOOKS_OVERLAY,) if webhooks else ())]
+def compose_file_value(
+    store: ArtifactStore, s3_network: str = "", webhooks: bool = False, monitoring: bool = False
+) -> str:
+    """COMPOSE_FILE for `.env`: the files plain `docker compose` needs ('' when compose.yaml alone does)."""
+    overlays = [
+        *store.overlays(s3_network),
+        *((WEBHOOKS_OVERLAY,) if webhooks else ()),
+        *((MONITORING_OVERLAY,) if monitoring else ()),
+    ]
     return ":".join([COMPOSE_FILE_NAME, *(p.as_posix() for p in overlays)]) if overlays else ""
 
 

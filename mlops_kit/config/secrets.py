@@ -31,17 +31,28 @@ SECRET_FILES: tuple[str, ...] = (
     "mlflow_admin_password",
     "mlflow_flask_secret_key",
     "mlflow_kek_passphrase",
+    # The `metrics` login's password, the only credential /metrics accepts.
+    "metrics_password",
 )
 #: The S3 store's keys (s3 and minio modes), secret files like the others. In minio
 #: mode init generates them (MinIO's root user and password); in s3 mode the operator
 #: provides them (`init --s3-credentials-stdin`, or write the files, mode 0600).
 S3_SECRET_FILES: tuple[str, ...] = ("s3_access_key_id", "s3_secret_access_key")
+#: What the bundled Alertmanager reads (MLOPS_KIT_MONITORING=true): the webhook's URL (a Slack
+#: or Teams URL is itself a credential) and the SMTP password. Empty files until the operator
+#: sets them (`mlops-kit monitoring webhook`, `monitoring smtp-password`).
+ALERT_SECRET_FILES: tuple[str, ...] = ("alert_webhook_url", "alert_smtp_password")
 #: Secrets `up` may generate for a stack initialised by an older kit: nothing
 #: was created with them yet (the admin user is created from its password on
 #: the first start with authentication).
 #: The KEK passphrase replaces MLflow's public default: the MLflow entrypoint re-wraps
 #: what the default encrypted (mlflow-kek-adopt).
-UPGRADE_SECRET_FILES: tuple[str, ...] = ("mlflow_admin_password", "mlflow_flask_secret_key", "mlflow_kek_passphrase")
+UPGRADE_SECRET_FILES: tuple[str, ...] = (
+    "mlflow_admin_password",
+    "mlflow_flask_secret_key",
+    "mlflow_kek_passphrase",
+    "metrics_password",
+)
 
 
 def check_secret_text(value: str, what: str) -> None:
@@ -163,6 +174,18 @@ def write_private_file(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def ensure_empty_secret_files(secrets_path: Path, names: tuple[str, ...]) -> tuple[Path, ...]:
+    """Create each missing file of ``names`` empty (mode 0600): secrets the operator sets later."""
+    secrets_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    created = []
+    for name in names:
+        path = secrets_path / name
+        if not path.exists():
+            write_private_file(path, "")
+            created.append(path)
+    return tuple(created)
 
 
 def ensure_secret_files(

@@ -124,6 +124,15 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+_PROMETHEUS_DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w|y))+$")
+
+
+def _prometheus_duration(value: str) -> str:
+    if not _PROMETHEUS_DURATION.match(value) or not any(ch in "123456789" for ch in value):
+        raise ValueError("is not a duration such as 30s, 5m, 12h or 30d")
+    return value
+
+
 def _project_name(value: str) -> str:
     if not _PROJECT_NAME.match(value):
         raise ValueError("must be lower-case letters, digits, '-' or '_', starting with a letter or digit")
@@ -345,7 +354,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLOPS_KIT_MINIO_IMAGE",
         "minio_image",
-        "mlops-kit/minio:RELEASE.2025-10-15T17-29-55Z-kit0.8.0",
+        "mlops-kit/minio:RELEASE.2025-10-15T17-29-55Z-kit0.9.0",
         _text,
         "Tag of the MinIO image (minio mode): built from source, or a mirror's or a maintained fork's.",
     ),
@@ -483,30 +492,51 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLOPS_KIT_MLFLOW_IMAGE",
         "mlflow_image",
-        "mlops-kit/mlflow:3.17.2-kit0.8.0",
+        "mlops-kit/mlflow:3.17.2-kit0.9.0",
         _text,
         "Tag of the MLflow server image.",
     ),
     Setting(
         "MLOPS_KIT_POSTGRES_IMAGE",
         "postgres_image",
-        "mlops-kit/postgres:17-kit0.8.0",
+        "mlops-kit/postgres:17-kit0.9.0",
         _text,
         "Tag of the PostgreSQL image.",
     ),
     Setting(
         "MLOPS_KIT_PROXY_IMAGE",
         "proxy_image",
-        "mlops-kit/proxy:caddy2.6-kit0.8.0",
+        "mlops-kit/proxy:caddy2.6-kit0.9.0",
         _text,
         "Tag of the HTTPS proxy image (Caddy).",
     ),
     Setting(
         "MLOPS_KIT_EGRESS_IMAGE",
         "egress_image",
-        "mlops-kit/egress:squid-kit0.8.0",
+        "mlops-kit/egress:squid-kit0.9.0",
         _text,
         "Tag of the webhooks' egress proxy image (Squid; only with MLOPS_KIT_WEBHOOK_ALLOWED_HOSTS).",
+    ),
+    Setting(
+        "MLOPS_KIT_METRICS_IMAGE",
+        "metrics_image",
+        "mlops-kit/metrics:kit0.9.0",
+        _text,
+        "Tag of the metrics service image (the stack's /metrics: PostgreSQL exporter and the kit's collector).",
+    ),
+    Setting(
+        "MLOPS_KIT_PROMETHEUS_IMAGE",
+        "prometheus_image",
+        "mlops-kit/prometheus:2.53-kit0.9.0",
+        _text,
+        "Tag of the bundled Prometheus image (only with MLOPS_KIT_MONITORING=true).",
+    ),
+    Setting(
+        "MLOPS_KIT_ALERTMANAGER_IMAGE",
+        "alertmanager_image",
+        "mlops-kit/alertmanager:0.28-kit0.9.0",
+        _text,
+        "Tag of the bundled Alertmanager image (only with MLOPS_KIT_MONITORING=true).",
     ),
     Setting("MLOPS_KIT_MLFLOW_MEMORY", "mlflow_memory", "6g", _log_size, "Memory limit of the MLflow container."),
     Setting(
@@ -541,7 +571,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MLOPS_KIT_BACKUP_IMAGE",
         "backup_image",
-        "mlops-kit/backup:kit0.8.0",
+        "mlops-kit/backup:kit0.9.0",
         _text,
         "Tag of the backup job image (restic, PostgreSQL client).",
     ),
@@ -572,6 +602,78 @@ SETTINGS: tuple[Setting, ...] = (
         "0",
         _bounded_int(0, 36500),
         "gc first soft-deletes finished runs older than this many days (0: off; tag mlops-kit.retention-days wins).",
+    ),
+    Setting(
+        "MLOPS_KIT_METRICS_SCAN_SECONDS",
+        "metrics_scan_seconds",
+        "900",
+        _bounded_int(60, 86400),
+        "How often the metrics service walks the artifact store for its size (volume and nfs modes).",
+    ),
+    Setting(
+        "MLOPS_KIT_MONITORING",
+        "monitoring",
+        "false",
+        _choice("true", "false"),
+        "Run the bundled Prometheus and Alertmanager with the kit's alert rules (docs/monitoring.md).",
+    ),
+    Setting(
+        "MLOPS_KIT_PROMETHEUS_RETENTION",
+        "prometheus_retention",
+        "30d",
+        _prometheus_duration,
+        "How long the bundled Prometheus keeps samples (e.g. 30d, 12h).",
+    ),
+    Setting(
+        "MLOPS_KIT_PROMETHEUS_RETENTION_SIZE",
+        "prometheus_retention_size",
+        "2GB",
+        _pg_size,
+        "Most disk the bundled Prometheus's samples may take (oldest dropped first; e.g. 2GB, 500MB).",
+    ),
+    Setting(
+        "MLOPS_KIT_PROMETHEUS_SCRAPE_INTERVAL",
+        "prometheus_scrape_interval",
+        "30s",
+        _prometheus_duration,
+        "How often the bundled Prometheus scrapes the stack and evaluates the alert rules.",
+    ),
+    Setting(
+        "MLOPS_KIT_ALERT_WEBHOOK",
+        "alert_webhook",
+        "none",
+        _choice("none", "generic", "slack", "teams"),
+        "Where alerts go: a webhook of this kind, its URL in the secret file alert_webhook_url "
+        "(`mlops-kit monitoring webhook`); none: no webhook.",
+    ),
+    Setting(
+        "MLOPS_KIT_ALERT_EMAIL_TO",
+        "alert_email_to",
+        "",
+        _text,
+        "Email addresses alerts go to, comma-separated (empty: no email).",
+    ),
+    Setting("MLOPS_KIT_ALERT_EMAIL_FROM", "alert_email_from", "", _text, "Sender address of alert emails."),
+    Setting(
+        "MLOPS_KIT_ALERT_SMTP_HOST",
+        "alert_smtp_host",
+        "",
+        _text,
+        "SMTP server for alert emails, host:port (STARTTLS is required unless port 25).",
+    ),
+    Setting(
+        "MLOPS_KIT_ALERT_SMTP_USER",
+        "alert_smtp_user",
+        "",
+        _text,
+        "SMTP login for alert emails (its password: the secret file alert_smtp_password); empty: no login.",
+    ),
+    Setting(
+        "MLOPS_KIT_ALERT_GROUP_WAIT",
+        "alert_group_wait",
+        "30s",
+        _prometheus_duration,
+        "How long Alertmanager waits to group alerts before the first notification.",
     ),
     Setting("MLOPS_KIT_BACKUP_KEEP_DAILY", "backup_keep_daily", "7", _bounded_int(0, 3650), "Daily backups kept."),
     Setting("MLOPS_KIT_BACKUP_KEEP_WEEKLY", "backup_keep_weekly", "4", _bounded_int(0, 520), "Weekly backups kept."),

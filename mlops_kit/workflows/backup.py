@@ -38,6 +38,7 @@ from mlops_kit.services.backup import (
 )
 from mlops_kit.services.mlflow import server_version
 from mlops_kit.services.postgres import DATABASES
+from mlops_kit.workflows import records
 from mlops_kit.workflows.lifecycle import require_running
 from mlops_kit.workflows.lock import backup_lock
 from mlops_kit.workflows.restic import SNAPSHOT_TAG, Repository, json_answer, parse_time, set_id_of
@@ -53,6 +54,8 @@ PREVIOUS_MANIFEST = "previous-manifest.json"
 #: s3/minio modes: the bucket's local mirror (under BACKUP_DIR) and what it last fetched.
 BUCKET_MIRROR = "bucket-mirror"
 BUCKET_INDEX = "bucket-index.json"
+#: What a failed backup's record carries over from the last good one.
+BACKUP_RECORD_KEPT = ("last_success_at", "size_bytes", "repository_bytes", "seconds")
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,10 @@ def run_backup(
     when the caller already holds the stack's lock.
     """
     config = project.config
-    with backup_lock(config, "back up") if take_lock else contextlib.nullcontext():
+    with (
+        records.failure_recorded(config, records.BACKUP, keep=BACKUP_RECORD_KEPT),
+        backup_lock(config, "back up") if take_lock else contextlib.nullcontext(),
+    ):
         started = time.time()
         on_step("Checking the stack")
         require_running(project)
@@ -219,6 +225,15 @@ def run_backup(
             offsite=offsite,
         )
         _write_json(config.backup_path / LAST_SUCCESS, summary.to_dict())
+        records.write_record(
+            config,
+            records.BACKUP,
+            ok=True,
+            last_success_at=round(summary.finished_at, 3),
+            size_bytes=summary.artifact_bytes + summary.dump_bytes,
+            repository_bytes=summary.repository_bytes,
+            seconds=round(summary.seconds, 1),
+        )
         return summary
 
 

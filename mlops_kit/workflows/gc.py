@@ -10,6 +10,7 @@ keeps what it did in BACKUP_DIR/last-gc.json for `status`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from mlops_kit.engine.compose import ComposeProject
 from mlops_kit.engine.jobs import run_json_job
 from mlops_kit.errors import GcError
 from mlops_kit.services.mlflow import GC_JOB, MLFLOW
+from mlops_kit.workflows import records
 from mlops_kit.workflows.lifecycle import require_running
 from mlops_kit.workflows.lock import backup_lock
 
@@ -133,7 +135,10 @@ def collect_garbage(
     failed are in the report (the others are removed): ``report.raise_if_incomplete()``.
     """
     config = project.config
-    with backup_lock(config, "collect garbage (dry run)" if dry_run else "collect garbage"):
+    with (
+        contextlib.nullcontext() if dry_run else records.failure_recorded(config, records.GC),
+        backup_lock(config, "collect garbage (dry run)" if dry_run else "collect garbage"),
+    ):
         started = time.time()
         on_step("Checking the stack")
         require_running(project)
@@ -149,6 +154,7 @@ def collect_garbage(
         report = GcReport.from_answer(answer, started=started, retention_days=retention_days)
         if not dry_run:
             _write_json(config.backup_path / LAST_GC, report.to_dict())
+            records.write_record(config, records.GC, ok=not report.failed, bytes_freed=report.bytes_freed)
         return report
 
 

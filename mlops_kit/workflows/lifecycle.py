@@ -20,7 +20,12 @@ from pathlib import Path
 from mlops_kit.checks import CheckResult
 from mlops_kit.config.envfile import InitResult, init_choices, init_env_file, sync_compose_file, upgrade_env_file
 from mlops_kit.config.loader import KitConfig, load_config
-from mlops_kit.config.secrets import UPGRADE_SECRET_FILES, ensure_secret_files
+from mlops_kit.config.secrets import (
+    ALERT_SECRET_FILES,
+    UPGRADE_SECRET_FILES,
+    ensure_empty_secret_files,
+    ensure_secret_files,
+)
 from mlops_kit.engine.compose import ComposeProject, ServiceState
 from mlops_kit.engine.jobs import last_line
 from mlops_kit.errors import CommandError, ConfigError, KitError, StackError
@@ -30,6 +35,7 @@ from mlops_kit.services.base import ServiceSpec
 from mlops_kit.services.mlflow import server_version
 from mlops_kit.stores.check import CHECK_SERVICE, parse_verdict, require_store
 from mlops_kit.workflows.preflight import raise_on_failure, run_preflight
+from mlops_kit.workflows.records import status_dir
 from mlops_kit.workflows.schema import refuse_unplanned_migration
 from mlops_kit.workflows.tls import ensure_certificates
 from mlops_kit.workflows.users import ADMIN_SECRET, admin_access, anonymous_access
@@ -231,6 +237,10 @@ def prepare_host_files(config: KitConfig) -> list[str]:
     """
     generated, _kept = ensure_secret_files(config.secrets_path, UPGRADE_SECRET_FILES)
     generated += config.store.prepare(config.secrets_path)
+    if config.monitoring_on:
+        generated += ensure_empty_secret_files(config.secrets_path, ALERT_SECRET_FILES)
+    # The metrics service mounts the records folder: it must exist, readable by its user.
+    status_dir(config).mkdir(parents=True, exist_ok=True)
     done = [f"generated {path.name} (mode 0600)" for path in generated]
     if (compose_file := sync_compose_file(config)) is not None:
         done.append(f"COMPOSE_FILE={compose_file} in {config.env_file.name} (for plain docker compose)")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_kit.config.envfile import artifact_store_values, update_env_file
-from mlops_kit.config.loader import KitConfig, compose_file_value, load_config
+from mlops_kit.config.loader import KitConfig, load_config
 from mlops_kit.config.settings import SETTINGS_BY_ENV, settings_values
 from mlops_kit.engine.compose import ComposeProject
 from mlops_kit.errors import BackupError, ConfigError
@@ -168,9 +168,7 @@ def _env_changes(target: KitConfig) -> dict[str, str]:
     changes = settings_values(target, ("MLOPS_KIT_ARTIFACT_STORE", *store.switch_settings, *store.location_settings))
     changes.update(artifact_store_values(target.artifact_store, {"MLOPS_KIT_S3_NETWORK": target.s3_network}))
     # Plain Compose reads this; with the overlays gone it must still name compose.yaml (empty breaks it).
-    changes["COMPOSE_FILE"] = (
-        compose_file_value(store, target.s3_network, bool(target.webhook_allowed_hosts)) or "compose.yaml"
-    )
+    changes["COMPOSE_FILE"] = target.compose_file_setting or "compose.yaml"
     return changes
 
 

@@ -43,6 +43,7 @@ from mlops_kit.services.backup import (
 )
 from mlops_kit.services.mlflow import BACKEND_STORE_URI, KEK_FILE, RESET_ADMIN, ServerAccess
 from mlops_kit.stores.check import require_store
+from mlops_kit.workflows import records
 from mlops_kit.workflows.backup import STAGING_SET, run_agent
 from mlops_kit.workflows.lock import backup_lock
 from mlops_kit.workflows.restic import Repository, set_id_of
@@ -159,7 +160,10 @@ def drill(
     if throwaway.volume_names() or throwaway.ps():
         raise BackupError(f"a project named {throwaway.config.project_name} already exists", hint="try again")
     started = time.monotonic()
-    with backup_lock(config, "verify backups") if take_lock else contextlib.nullcontext():
+    with (
+        records.failure_recorded(config, records.DRILL, keep=("rto_seconds",)),
+        backup_lock(config, "verify backups") if take_lock else contextlib.nullcontext(),
+    ):
         restored: _Restored | None = None
         try:
             restored = _restore_and_verify(throwaway, "latest", on_step)
@@ -178,6 +182,7 @@ def drill(
                 run_agent(throwaway, [AGENT, "delete-prefix", "--prefix", restored.s3_prefix], "removing the copy")
             if restored:
                 shutil.rmtree(restored.work, ignore_errors=True)
+    records.write_record(config, records.DRILL, ok=True, rto_seconds=round(rto, 1))
     database = next(iter(restored.manifest["databases"].values()))
     return DrillReport(
         snapshot_id=str(restored.snapshot["id"])[:8],

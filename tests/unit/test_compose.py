@@ -274,7 +274,7 @@ def test_every_built_service_has_its_image_checked(kit_dir: Path) -> None:
 
     init_env_file(kit_dir, {}, host=HOST)
     images = ComposeProject(load_config(kit_dir, environ={}), CommandRunner()).service_images()
-    assert set(images) == {s.name for s in SERVICES} == {"postgres", "mlflow", "proxy", "backup"}
+    assert set(images) == {s.name for s in SERVICES} == {"postgres", "mlflow", "proxy", "metrics", "backup"}
     assert images["proxy"] == SETTINGS_BY_ENV["MLOPS_KIT_PROXY_IMAGE"].default
 
 
