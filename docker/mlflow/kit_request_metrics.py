@@ -49,48 +49,43 @@ _INSTALLED = False
 
 
 class RouteNames:
-    """Maps a request path to the template of the route that serves it."""
+    """Maps a request to the template of the route that served it.
+
+    MLflow's native FastAPI routes: Starlette leaves the matched route in the scope
+    (``scope["route"]``). Everything else went to MLflow's Flask app (mounted at "/"),
+    whose URL map names the rule for the path.
+    """
 
     def __init__(self, app: Any) -> None:
-        self._starlette_routes: list[Any] = []
         self._flask_adapter: Any = None
-        router_owner = _unwrap(app)
-        for route in getattr(router_owner, "routes", ()):
-            inner = getattr(route, "app", None)
-            flask_app = getattr(inner, "app", None)
-            if getattr(route, "path", None) == "" and hasattr(flask_app, "url_map"):
-                # The catch-all mount of MLflow's Flask app.
+        for route in getattr(_unwrap(app), "routes", ()):
+            flask_app = getattr(getattr(route, "app", None), "app", None)
+            if hasattr(flask_app, "url_map"):
                 self._flask_adapter = flask_app.url_map.bind("localhost")
-            elif hasattr(route, "matches") and hasattr(route, "path"):
-                self._starlette_routes.append(route)
-        self.name = lru_cache(maxsize=4096)(self._name)
+        self._flask_rule = lru_cache(maxsize=4096)(self._match_flask)
 
-    def _name(self, method: str, path: str) -> str:
-        from starlette.routing import Match
+    def name(self, scope: Scope) -> str:
+        route = scope.get("route")
+        template = getattr(route, "path_format", None) or getattr(route, "path", None)
+        if isinstance(template, str) and template:
+            return template
+        return self._flask_rule(str(scope.get("method", "GET")), str(scope.get("path", "")))
 
-        scope = {"type": "http", "method": method, "path": path, "root_path": ""}
-        partial = None
-        for route in self._starlette_routes:
-            match, _child = route.matches(scope)
-            if match == Match.FULL:
-                return str(route.path)
-            if match == Match.PARTIAL and partial is None:
-                partial = str(route.path)  # the path exists, with another method
-        if partial is not None:
-            return partial
-        if self._flask_adapter is not None:
+    def _match_flask(self, method: str, path: str) -> str:
+        if self._flask_adapter is None:
+            return OTHER
+        try:
+            rule, _args = self._flask_adapter.match(path, method=method, return_rule=True)
+        except Exception as exc:  # werkzeug's NotFound, MethodNotAllowed, RequestRedirect
+            allowed = getattr(exc, "valid_methods", None)
+            if not allowed:
+                return OTHER
+            # The path exists with other methods (a 405): name it by its rule all the same.
             try:
-                rule, _args = self._flask_adapter.match(path, method=method, return_rule=True)
-                return str(rule.rule)
-            except Exception as exc:  # werkzeug's NotFound, MethodNotAllowed, RequestRedirect
-                allowed = getattr(exc, "valid_methods", None)
-                if allowed:
-                    try:
-                        rule, _args = self._flask_adapter.match(path, method=allowed[0], return_rule=True)
-                        return str(rule.rule)
-                    except Exception:
-                        return OTHER
-        return OTHER
+                rule, _args = self._flask_adapter.match(path, method=allowed[0], return_rule=True)
+            except Exception:
+                return OTHER
+        return str(rule.rule)
 
 
 def _unwrap(app: Any) -> Any:
@@ -113,10 +108,10 @@ class RequestMetrics:
         self._requests = requests
         self._durations = durations
 
-    def _endpoint(self, method: str, path: str) -> str:
+    def _endpoint(self, scope: Scope) -> str:
         if self._routes is None:
             self._routes = RouteNames(self.app)
-        return self._routes.name(method, path)
+        return self._routes.name(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http":
@@ -136,7 +131,7 @@ class RequestMetrics:
         finally:
             method = str(scope.get("method", "GET"))
             try:
-                labels = (method, self._endpoint(method, str(scope.get("path", ""))), str(status))
+                labels = (method, self._endpoint(scope), str(status))
                 self._requests.labels(*labels).inc()
                 self._durations.labels(*labels).observe(time.perf_counter() - started)
             except Exception:  # metrics must never break a request

@@ -22,10 +22,11 @@ from mlops_kit.cli.app import (
     require_interactive,
 )
 from mlops_kit.cli.gc import last_gc_line
+from mlops_kit.cli.monitoring import alert_lines
 from mlops_kit.cli.options import S3_SETTINGS, json_option, s3_credentials_stdin_option, setting_options, yes_option
 from mlops_kit.config.loader import KitConfig
-from mlops_kit.engine.compose import ServiceState
-from mlops_kit.errors import ConfigError, StackError
+from mlops_kit.engine.compose import ComposeProject, ServiceState
+from mlops_kit.errors import ConfigError, KitError, StackError
 from mlops_kit.services import stack_services
 from mlops_kit.workflows.backup import last_success
 from mlops_kit.workflows.gc import last_gc
@@ -38,6 +39,7 @@ from mlops_kit.workflows.lifecycle import (
     start_stack,
     take_down,
 )
+from mlops_kit.workflows.monitoring import Alert, firing_alerts
 
 
 @click.command()
@@ -218,8 +220,10 @@ def status(app: AppContext, as_json: bool) -> None:
     result = collect_status(project)
     backup_info = last_success(project.config)
     gc_info = last_gc(project.config)
+    alerts, alerts_problem = _alerts(project)
     if as_json:
-        print_json({**result.to_dict(), "last_backup": backup_info, "last_gc": gc_info})
+        extra = {"alerts": [a.to_dict() for a in alerts] if alerts_problem is None else None}
+        print_json({**result.to_dict(), "last_backup": backup_info, "last_gc": gc_info, **extra})
     else:
         table = Table(title=f"mlops-kit stack {result.project}", title_justify="left")
         for column in ("service", "state", "health", "image", "published", "version"):
@@ -247,10 +251,26 @@ def status(app: AppContext, as_json: bool) -> None:
         else:
             ui.out.print("last good backup: none yet (mlops-kit backup)")
         ui.out.print(last_gc_line(gc_info, time.time()))
+        if project.config.monitoring_on:
+            if alerts_problem is None:
+                for line in alert_lines(alerts, time.time()):
+                    ui.out.print(line)
+            else:
+                ui.out.print(f"[warn]alerts: unknown ({escape(alerts_problem)})[/]")
     if not result.healthy:
         raise StackError(
             f"stack {result.project} is not healthy", hint="see: mlops-kit logs (or start it: mlops-kit up)"
         )
+
+
+def _alerts(project: ComposeProject) -> tuple[list[Alert], str | None]:
+    """The firing alerts (bundled monitoring), or why they are unknown; nothing when monitoring is off."""
+    if not project.config.monitoring_on:
+        return [], None
+    try:
+        return firing_alerts(project), None
+    except KitError as exc:
+        return [], str(exc)
 
 
 @click.command()

@@ -607,7 +607,7 @@ SETTINGS: tuple[Setting, ...] = (
         "MLOPS_KIT_METRICS_SCAN_SECONDS",
         "metrics_scan_seconds",
         "900",
-        _bounded_int(60, 86400),
+        _bounded_int(10, 86400),
         "How often the metrics service walks the artifact store for its size (volume and nfs modes).",
     ),
     Setting(
