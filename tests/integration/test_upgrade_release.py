@@ -1,6 +1,6 @@
 """From earlier kit releases to this one, the way an operator does it.
 
-The operator's folder is a checkout of an earlier release (the previous one, 0.6.0, and
+The operator's folder is a checkout of an earlier release (the previous one, 0.8.0, back to
 0.5.0, which had no `upgrade` command yet): its own CLI, compose.yaml and Dockerfiles
 `init` and `up` a stack (building that release's images), and a data scientist fills it.
 Then the checkout moves to this release as `git pull` would (files the release removed
@@ -27,14 +27,16 @@ import pytest
 from tests.harness import REPO_ROOT, Stack, free_port
 from tests.integration.mlflow_data import digest, populate
 
-#: Earlier releases as they landed (tags v0.5.0, v0.6.0): version -> commit.
+#: Earlier releases as they landed (tags v0.5.0 ... v0.8.0): version -> commit.
 RELEASES = {
     # The security round two, before `upgrade` existed.
     "0.5.0": "0be66e4d9a508216333ca4e5cbfaa2fc183a9e01",
     # The reshape and `upgrade`.
     "0.6.0": "a043df31e9a9c151743c4a22900f82e229b43206",
-    # MLflow 2.x upgrades and the watchdog; the previous release.
+    # MLflow 2.x upgrades and the watchdog.
     "0.7.0": "ccd10e6ae6e560c22d7005319a5115df13df21b1",
+    # gc and retention; the previous release (to 0.9.0: the metrics service and its secret).
+    "0.8.0": "eceee26766c84114994e579fd79a8eaadfcf9d88",
 }
 EXPERIMENTS = ["Default", "rel-experiment-0", "rel-experiment-1"]
 
@@ -136,6 +138,13 @@ def test_an_earlier_release_checkout_upgrades_with_every_byte_and_login(
         assert f"kit{version}" not in env.get("MLOPS_KIT_MLFLOW_IMAGE", f"kit{version}")
         running = {s["service"]: s for s in stack.status()["services"]}
         assert all(s["health"] == "healthy" for s in running.values()), running
+        # Kit 0.9.0's metrics service runs, and its PostgreSQL role exists on the old data.
+        assert "metrics" in running
+        scraper = stack.session(None)
+        scraper.auth = ("metrics", (stack.directory / "secrets" / "metrics_password").read_text().strip())
+        metrics = scraper.get(f"{stack.tracking_uri}/metrics", timeout=30).text
+        assert 'mlops_kit_source_up{source="database"} 1.0' in metrics
+        assert 'mlops_kit_source_up{source="postgres_exporter"} 1.0' in metrics
         for image in (f"mlops-kit/mlflow:3.17.2-kit{version}", f"mlops-kit/postgres:17-kit{version}"):
             kept = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False)
             assert kept.returncode == 0, f"{image} was not kept for the way back"
