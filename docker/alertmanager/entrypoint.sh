@@ -10,7 +10,17 @@ if [[ "$(id -u)" == "0" ]]; then
     [[ "$(stat -c %u /alertmanager)" == "$(id -u alertmanager)" ]] || chown -R alertmanager:alertmanager /alertmanager
     as_am() { setpriv --reuid=alertmanager --regid=alertmanager --init-groups "$@"; }
     as_am mkdir -p -m 0700 /tmp/secrets
-    for name in alert_webhook_url alert_smtp_password; do
+    [[ -s "${secrets_dir}/alertmanager_password" ]] || die "cannot read ${secrets_dir}/alertmanager_password; run \`mlops-kit up\` (it generates it)"
+    # The API's login: Prometheus (and amtool, the healthcheck) use it; its bcrypt hash
+    # (cost 10) is made here from stdin, never from argv.
+    hash="$(htpasswd -niBC 10 prometheus <"${secrets_dir}/alertmanager_password" | cut -d: -f2-)"
+    printf 'basic_auth_users:\n  prometheus: %s\n' "${hash}" | as_am sh -c 'umask 077 && cat >/tmp/web.yml'
+    password="$(head -n 1 "${secrets_dir}/alertmanager_password" | tr -d '\r\n')"
+    printf 'machine 127.0.0.1 login prometheus password %s\n' "${password}" | as_am sh -c 'umask 077 && cat >/tmp/secrets/netrc'
+    unset password
+    printf 'basic_auth:\n  username: prometheus\n  password_file: /tmp/secrets/alertmanager_password\n' \
+        | as_am sh -c 'umask 077 && cat >/tmp/amtool.yml'
+    for name in alert_webhook_url alert_smtp_password alertmanager_password; do
         if [[ -r "${secrets_dir}/${name}" ]]; then
             # One line, no trailing newline: Alertmanager reads the file's whole content.
             head -n 1 "${secrets_dir}/${name}" | tr -d '\r\n' | as_am sh -c 'umask 077 && cat >"$1"' sh "/tmp/secrets/${name}"
@@ -79,6 +89,7 @@ amtool check-config /tmp/alertmanager.yml >/dev/null || die "the generated confi
 
 exec prometheus-alertmanager \
     --config.file=/tmp/alertmanager.yml \
+    --web.config.file=/tmp/web.yml \
     --storage.path=/alertmanager \
     --web.listen-address=0.0.0.0:9093 \
     --cluster.listen-address= \

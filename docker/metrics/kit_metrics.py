@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import closing, suppress
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -60,6 +61,8 @@ VOLUMES_DIR = Path(os.environ.get("MLOPS_KIT_VOLUMES_DIR", "/volumes"))
 ARTIFACT_STORE = os.environ.get("MLOPS_KIT_ARTIFACT_STORE", "volume")
 SCAN_SECONDS = float(os.environ.get("MLOPS_KIT_METRICS_SCAN_SECONDS", "900"))
 SOURCE_TIMEOUT = 5.0
+#: Seconds one scrape waits for its sources (Prometheus gives up at 10 s by default).
+SCRAPE_BUDGET = 7.0
 VERSION = os.environ.get("MLOPS_KIT_VERSION", "")
 
 #: Tables counted (PostgreSQL's live-row estimate: cheap, at most seconds behind).
@@ -399,6 +402,7 @@ class Collector:
     """Everything one scrape returns."""
 
     def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="source")
         self.exporter = PostgresExporter()
         artifacts = VOLUMES_DIR / "artifacts"
         self.scan = ArtifactScan(artifacts) if ARTIFACT_STORE in ("volume", "nfs") and artifacts.is_dir() else None
@@ -408,25 +412,43 @@ class Collector:
         if self.scan is not None:
             self.scan.start()
 
-    def _attempt(self, source: str, up: dict[str, bool], action: Any) -> Any:
-        try:
-            result = action()
-        except Exception as exc:  # a source that fails is reported, never the whole scrape
-            logger.warning("metrics source %s failed: %s", source, exc)
-            up[source] = False
-            return None
-        up[source] = True
-        return result
+    def _gather(self) -> tuple[dict[str, Any], dict[str, bool]]:
+        """Every live source at once, each within its own timeout, the whole within SCRAPE_BUDGET.
+
+        A source that fails or is late is left out of this scrape and reported as down: a
+        stuck database must show as `postgres` down, not as a scrape that timed out.
+        """
+        sources = {
+            "postgres_exporter": self.exporter.metrics,
+            "proxy": self._proxy,
+            "mlflow_requests": self._mlflow_requests,
+            "database": lambda: list(database_metrics()),
+            "mlflow": self._mlflow_health,
+        }
+        futures = {name: self._pool.submit(action) for name, action in sources.items()}
+        wait(futures.values(), timeout=SCRAPE_BUDGET)
+        results: dict[str, Any] = {}
+        up: dict[str, bool] = {}
+        for name, future in futures.items():
+            if not future.done():
+                logger.warning("metrics source %s did not answer within %.0f s", name, SCRAPE_BUDGET)
+                up[name] = False
+            elif future.exception() is not None:
+                logger.warning("metrics source %s failed: %s", name, future.exception())
+                up[name] = False
+            else:
+                results[name] = future.result()
+                up[name] = bool(results[name]) if name == "mlflow" else True
+        return results, up
 
     def render(self) -> bytes:
-        up: dict[str, bool] = {}
-        parts: list[bytes] = []
-        parts.append((self._attempt("postgres_exporter", up, self.exporter.metrics) or "").encode())
-        parts.append((self._attempt("proxy", up, self._proxy) or "").encode())
-        parts.append(self._attempt("mlflow_requests", up, self._mlflow_requests) or b"")
-        families: list[GaugeMetricFamily | None] = []
-        families.extend(self._attempt("database", up, lambda: list(database_metrics())) or [])
-        mlflow_ok = self._attempt("mlflow", up, self._mlflow_health)
+        results, up = self._gather()
+        parts: list[bytes] = [
+            str(results.get("postgres_exporter", "")).encode(),
+            str(results.get("proxy", "")).encode(),
+            results.get("mlflow_requests", b""),
+        ]
+        families: list[GaugeMetricFamily | None] = list(results.get("database", []))
         families.extend(record_metrics())
         families.append(
             gauge(
@@ -439,7 +461,7 @@ class Collector:
             families.extend(self.scan.metrics())
         services = family("mlops_kit_service_up", labels=["service"])
         services.add_metric(["postgres"], float(up["database"]))
-        services.add_metric(["mlflow"], float(bool(mlflow_ok)))
+        services.add_metric(["mlflow"], float(up["mlflow"]))
         services.add_metric(["proxy"], float(up["proxy"]))
         families.append(services)
         sources = family("mlops_kit_source_up", labels=["source"])
@@ -498,7 +520,13 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.split("?")[0] == "/health":
             self._answer(200, b"ok\n", "text/plain")
         elif self.path.split("?")[0] == "/metrics":
-            self._answer(200, self.collector.render(), "text/plain; version=0.0.4; charset=utf-8")
+            try:
+                body = self.collector.render()
+            except Exception as exc:  # one line in the log, a 500 to the scraper: never a traceback
+                logger.error("a scrape failed: %s: %s", type(exc).__name__, exc)
+                self._answer(500, b"metrics failed; see the metrics service's log\n", "text/plain")
+                return
+            self._answer(200, body, "text/plain; version=0.0.4; charset=utf-8")
         else:
             self._answer(404, b"not found\n", "text/plain")
 
@@ -522,6 +550,10 @@ class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def get_request(self) -> tuple[socket.socket, Any]:
         request, _address = super().get_request()
         return request, ("", 0)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A scraper that gave up mid-answer (a broken pipe): one line, not a traceback.
+        logger.warning("a request ended early: %s", sys.exc_info()[1])
 
 
 def serve() -> None:

@@ -44,6 +44,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: Seconds: MLflow calls take milliseconds; uploads and searches may take minutes.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 OTHER = "other"
+#: Methods counted by name; any other token a client sends (h11 accepts any) is `other`,
+#: so requests refused before login cannot grow the metrics without bound.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 _INSTALLED = False
 
@@ -130,6 +133,7 @@ class RequestMetrics:
             await self.app(scope, receive, send_and_note)
         finally:
             method = str(scope.get("method", "GET"))
+            method = method if method in METHODS else OTHER
             try:
                 labels = (method, self._endpoint(scope), str(status))
                 self._requests.labels(*labels).inc()
@@ -157,8 +161,12 @@ def _metrics() -> tuple[Any, Any] | None:
 
 
 def wrap(app: ASGIApp) -> ASGIApp:
-    """The app with request metrics, or the app itself when metrics are off."""
-    metrics = _metrics()
+    """The app with request metrics, or the app itself when metrics are off or cannot start."""
+    try:
+        metrics = _metrics()
+    except Exception:  # metrics must never keep a worker from serving
+        _logger.warning("request metrics off: they could not be set up", exc_info=True)
+        return app
     return app if metrics is None else RequestMetrics(app, *metrics)
 
 

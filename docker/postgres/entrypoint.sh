@@ -85,7 +85,7 @@ HBA
 
     # The marker names the kit's databases and the version of its monitoring objects:
     # a change of either runs the block below once.
-    wanted="${databases[*]} monitor:1"
+    wanted="${databases[*]} monitor:2"
     if [[ "$(cat "${PGDATA}/.mlops-kit-databases" 2>/dev/null)" != "${wanted}" ]]; then
         start_private
         for db in "${databases[@]}"; do
@@ -110,10 +110,12 @@ END $$;
 CREATE SCHEMA IF NOT EXISTS mlops_kit AUTHORIZATION postgres;
 CREATE OR REPLACE FUNCTION mlops_kit.activity()
     RETURNS TABLE (state text, connections bigint, longest_transaction_seconds double precision)
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $f$
-        SELECT coalesce(a.state, 'unknown'), count(*),
-               coalesce(max(extract(epoch FROM now() - a.xact_start)), 0)::double precision
-        FROM pg_stat_activity a WHERE a.backend_type = 'client backend' GROUP BY 1
+    -- pg_temp last and every name qualified: a caller's temporary view named like a
+    -- catalog object must never run inside this superuser-owned function.
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+        SELECT pg_catalog.coalesce(a.state, 'unknown'), pg_catalog.count(*),
+               pg_catalog.coalesce(pg_catalog.max(EXTRACT(epoch FROM pg_catalog.now() - a.xact_start)), 0)::double precision
+        FROM pg_catalog.pg_stat_activity a WHERE a.backend_type = 'client backend' GROUP BY 1
     $f$;
 REVOKE ALL ON FUNCTION mlops_kit.activity() FROM PUBLIC;
 GRANT USAGE ON SCHEMA mlops_kit TO mlops_kit_monitor;

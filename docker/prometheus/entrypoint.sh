@@ -1,13 +1,19 @@
 #!/bin/bash
 # Write Prometheus's configuration from the kit's settings, open the bridge to the metrics
 # service's socket, and run Prometheus as its own user. Nothing here is secret: the scrape
-# goes over the socket, behind the proxy's login.
+# goes over the socket, behind the proxy's login. Its API listens on its own loopback only
+# (`promtool` in the container, the healthcheck): its network is reachable from the host.
 set -euo pipefail
 die() { echo "prometheus-entrypoint: $1" >&2; exit 78; }
 
+secrets_dir="${MLOPS_KIT_SECRETS_MOUNT:-/run/secrets}"
 if [[ "$(id -u)" == "0" ]]; then
     # A volume created elsewhere may come with another owner.
     [[ "$(stat -c %u /prometheus)" == "$(id -u prometheus)" ]] || chown -R prometheus:prometheus /prometheus
+    # Alertmanager's login (its API is reachable from the host): a private copy for Prometheus.
+    [[ -s "${secrets_dir}/alertmanager_password" ]] || die "cannot read ${secrets_dir}/alertmanager_password; run \`mlops-kit up\` (it generates it)"
+    setpriv --reuid=prometheus --regid=prometheus --init-groups sh -c 'umask 077 && head -n 1 | tr -d "\r\n" >/tmp/alertmanager_password' \
+        <"${secrets_dir}/alertmanager_password"
     exec setpriv --reuid=prometheus --regid=prometheus --init-groups "$0" "$@"
 fi
 
@@ -26,15 +32,23 @@ alerting:
   alertmanagers:
     - static_configs:
         - targets: ["alertmanager:9093"]
+      basic_auth:
+        username: prometheus
+        password_file: /tmp/alertmanager_password
 scrape_configs:
   # The stack's /metrics (the metrics service), through socat below.
   - job_name: mlops-kit
     static_configs:
       - targets: ["127.0.0.1:9100"]
+        labels:
+          instance: "${stack}"
   - job_name: prometheus
     static_configs:
       - targets: ["127.0.0.1:9090"]
   - job_name: alertmanager
+    basic_auth:
+      username: prometheus
+      password_file: /tmp/alertmanager_password
     static_configs:
       - targets: ["alertmanager:9093"]
 YAML
@@ -48,6 +62,6 @@ exec prometheus \
     --storage.tsdb.path=/prometheus \
     --storage.tsdb.retention.time="${MLOPS_KIT_PROMETHEUS_RETENTION:-30d}" \
     --storage.tsdb.retention.size="${MLOPS_KIT_PROMETHEUS_RETENTION_SIZE:-2GB}" \
-    --web.listen-address=0.0.0.0:9090 \
+    --web.listen-address=127.0.0.1:9090 \
     --log.level=warn \
     "$@"

@@ -6,6 +6,8 @@ set -euo pipefail
 
 secrets_dir="${MLOPS_KIT_SECRETS_MOUNT:-/run/secrets}"
 die() { echo "proxy-entrypoint: $1" >&2; exit 78; }
+# Caddy's own metrics for the metrics service (the Caddyfile's last site).
+metrics_socket=/run/proxy-metrics/caddy.sock
 
 # The origins a browser request may come from (docker/common/allowed-origins.sh),
 # as one anchored regular expression for the Caddyfile's Origin check. No names
@@ -39,7 +41,11 @@ if [[ "$(id -u)" == "0" ]]; then
     # Sockets Caddy creates (its metrics socket) are writable by its group, which the
     # metrics service's user belongs to: connecting needs write permission.
     umask 0002
+    # A socket left by a Caddy that was killed (the watchdog, the OOM killer): Caddy 2.6
+    # will not bind over it, and the proxy would never start again.
+    as_caddy rm -f "${metrics_socket}"
     exec setpriv --reuid=caddy --regid=caddy --init-groups "$@"
 fi
 
+rm -f "${metrics_socket}"
 exec "$@"

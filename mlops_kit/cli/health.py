@@ -10,7 +10,9 @@ from rich.table import Table
 from mlops_kit import console as ui
 from mlops_kit.cli.app import AppContext, pass_app, print_json, progress
 from mlops_kit.cli.options import json_option
+from mlops_kit.config.secrets import read_secret
 from mlops_kit.errors import PreflightError
+from mlops_kit.services.metrics import SCRAPE_PASSWORD_FILE
 from mlops_kit.workflows.doctor import diagnose
 from mlops_kit.workflows.lifecycle import require_running
 from mlops_kit.workflows.smoke import run_smoke_check
@@ -27,7 +29,11 @@ def check(app: AppContext, as_json: bool) -> None:
     require_running(app.project(config))
     with progress() as bar:
         task = bar.add_task("connect", total=None)
-        steps = run_smoke_check(admin_access(config), on_step=lambda name: bar.update(task, description=name))
+        steps = run_smoke_check(
+            admin_access(config),
+            on_step=lambda name: bar.update(task, description=name),
+            metrics_password=read_secret(config.secrets_path, SCRAPE_PASSWORD_FILE),
+        )
     if as_json:
         print_json({"ok": True, "tracking_uri": config.local_url, "steps": [s.to_dict() for s in steps]})
         return

@@ -89,6 +89,9 @@ class KitConfig:
     metrics_image: str
     prometheus_image: str
     alertmanager_image: str
+    metrics_memory: str
+    prometheus_memory: str
+    alertmanager_memory: str
     mlflow_memory: str
     mlflow_tmp_size: str
     postgres_memory: str

@@ -42,6 +42,8 @@ S3_SECRET_FILES: tuple[str, ...] = ("s3_access_key_id", "s3_secret_access_key")
 #: or Teams URL is itself a credential) and the SMTP password. Empty files until the operator
 #: sets them (`mlops-kit monitoring webhook`, `monitoring smtp-password`).
 ALERT_SECRET_FILES: tuple[str, ...] = ("alert_webhook_url", "alert_smtp_password")
+#: The bundled Alertmanager's API login, which Prometheus and amtool use (generated).
+ALERTMANAGER_PASSWORD_FILE = "alertmanager_password"
 #: Secrets `up` may generate for a stack initialised by an older kit: nothing
 #: was created with them yet (the admin user is created from its password on
 #: the first start with authentication).

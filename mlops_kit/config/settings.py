@@ -124,6 +124,35 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+_EMAIL = re.compile(r"^[^\s@,'\"\\]+@[^\s@,'\"\\]+$")
+_SMTP_HOST = re.compile(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")
+_LOGIN = re.compile(r"^[^\s'\"\\]*$")
+
+
+def _emails(value: str) -> str:
+    if value and not all(_EMAIL.match(part.strip()) for part in value.split(",")):
+        raise ValueError("is not a comma-separated list of email addresses")
+    return value
+
+
+def _email(value: str) -> str:
+    if value and not _EMAIL.match(value):
+        raise ValueError("is not an email address")
+    return value
+
+
+def _smtp_host(value: str) -> str:
+    if value and not _SMTP_HOST.match(value):
+        raise ValueError("is not host:port (e.g. smtp.example.org:587)")
+    return value
+
+
+def _login(value: str) -> str:
+    if not _LOGIN.match(value):
+        raise ValueError("may not contain spaces, quotes or backslashes")
+    return value
+
+
 _PROMETHEUS_DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w|y))+$")
 
 
@@ -538,6 +567,17 @@ SETTINGS: tuple[Setting, ...] = (
         _text,
         "Tag of the bundled Alertmanager image (only with MLOPS_KIT_MONITORING=true).",
     ),
+    Setting("MLOPS_KIT_METRICS_MEMORY", "metrics_memory", "256m", _log_size, "Memory limit of the metrics service."),
+    Setting(
+        "MLOPS_KIT_PROMETHEUS_MEMORY", "prometheus_memory", "1g", _log_size, "Memory limit of the bundled Prometheus."
+    ),
+    Setting(
+        "MLOPS_KIT_ALERTMANAGER_MEMORY",
+        "alertmanager_memory",
+        "256m",
+        _log_size,
+        "Memory limit of the bundled Alertmanager.",
+    ),
     Setting("MLOPS_KIT_MLFLOW_MEMORY", "mlflow_memory", "6g", _log_size, "Memory limit of the MLflow container."),
     Setting(
         "MLOPS_KIT_MLFLOW_TMP_SIZE",
@@ -650,22 +690,22 @@ SETTINGS: tuple[Setting, ...] = (
         "MLOPS_KIT_ALERT_EMAIL_TO",
         "alert_email_to",
         "",
-        _text,
+        _emails,
         "Email addresses alerts go to, comma-separated (empty: no email).",
     ),
-    Setting("MLOPS_KIT_ALERT_EMAIL_FROM", "alert_email_from", "", _text, "Sender address of alert emails."),
+    Setting("MLOPS_KIT_ALERT_EMAIL_FROM", "alert_email_from", "", _email, "Sender address of alert emails."),
     Setting(
         "MLOPS_KIT_ALERT_SMTP_HOST",
         "alert_smtp_host",
         "",
-        _text,
+        _smtp_host,
         "SMTP server for alert emails, host:port (STARTTLS is required unless port 25).",
     ),
     Setting(
         "MLOPS_KIT_ALERT_SMTP_USER",
         "alert_smtp_user",
         "",
-        _text,
+        _login,
         "SMTP login for alert emails (its password: the secret file alert_smtp_password); empty: no login.",
     ),
     Setting(

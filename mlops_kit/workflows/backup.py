@@ -115,9 +115,10 @@ def run_backup(
     when the caller already holds the stack's lock.
     """
     config = project.config
+    # A backup that found the lock taken did not fail: it did not start (and says so, exit 8).
     with (
-        records.failure_recorded(config, records.BACKUP, keep=BACKUP_RECORD_KEPT),
         backup_lock(config, "back up") if take_lock else contextlib.nullcontext(),
+        records.failure_recorded(config, records.BACKUP, keep=BACKUP_RECORD_KEPT),
     ):
         started = time.time()
         on_step("Checking the stack")

@@ -136,8 +136,8 @@ def collect_garbage(
     """
     config = project.config
     with (
-        contextlib.nullcontext() if dry_run else records.failure_recorded(config, records.GC),
         backup_lock(config, "collect garbage (dry run)" if dry_run else "collect garbage"),
+        contextlib.nullcontext() if dry_run else records.failure_recorded(config, records.GC),
     ):
         started = time.time()
         on_step("Checking the stack")

@@ -22,6 +22,7 @@ from mlops_kit.config.envfile import InitResult, init_choices, init_env_file, sy
 from mlops_kit.config.loader import KitConfig, load_config
 from mlops_kit.config.secrets import (
     ALERT_SECRET_FILES,
+    ALERTMANAGER_PASSWORD_FILE,
     UPGRADE_SECRET_FILES,
     ensure_empty_secret_files,
     ensure_secret_files,
@@ -238,6 +239,7 @@ def prepare_host_files(config: KitConfig) -> list[str]:
     generated, _kept = ensure_secret_files(config.secrets_path, UPGRADE_SECRET_FILES)
     generated += config.store.prepare(config.secrets_path)
     if config.monitoring_on:
+        generated += ensure_secret_files(config.secrets_path, (ALERTMANAGER_PASSWORD_FILE,))[0]
         generated += ensure_empty_secret_files(config.secrets_path, ALERT_SECRET_FILES)
     # The metrics service mounts the records folder: it must exist, readable by its user.
     status_dir(config).mkdir(parents=True, exist_ok=True)

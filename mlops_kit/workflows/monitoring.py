@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,22 +57,27 @@ def scrape_config(
     password = password_file or str(config.secrets_path / SCRAPE_PASSWORD_FILE)
     ca_path = client_ca_path(config)
     ca = ca_file or (str(ca_path) if ca_path else "")
+    quoted = json.dumps  # a JSON string is a YAML string: paths with any character stay one value
     lines = [
         f"# mlops-kit stack {config.project_name}: add under scrape_configs in prometheus.yml.",
         f"# {password} holds the `{SCRAPE_USER}` login's password (copy it with mode 0600 where",
-        "# Prometheus runs); the alert rules to load with it: "
+        "# Prometheus runs); the alert rules to load with it (they expect this job's name, mlops-kit): "
         f"{(config.project_dir / RULES_DIR / RULES_FILE).as_posix()}",
-        f"- job_name: {job_name}",
+        f"- job_name: {quoted(job_name)}",
         "  scheme: https",
         "  metrics_path: /metrics",
         "  scrape_interval: 30s",
         "  basic_auth:",
         f"    username: {SCRAPE_USER}",
-        f"    password_file: {password}",
+        f"    password_file: {quoted(password)}",
     ]
     if ca:
-        lines += ["  tls_config:", f"    ca_file: {ca}"]
-    lines += ["  static_configs:", f"    - targets: ['{address}']", f"      labels: {{stack: {config.project_name}}}"]
+        lines += ["  tls_config:", f"    ca_file: {quoted(ca)}"]
+    lines += [
+        "  static_configs:",
+        f"    - targets: [{quoted(address)}]",
+        f"      labels: {{stack: {quoted(config.project_name)}, instance: {quoted(config.project_name)}}}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -153,6 +159,8 @@ def firing_alerts(project: ComposeProject) -> list[Alert]:
                 "alert",
                 "query",
                 f"--alertmanager.url={LOCAL_URL}",
+                # Its API's login, written by its entrypoint (the password stays in a file).
+                "--http.config.file=/tmp/amtool.yml",
                 "--output=json",
             ]
         )
@@ -160,7 +168,12 @@ def firing_alerts(project: ComposeProject) -> list[Alert]:
         raise StackError(
             "Alertmanager did not answer", hint=f"see: mlops-kit status, mlops-kit logs {ALERTMANAGER.name}"
         ) from exc
-    return parse_alerts(result.stdout)
+    try:
+        return parse_alerts(result.stdout)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise StackError(
+            "Alertmanager's answer could not be read", hint=f"see: mlops-kit logs {ALERTMANAGER.name}"
+        ) from exc
 
 
 def parse_alerts(text: str) -> list[Alert]:
@@ -183,7 +196,9 @@ def parse_alerts(text: str) -> list[Alert]:
 
 
 def _timestamp(text: str) -> float:
+    # Alertmanager writes nanoseconds; Python before 3.11 parses at most microseconds.
+    trimmed = re.sub(r"(\.\d{6})\d+", r"\1", text.replace("Z", "+00:00"))
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(trimmed).timestamp()
     except ValueError:
         return time.time()

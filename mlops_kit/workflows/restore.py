@@ -154,6 +154,8 @@ def drill(
             bind_address="127.0.0.1",
             postgres_volume_name="",
             artifacts_volume_name="",
+            # A second Prometheus and Alertmanager would send the real stack's alerts again.
+            monitoring="false",
         ),
         project.runner,
     )
@@ -161,8 +163,8 @@ def drill(
         raise BackupError(f"a project named {throwaway.config.project_name} already exists", hint="try again")
     started = time.monotonic()
     with (
-        records.failure_recorded(config, records.DRILL, keep=("rto_seconds",)),
         backup_lock(config, "verify backups") if take_lock else contextlib.nullcontext(),
+        records.failure_recorded(config, records.DRILL, keep=("rto_seconds",)),
     ):
         restored: _Restored | None = None
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_kit.errors import SmokeCheckError
+from mlops_kit.services.metrics import SCRAPE_USER
 from mlops_kit.services.mlflow import ServerAccess, as_mlflow_client, is_ready, patched_environ
 
 logger = logging.getLogger(__name__)
@@ -45,9 +46,13 @@ CLIENT_SETTINGS = {
 }
 
 
-def run_smoke_check(access: ServerAccess, on_step: Callable[[str], None] = lambda _s: None) -> list[StepResult]:
+def run_smoke_check(
+    access: ServerAccess, on_step: Callable[[str], None] = lambda _s: None, *, metrics_password: str | None = None
+) -> list[StepResult]:
     """Run every step against the server ``access`` names, as its user.
 
+    With ``metrics_password``, also `/metrics`: refused without a login, answered for the
+    `metrics` login, every service reachable from the metrics service.
     Raises :class:`SmokeCheckError` at the first failure.
     """
     tracking_uri = access.base_url
@@ -83,6 +88,10 @@ def run_smoke_check(access: ServerAccess, on_step: Callable[[str], None] = lambd
             )
 
     step("login required", login_required, "anonymous request refused (401)")
+
+    if metrics_password is not None:
+        scraper = replace(access, username=SCRAPE_USER, password=metrics_password)
+        step("metrics", lambda: check_metrics(access, scraper), "login required; every service up")
 
     with (
         patched_environ(CLIENT_SETTINGS),
@@ -156,3 +165,29 @@ def run_smoke_check(access: ServerAccess, on_step: Callable[[str], None] = lambd
             raise
         step("clean up", clean_up, "artifacts, run and experiment deleted")
     return results
+
+
+def check_metrics(access: ServerAccess, scraper: ServerAccess) -> None:
+    """`/metrics` refuses an anonymous request, answers the scrape login, and reports every service up."""
+    anonymous = replace(access, username=None, password=None)
+    code = anonymous.request("GET", "/metrics").status_code
+    if code != 401:
+        raise SmokeCheckError(
+            "metrics", f"/metrics without a login got HTTP {code}, not 401", hint="see docs/security.md"
+        )
+    response = scraper.request("GET", "/metrics")
+    if response.status_code != 200:
+        raise SmokeCheckError(
+            "metrics",
+            f"/metrics answered HTTP {response.status_code} to the metrics login",
+            hint="see: mlops-kit logs metrics proxy",
+        )
+    down = [
+        line.split('"')[1]
+        for line in response.text.splitlines()
+        if line.startswith('mlops_kit_service_up{service="') and line.rsplit(" ", 1)[-1] in ("0", "0.0")
+    ]
+    if down:
+        raise SmokeCheckError(
+            "metrics", f"the metrics service cannot reach: {', '.join(down)}", hint="see: mlops-kit logs metrics"
+        )

@@ -166,7 +166,7 @@ def test_only_the_metrics_login_reads_metrics(stack: Stack) -> None:
         assert metrics_password(stack) not in stack.logs(service)
 
 
-def test_the_metrics_service_has_no_network_and_no_access_to_mlflow_data(stack: Stack) -> None:
+def test_the_metrics_service_has_no_network_and_its_role_cannot_read_mlflow_data(stack: Stack) -> None:
     metrics = stack.container("metrics")
     assert metrics["HostConfig"]["NetworkMode"] == "none"
     # Only its own exporter, on loopback inside its own namespace.
@@ -198,6 +198,39 @@ def test_the_metrics_service_has_no_network_and_no_access_to_mlflow_data(stack: 
     # MLflow's sessions are there (its pools), but not what they ran.
     assert psql(stack, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'mlflow'").strip() != "0"
     assert visible_queries == "0"
+
+
+#: As the monitoring role: a temporary view named like the catalog view the kit's
+#: SECURITY DEFINER function reads, calling a function that makes the caller superuser.
+#: With `pg_temp` first on the search path the function would run it as its owner.
+ESCALATION = """
+import psycopg2
+conn = psycopg2.connect(host="/run/postgresql", user="mlops_kit_monitor", dbname="postgres")
+conn.autocommit = True
+cur = conn.cursor()
+cur.execute(\"\"\"CREATE FUNCTION pg_temp.evil() RETURNS text LANGUAGE plpgsql AS $$
+    BEGIN EXECUTE 'ALTER ROLE mlops_kit_monitor SUPERUSER'; RETURN 'x'; END $$\"\"\")
+cur.execute(\"\"\"CREATE TEMP VIEW pg_stat_activity AS
+    SELECT pg_temp.evil() AS state, now() AS xact_start, 'client backend'::text AS backend_type\"\"\")
+try:
+    cur.execute("SELECT * FROM mlops_kit.activity()")
+    cur.fetchall()
+except psycopg2.Error as exc:
+    print("error:", exc.pgcode)
+cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'mlops_kit_monitor'")
+print("superuser:", cur.fetchone()[0])
+"""
+
+
+def test_the_monitoring_role_cannot_escalate_through_the_kit_function(stack: Stack) -> None:
+    result = subprocess.run(
+        ["docker", "exec", "-u", "metrics", stack.container("metrics")["Id"], "python3", "-c", ESCALATION],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "superuser: False" in result.stdout, result.stdout + result.stderr
+    assert psql(stack, "SELECT rolsuper FROM pg_roles WHERE rolname = 'mlops_kit_monitor'", "postgres").strip() == "f"
 
 
 def test_every_metric_moves(stack: Stack) -> None:

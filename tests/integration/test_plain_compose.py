@@ -17,7 +17,7 @@ from testcontainers.compose import DockerCompose
 
 from tests.harness import KIT_VARIABLE_PREFIXES, fresh_stack
 
-SERVICES = {"postgres", "mlflow", "proxy"}
+SERVICES = {"postgres", "mlflow", "proxy", "metrics"}
 
 
 def test_plain_compose_runs_the_canonical_stack(
@@ -37,7 +37,7 @@ def test_plain_compose_runs_the_canonical_stack(
             assert all((c.State, c.Health) == ("running", "healthy") for c in running), running
             # Only the proxy publishes a port, the one `init` chose.
             published = {c.Service: {p.PublishedPort for p in c.Publishers if p.PublishedPort} for c in running}
-            assert published == {"postgres": set(), "mlflow": set(), "proxy": {stack.port}}, published
+            assert published == {"postgres": set(), "mlflow": set(), "proxy": {stack.port}, "metrics": set()}, published
 
             # The CLI finds the same project, healthy.
             assert stack.status()["healthy"] is True

@@ -41,15 +41,18 @@ def test_scrape_config_is_one_https_job_with_the_metrics_login(config: Any) -> N
     (job,) = yaml.safe_load(text)
     assert job["job_name"] == "mlops-kit" and job["scheme"] == "https" and job["metrics_path"] == "/metrics"
     assert job["basic_auth"] == {"username": "metrics", "password_file": str(config.secrets_path / "metrics_password")}
-    assert job["static_configs"] == [{"targets": ["localhost:5997"], "labels": {"stack": "mon-unit"}}]
+    assert job["static_configs"] == [
+        {"targets": ["localhost:5997"], "labels": {"stack": "mon-unit", "instance": "mon-unit"}}
+    ]
     assert job["tls_config"]["ca_file"].endswith("mlops-kit-ca.crt")
     # The password itself is never printed, only where to read it.
     assert (config.secrets_path / "metrics_password").read_text().strip() not in text
+    odd = "/etc/prom files/p: #1"  # a path YAML would read as a comment or a mapping unless quoted
     custom = yaml.safe_load(
-        scrape_config(config, target="mlflow.example.org:443", password_file="/etc/p", ca_file="/etc/ca.pem")
+        scrape_config(config, target="mlflow.example.org:443", password_file=odd, ca_file="/etc/ca.pem")
     )[0]
     assert custom["static_configs"][0]["targets"] == ["mlflow.example.org:443"]
-    assert custom["basic_auth"]["password_file"] == "/etc/p" and custom["tls_config"]["ca_file"] == "/etc/ca.pem"
+    assert custom["basic_auth"]["password_file"] == odd and custom["tls_config"]["ca_file"] == "/etc/ca.pem"
 
 
 def test_the_webhook_url_is_a_secret_file_and_never_in_an_error(config: Any) -> None:
@@ -84,11 +87,27 @@ def test_monitoring_adds_its_overlay_and_services(kit_dir: Path) -> None:
     assert "prometheus" not in [s.name for s in kit_services(off)]
 
 
-def test_a_bad_duration_names_the_variable(kit_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("MLOPS_KIT_PROMETHEUS_SCRAPE_INTERVAL", "often", "30s"),
+        ("MLOPS_KIT_ALERT_EMAIL_TO", "ops@example.org, 'x'@y", "email addresses"),
+        ("MLOPS_KIT_ALERT_EMAIL_FROM", "kit", "email address"),
+        ("MLOPS_KIT_ALERT_SMTP_HOST", "smtp.example.org", "host:port"),
+        ("MLOPS_KIT_ALERT_SMTP_USER", "o'brien", "quotes"),
+    ],
+)
+def test_a_bad_monitoring_setting_is_named(kit_dir: Path, variable: str, value: str, expected: str) -> None:
     init_env_file(kit_dir, {}, host=HOST)
     with pytest.raises(ConfigError) as bad:
-        load_config(kit_dir, environ={"MLOPS_KIT_PROMETHEUS_SCRAPE_INTERVAL": "often"})
-    assert "MLOPS_KIT_PROMETHEUS_SCRAPE_INTERVAL" in str(bad.value) and "30s" in str(bad.value)
+        load_config(kit_dir, environ={variable: value})
+    assert variable in str(bad.value) and expected in str(bad.value)
+    assert "\n" not in str(bad.value)
+
+
+def test_alertmanager_timestamps_with_nanoseconds_are_read() -> None:
+    (alert,) = parse_alerts(json.dumps([{**AMTOOL_ANSWER[1], "startsAt": "2026-11-30T09:00:00.123456789Z"}]))
+    assert alert.since == pytest.approx(1796029200.123456, abs=1e-3)
 
 
 AMTOOL_ANSWER = [
