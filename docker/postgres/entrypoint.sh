@@ -113,8 +113,8 @@ CREATE OR REPLACE FUNCTION mlops_kit.activity()
     -- pg_temp last and every name qualified: a caller's temporary view named like a
     -- catalog object must never run inside this superuser-owned function.
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-        SELECT pg_catalog.coalesce(a.state, 'unknown'), pg_catalog.count(*),
-               pg_catalog.coalesce(pg_catalog.max(EXTRACT(epoch FROM pg_catalog.now() - a.xact_start)), 0)::double precision
+        SELECT coalesce(a.state, 'unknown'), pg_catalog.count(*),
+               coalesce(pg_catalog.max(EXTRACT(epoch FROM pg_catalog.now() - a.xact_start)), 0)::double precision
         FROM pg_catalog.pg_stat_activity a WHERE a.backend_type = 'client backend' GROUP BY 1
     $f$;
 REVOKE ALL ON FUNCTION mlops_kit.activity() FROM PUBLIC;

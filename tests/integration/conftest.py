@@ -38,7 +38,8 @@ def docker_engine() -> None:
 def kit_images(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Build the images from this checkout's Dockerfiles once per session (cached layers: fast)."""
     builder = new_stack(tmp_path_factory.mktemp("build"), prefix="mlkt-build")
-    builder.init()
+    # With monitoring: its images (Prometheus, Alertmanager) are built from this checkout too.
+    builder.init("--monitoring")
     builder.kit("build")
 
 
