@@ -233,6 +233,37 @@ def test_the_monitoring_role_cannot_escalate_through_the_kit_function(stack: Sta
     assert psql(stack, "SELECT rolsuper FROM pg_roles WHERE rolname = 'mlops_kit_monitor'", "postgres").strip() == "f"
 
 
+def make_a_deadlock(stack: Stack) -> None:
+    """Two sessions lock two rows of a scratch table (not MLflow's) in opposite orders."""
+    psql(stack, "CREATE TABLE IF NOT EXISTS deadlock_probe (id int PRIMARY KEY, v int)", "postgres")
+    psql(stack, "INSERT INTO deadlock_probe VALUES (1, 0), (2, 0) ON CONFLICT DO NOTHING", "postgres")
+    postgres = stack.container("postgres")["Id"]
+    sessions = [
+        subprocess.Popen(
+            [
+                "docker",
+                "exec",
+                "-u",
+                "postgres",
+                postgres,
+                "psql",
+                "-d",
+                "postgres",
+                "-c",
+                f"BEGIN; UPDATE deadlock_probe SET v = 1 WHERE id = {first}; SELECT pg_sleep(2); "
+                f"UPDATE deadlock_probe SET v = 1 WHERE id = {second}; COMMIT;",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for first, second in ((1, 2), (2, 1))
+    ]
+    codes = [session.wait(timeout=60) for session in sessions]
+    # PostgreSQL ends one of them (after deadlock_timeout, 1 s): the other commits.
+    assert sorted(codes) != [0, 0], codes
+    psql(stack, "DROP TABLE deadlock_probe", "postgres")
+
+
 def test_every_metric_moves(stack: Stack) -> None:
     import mlflow
 
@@ -249,6 +280,7 @@ def test_every_metric_moves(stack: Stack) -> None:
         mlflow.MlflowClient().get_run(run.info.run_id)
     stack.kit("backup")
     stack.kit("gc", "--yes")
+    make_a_deadlock(stack)
     # A transaction held open for a while: the longest-transaction gauge must see it.
     holder = subprocess.Popen(
         [
@@ -290,6 +322,7 @@ def test_every_metric_moves(stack: Stack) -> None:
     grew("mlflow_http_request_duration_seconds_count", endpoint="/api/2.0/mlflow/runs/create")
     grew("caddy_http_request_duration_seconds_count", code="200")
     grew("pg_stat_database_xact_commit", datname="mlflow")
+    grew("pg_stat_database_deadlocks", datname="postgres")
     grew("mlops_kit_objects", kind="runs")
     grew("mlops_kit_objects", kind="experiments")
     grew("mlops_kit_artifact_store_bytes")
