@@ -36,7 +36,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 from mlops_kit.workflows.bench import machine_facts  # noqa: E402
-from tests.harness import Stack, compose_down, new_stack  # noqa: E402
+from tests.harness import Stack, compose_down, new_stack, prometheus_query, volume_mountpoint  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 MEBI = 2**20
@@ -108,24 +108,7 @@ def scrape_times(stack: Stack, scrapes: int) -> dict[str, Any]:
 
 
 def query(stack: Stack, expr: str) -> float:
-    out = subprocess.run(
-        [
-            "docker",
-            "exec",
-            stack.container("prometheus")["Id"],
-            "promtool",
-            "query",
-            "instant",
-            "-o",
-            "json",
-            "http://127.0.0.1:9090",
-            expr,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    result = json.loads(out or "[]")
+    result = prometheus_query(stack, expr)
     return float(result[0]["value"][1]) if result else float("nan")
 
 
@@ -146,13 +129,7 @@ def memory_mib(stack: Stack, services: tuple[str, ...]) -> dict[str, float]:
 
 
 def volume_bytes(volume: str) -> int:
-    mountpoint = subprocess.run(
-        ["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", volume],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    return sum(p.stat().st_size for p in Path(mountpoint).rglob("*") if p.is_file())
+    return sum(p.stat().st_size for p in volume_mountpoint(volume).rglob("*") if p.is_file())
 
 
 def main() -> None:

@@ -295,6 +295,40 @@ def tcp_listeners(container_id: str) -> list[str]:
     return [line for line in tcp.splitlines() if line.split()[3:4] == ["0A"]]
 
 
+def volume_mountpoint(volume: str) -> Path:
+    """Where a Docker volume's files are on this host."""
+    out = subprocess.run(
+        ["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", volume],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return Path(out.strip())
+
+
+def prometheus_query(stack: Stack, expr: str) -> list[dict[str, Any]]:
+    """The bundled Prometheus's answer to an instant query (asked inside its container)."""
+    result = subprocess.run(
+        [
+            "docker",
+            "exec",
+            stack.container("prometheus")["Id"],
+            "promtool",
+            "query",
+            "instant",
+            "-o",
+            "json",
+            "http://127.0.0.1:9090",
+            expr,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, f"{expr}: {result.stderr}"
+    return list(json.loads(result.stdout or "[]"))
+
+
 def psql(stack: Stack, query: str, database: str = "mlflow") -> str:
     """Run one query in the stack's PostgreSQL as its superuser (over its socket); the unaligned output."""
     labels = ["--filter", f"label=com.docker.compose.project={stack.project}"]

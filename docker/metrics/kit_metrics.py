@@ -236,43 +236,29 @@ def _ok(record: dict[str, Any] | None) -> float | None:
     return None if record is None else float(bool(record.get("ok")))
 
 
+#: (record kind, metric, the record's field) for every gauge made from the host's records;
+#: the field "ok" becomes 1 or 0.
+RECORD_GAUGES = (
+    ("backup", "mlops_kit_backup_last_run_timestamp_seconds", "finished_at"),
+    ("backup", "mlops_kit_backup_last_run_success", "ok"),
+    ("backup", "mlops_kit_backup_last_success_timestamp_seconds", "last_success_at"),
+    ("backup", "mlops_kit_backup_last_size_bytes", "size_bytes"),
+    ("backup", "mlops_kit_backup_repository_bytes", "repository_bytes"),
+    ("backup", "mlops_kit_backup_last_duration_seconds", "seconds"),
+    ("drill", "mlops_kit_drill_last_run_timestamp_seconds", "finished_at"),
+    ("drill", "mlops_kit_drill_last_run_success", "ok"),
+    ("drill", "mlops_kit_drill_last_rto_seconds", "rto_seconds"),
+    ("gc", "mlops_kit_gc_last_run_timestamp_seconds", "finished_at"),
+    ("gc", "mlops_kit_gc_last_run_success", "ok"),
+    ("gc", "mlops_kit_gc_last_freed_bytes", "bytes_freed"),
+)
+
+
 def record_metrics() -> Iterator[GaugeMetricFamily | None]:
-    backup = read_record("backup")
-    yield gauge(
-        "mlops_kit_backup_last_run_timestamp_seconds",
-        _number(backup, "finished_at"),
-    )
-    yield gauge("mlops_kit_backup_last_run_success", _ok(backup))
-    yield gauge(
-        "mlops_kit_backup_last_success_timestamp_seconds",
-        _number(backup, "last_success_at"),
-    )
-    yield gauge(
-        "mlops_kit_backup_last_size_bytes",
-        _number(backup, "size_bytes"),
-    )
-    yield gauge(
-        "mlops_kit_backup_repository_bytes",
-        _number(backup, "repository_bytes"),
-    )
-    yield gauge(
-        "mlops_kit_backup_last_duration_seconds",
-        _number(backup, "seconds"),
-    )
-    drill = read_record("drill")
-    yield gauge(
-        "mlops_kit_drill_last_run_timestamp_seconds",
-        _number(drill, "finished_at"),
-    )
-    yield gauge("mlops_kit_drill_last_run_success", _ok(drill))
-    yield gauge(
-        "mlops_kit_drill_last_rto_seconds",
-        _number(drill, "rto_seconds"),
-    )
-    gc = read_record("gc")
-    yield gauge("mlops_kit_gc_last_run_timestamp_seconds", _number(gc, "finished_at"))
-    yield gauge("mlops_kit_gc_last_run_success", _ok(gc))
-    yield gauge("mlops_kit_gc_last_freed_bytes", _number(gc, "bytes_freed"))
+    records = {kind: read_record(kind) for kind in {kind for kind, _name, _field in RECORD_GAUGES}}
+    for kind, name, field in RECORD_GAUGES:
+        record = records[kind]
+        yield gauge(name, _ok(record) if field == "ok" else _number(record, field))
 
 
 def certificate_expiry() -> float | None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import Stack, running_stack
+from tests.harness import Stack, running_stack, volume_mountpoint
 from tests.integration.gc_scenario import run_scenario
 
 
@@ -30,12 +29,7 @@ def stack(kit_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def volume_files(stack: Stack) -> dict[str, int]:
     """Every file in the stack's artifacts volume and its size, read from the host."""
     volume = stack.env_values().get("MLOPS_KIT_ARTIFACTS_VOLUME") or f"{stack.project}_artifacts"
-    mountpoint = subprocess.run(
-        ["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", volume],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    mountpoint = volume_mountpoint(volume)
     files = {}
     for folder, _dirs, names in os.walk(mountpoint):
         for name in names:

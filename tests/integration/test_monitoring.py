@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import REPO_ROOT, Stack, free_port, fresh_stack, psql, tcp_listeners
+from tests.harness import REPO_ROOT, Stack, free_port, fresh_stack, prometheus_query, psql, tcp_listeners
 
 RECEIVER_PORT = 8080
 #: The receiver: prints every POST body it gets as one line (read back with `docker logs`).
@@ -113,29 +113,6 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 120.0, every:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(every)
-
-
-def prometheus_query(stack: Stack, expr: str) -> list[dict[str, Any]]:
-    """The bundled Prometheus's answer to an instant query (asked inside its container)."""
-    result = subprocess.run(
-        [
-            "docker",
-            "exec",
-            stack.container("prometheus")["Id"],
-            "promtool",
-            "query",
-            "instant",
-            "-o",
-            "json",
-            "http://127.0.0.1:9090",
-            expr,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, f"{expr}: {result.stderr}"
-    return list(json.loads(result.stdout or "[]"))
 
 
 # ---- the scrape endpoint --------------------------------------------------------------------------
