@@ -199,6 +199,24 @@ print("superuser:", cur.fetchone()[0])
 """
 
 
+def test_prometheus_and_alertmanager_are_closed_to_the_host(stack: Stack) -> None:
+    """Docker lets the host reach every container network: nothing there answers without a login."""
+    import requests
+
+    def addresses(service: str) -> list[str]:
+        networks = stack.container(service)["NetworkSettings"]["Networks"].values()
+        return [n["IPAddress"] for n in networks if n.get("IPAddress")]
+
+    for address in addresses("alertmanager"):
+        url = f"http://{address}:9093/api/v2/alerts"
+        assert requests.get(url, timeout=5).status_code == 401, url
+        assert requests.post(url, json=[], timeout=5).status_code == 401, url
+        assert requests.post(f"http://{address}:9093/api/v2/silences", json={}, timeout=5).status_code == 401
+    for address in addresses("prometheus"):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://{address}:9090/api/v1/query", params={"query": "up"}, timeout=5)
+
+
 def test_the_monitoring_role_cannot_escalate_through_the_kit_function(stack: Stack) -> None:
     result = subprocess.run(
         ["docker", "exec", "-u", "metrics", stack.container("metrics")["Id"], "python3", "-c", ESCALATION],
