@@ -170,6 +170,51 @@ class Stack:
         )
         return result.stdout + result.stderr
 
+    def diagnostics(self, log_lines: int = 25) -> str:
+        """What a failed test needs to say about the stack: each container's state, restarts,
+        exit code and health, who listens on the published port, and the last log lines."""
+        lines: list[str] = []
+        for cid in self.containers():
+            result = subprocess.run(["docker", "inspect", cid], capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                continue
+            info = json.loads(result.stdout)[0]
+            state = info["State"]
+            health = state.get("Health") or {}
+            lines.append(
+                f"{info['Name'].lstrip('/')}: {state['Status']} restarts={info.get('RestartCount')} "
+                f"exit={state.get('ExitCode')} oom={state.get('OOMKilled')} error={state.get('Error')!r} "
+                f"started={state.get('StartedAt')} finished={state.get('FinishedAt')} "
+                f"health={health.get('Status')}"
+            )
+            for probe in (health.get("Log") or [])[-2:]:
+                lines.append(f"    healthcheck {probe.get('ExitCode')}: {probe.get('Output', '').strip()[:300]}")
+            logs = subprocess.run(
+                ["docker", "logs", "--timestamps", "--tail", str(log_lines), cid],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            lines.extend(f"    | {line}" for line in (logs.stdout + logs.stderr).splitlines())
+        listeners = subprocess.run(
+            ["ss", "-Htanp", f"sport = :{self.port}"], capture_output=True, text=True, check=False
+        )
+        lines.append(f"sockets on port {self.port}:")
+        lines.extend(f"    {line}" for line in listeners.stdout.splitlines())
+        events = subprocess.run(
+            [
+                *("docker", "events", "--since", "30m", "--until", "0s"),
+                *("--filter", f"label=com.docker.compose.project={self.project}", "--filter", "type=container"),
+                *("--format", "{{.TimeNano}} {{.Action}} {{.Actor.Attributes.name}}"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        lines.append("container events (the engine keeps the last 256):")
+        lines.extend(f"    {line}" for line in events.stdout.splitlines() if not line.split()[1].startswith("exec_"))
+        return "\n".join(lines)
+
     def session(self, user: str | None = "admin") -> requests.Session:
         """A requests session that trusts the stack's CA, logged in as ``user`` (None: anonymous)."""
         import requests
@@ -225,7 +270,11 @@ class Stack:
             self.kit("down", "--volumes", "--yes", check=False)
         # Safety net for a test that changed .env: Compose v2 finds a project by its labels.
         compose_down(self.project, self.directory)
+        LIVE_STACKS.pop(self.project, None)
 
+
+#: Stacks made and not destroyed yet, by project name: a failed test reports their state.
+LIVE_STACKS: dict[str, Stack] = {}
 
 #: The `stack_factory` fixture: call it (optionally with a name prefix) for a fresh stack.
 StackFactory = Callable[..., Stack]
@@ -260,7 +309,9 @@ def project_containers(project: str) -> list[str]:
 def new_stack(base: Path, prefix: str = "mlkt", *, project: str | None = None) -> Stack:
     """A fresh kit copy in ``base``/<project> with a unique project name (or ``project``) and a free port."""
     name = project or f"{prefix}-{uuid.uuid4().hex[:8]}"
-    return Stack(directory=copy_kit(base / name), project=name, port=free_port())
+    stack = Stack(directory=copy_kit(base / name), project=name, port=free_port())
+    LIVE_STACKS[name] = stack
+    return stack
 
 
 @contextmanager

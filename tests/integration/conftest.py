@@ -13,13 +13,30 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.harness import RemoteHost, Stack, new_stack, remote_host_link
+from tests.harness import LIVE_STACKS, RemoteHost, Stack, new_stack, remote_host_link
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report ends with the state of every stack it used (for CI, where
+    the stack is gone by the time anyone looks)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for stack in list(LIVE_STACKS.values()):
+        if not stack.containers():
+            continue
+        try:
+            report.sections.append((f"stack {stack.project}", stack.diagnostics()))
+        except Exception as exc:  # diagnostics must never hide the failure itself
+            report.sections.append((f"stack {stack.project}", f"no diagnostics: {exc!r}"))
 
 
 @pytest.fixture(scope="session")
