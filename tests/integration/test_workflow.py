@@ -325,9 +325,24 @@ def test_up_again_keeps_a_running_stack_and_applies_a_changed_secret(stack: Stac
 
 def test_down_then_up_keeps_everything(stack: Stack, tmp_path: Path, recorded: dict[str, Any]) -> None:
     assert recorded, "the workflow test must run first"
+    stopped = {service: stack.container(service)["Id"] for service in ("proxy", "mlflow", "metrics", "postgres")}
+    # `docker compose stop` is what `down` does first: each service must get the stop signal
+    # (tini forwards it) and end on its own, not be SIGKILLed with its container's init.
+    subprocess.run(
+        ["docker", "compose", "--project-name", stack.project, "stop"],
+        cwd=stack.directory,
+        check=True,
+        capture_output=True,
+    )
+    for service, cid in stopped.items():
+        log = subprocess.run(["docker", "logs", cid], capture_output=True, text=True, check=True)
+        assert "[FATAL tini" not in log.stdout + log.stderr, (service, log.stderr[-500:])
     stack.kit("down")
     assert stack.volumes(), "down without --volumes must keep the data volumes"
     stack.kit("up")
+    # PostgreSQL's first words after a clean shutdown; after a kill it recovers from its WAL.
+    started = stack.logs("postgres")
+    assert "database system was shut down at" in started and "not properly shut down" not in started, started
     _assert_workflow_data(stack, tmp_path, recorded)
 
 

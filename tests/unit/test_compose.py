@@ -197,7 +197,9 @@ def test_rendered_compose_is_wired_as_documented(kit_dir: Path) -> None:
     for name, service in services.items():
         assert service["security_opt"] == ["no-new-privileges:true"], name
         assert service["cap_drop"] == ["ALL"], name
-        assert set(service["cap_add"]) <= {"SETUID", "SETGID", "CHOWN", "DAC_OVERRIDE", "FOWNER"}, name
+        assert set(service["cap_add"]) <= {"SETUID", "SETGID", "CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL"}, name
+        # The init (root) must be able to signal the service it switched to another user.
+        assert "SETUID" not in service["cap_add"] or "KILL" in service["cap_add"], name
         assert service["read_only"] is True, name
         assert service["pids_limit"] > 0 and service["mem_limit"], name
         assert "user" not in service, name  # entrypoints drop to the service user themselves
