@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,13 +97,22 @@ def patched_environ(values: Mapping[str, str], unset: Iterable[str] = ()) -> Ite
                 os.environ[name] = value
 
 
-def as_mlflow_client(access: ServerAccess) -> AbstractContextManager[None]:
+@contextmanager
+def as_mlflow_client(access: ServerAccess) -> Iterator[None]:
     """Point this process's MLflow client at ``access`` (its variables), restoring them afterwards.
 
     The MLflow client reads its login and CA from the environment on every call,
-    so this is how in-process checks (smoke check, restore drill) log in.
+    so this is how in-process checks (smoke check, restore drill) log in. A tracking URI
+    set earlier with ``mlflow.set_tracking_uri`` would win over the environment (and send
+    the calls to another server): the block uses ``access``'s, and the old one comes back.
     """
-    return patched_environ(access.client_variables(), unset=CLIENT_VARIABLES)
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    with (
+        patched_environ(access.client_variables(), unset=CLIENT_VARIABLES),
+        tracking_utils._use_tracking_uri(access.base_url),
+    ):
+        yield
 
 
 def server_version(access: ServerAccess, timeout: float = PROBE_TIMEOUT_SECONDS) -> str | None:

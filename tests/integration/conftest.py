@@ -39,6 +39,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.sections.append((f"stack {stack.project}", f"no diagnostics: {exc!r}"))
 
 
+@pytest.fixture(autouse=True)
+def no_tracking_uri_from_an_earlier_test() -> None:
+    """MLflow's process-wide tracking URI (mlflow.set_tracking_uri) outlives the test that set
+    it and wins over the environment: unset, it cannot send this test's calls to a stack
+    that is gone."""
+    import mlflow
+
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="session")
 def docker_engine() -> None:
     """The suite needs a real engine: fail loudly (never skip) when there is none."""

@@ -62,6 +62,24 @@ def test_mlflow_client_variables_are_restored_after_use(monkeypatch: pytest.Monk
     assert "Pw-For-The-Test-1" not in repr(access)
 
 
+def test_mlflow_client_goes_to_the_access_even_after_set_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tracking URI set with mlflow.set_tracking_uri (an earlier caller in the process) wins
+    over the environment: inside the block the access's URI must be used, and the old one after."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri("https://an-old-server:1")
+    try:
+        with as_mlflow_client(ServerAccess("https://localhost:5443", verify="/ca.crt")):
+            assert mlflow.get_tracking_uri() == "https://localhost:5443"
+        assert mlflow.get_tracking_uri() == "https://an-old-server:1"
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    with as_mlflow_client(ServerAccess("https://localhost:5443", verify="/ca.crt")):
+        assert mlflow.get_tracking_uri() == "https://localhost:5443"
+    assert "MLFLOW_TRACKING_URI" not in __import__("os").environ
+
+
 def test_compose_file_passes_compose_lint_at_medium() -> None:
     """The CI gate of the issue: compose-lint (PyPI), --fail-on medium, with the kit's config."""
     import subprocess
