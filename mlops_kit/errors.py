@@ -117,3 +117,9 @@ class BenchError(KitError):
     """A benchmark could not run (no room for its files, the server refused a call)."""
 
     exit_code = 10
+
+
+class ImportDataError(KitError):
+    """An import could not start or finish; the kit's data is as it was (rows go in one transaction)."""
+
+    exit_code = 13

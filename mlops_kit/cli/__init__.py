@@ -13,7 +13,7 @@ import sys
 import click
 
 from mlops_kit import console as ui
-from mlops_kit.cli import artifacts, backup, bench, gc, health, monitoring, stack, tls, upgrade, users
+from mlops_kit.cli import artifacts, backup, bench, gc, health, importing, monitoring, stack, tls, upgrade, users
 from mlops_kit.cli.app import cli
 from mlops_kit.errors import KitError
 
@@ -35,6 +35,7 @@ for command in (
     backup.backup,
     backup.restore,
     gc.gc,
+    importing.import_,
     monitoring.monitoring,
     artifacts.artifacts,
     upgrade.upgrade,

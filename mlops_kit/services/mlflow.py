@@ -31,6 +31,10 @@ AUTH_DATABASE_URI = f"postgresql+psycopg2://{ROLE}@/{AUTH_DATABASE}?host={SOCKET
 RESET_ADMIN = "mlflow-reset-admin"
 #: One-shot job in the MLflow image: retention and garbage collection (docker/mlflow/gc.py).
 GC_JOB = "mlflow-gc"
+#: One-shot job in the MLflow image: import another MLflow's data (docker/mlflow/importer.py).
+IMPORT_JOB = "mlflow-import"
+#: The MLflow image's service user (docker/mlflow/Dockerfile): a job's scratch folder belongs to it.
+MLFLOW_UID = 10001
 #: The secret file of MLflow's key-encryption passphrase (AI gateway and webhook
 #: secrets in the database); every backup set carries a copy of it.
 KEK_FILE = "mlflow_kek_passphrase"

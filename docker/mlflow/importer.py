@@ -1,0 +1,566 @@
+#!/opt/mlflow/bin/python
+"""mlflow-import: bring another MLflow's data into the kit's, keeping its ids, as a one-shot job.
+
+    mlflow-import --kind filestore|sqlite --source PATH [--artifacts DIR] --work DIR
+                  [--dry-run] [--merge]
+
+Runs in the MLflow image with the server's own settings (the backend store on the
+PostgreSQL socket, MLFLOW_ARTIFACTS_DESTINATION) and ends with one JSON line: counts per
+table, artifact files and bytes, what was kept as it was and why, and the time taken.
+
+1. **Stage** the source, never touching it: a file store goes through MLflow's own
+   converter (``mlflow migrate-filestore``: meta.yaml, metric histories, the registry,
+   traces, logged models) into a SQLite copy in --work; a SQLite database is copied there.
+   Then MLflow's migrations bring the copy to this image's schema, the schema the kit's
+   database already has.
+2. **Plan**: every artifact URI that points into the source's artifact root (file
+   paths, ``mlflow-artifacts:/``) becomes ``mlflow-artifacts:/<the same relative path>``;
+   any other URI (an S3 bucket, another server) is kept and reported. Experiment ids
+   above PostgreSQL's integer range get new ids (the old one is kept as a tag).
+3. **Artifacts** are copied into the store, each file checked by sha256. A file already
+   there with the same bytes is not copied again: a rerun after an interruption goes on
+   where it stopped.
+4. **Rows** go into the kit's database in one transaction, table by table in foreign-key
+   order, with the rewritten URIs; then the id sequences move past the imported ids. An
+   interruption before the commit leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+SCHEME = "mlflow-artifacts:"
+#: PostgreSQL's `integer`, the type of experiments.experiment_id.
+MAX_EXPERIMENT_ID = 2**31 - 1
+ORIGINAL_ID_TAG = "mlops-kit.import.original-experiment-id"
+#: Columns that hold an artifact location (every table that has one of these names).
+URI_COLUMNS = ("artifact_location", "artifact_uri", "source", "storage_location")
+#: Tag tables whose values may hold an artifact location (trace artifacts, for one).
+TAG_TABLES = ("tags", "trace_tags", "trace_request_metadata", "experiment_tags", "logged_model_tags")
+#: Tables a fresh kit database already has rows in (MLflow's migrations seed them): they
+#: do not make it "hold data", and a source row equal by key is already there.
+SEEDED_TABLES = ("workspaces",)
+BATCH = 2000
+CHUNK = 1 << 20
+
+logger = logging.getLogger("mlflow-import")
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---- staging ----------------------------------------------------------------------------
+
+
+def stage(kind: str, source: str, work: str) -> str:
+    """A SQLite copy of the source at this image's MLflow schema; returns its URI."""
+    os.makedirs(work, exist_ok=True)
+    staged = os.path.join(work, "staged.db")
+    for leftover in (staged, staged + "-wal", staged + "-shm"):
+        if os.path.exists(leftover):
+            os.unlink(leftover)
+    uri = f"sqlite:///{staged}"
+    if kind == "filestore":
+        from pathlib import Path
+
+        from mlflow.store.fs2db import migrate
+
+        progress("staging the file store with MLflow's converter")
+        # MLflow 3 refuses to open a file store unless asked to (it is read here, once).
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        migrate(Path(source), uri, progress=False)
+    else:
+        progress("copying the SQLite database")
+        # The file and its write-ahead log, if any (the copy replays it): a read-only
+        # mount cannot hold the lock files SQLite needs to read the original in place.
+        # A copy the kit made for this job is used up rather than copied again.
+        place = os.replace if os.path.dirname(os.path.abspath(source)) == os.path.abspath(work) else shutil.copyfile
+        place(source, staged)
+        if os.path.exists(source + "-wal"):
+            place(source + "-wal", staged + "-wal")
+    from mlflow.store.db.utils import _upgrade_db, create_sqlalchemy_engine_with_retry
+
+    progress("bringing the copy to this MLflow's schema")
+    engine = create_sqlalchemy_engine_with_retry(uri)
+    _upgrade_db(engine)
+    engine.dispose()
+    return uri
+
+
+# ---- where artifacts go -----------------------------------------------------------------
+
+
+def uri_path(uri: str) -> str | None:
+    """The local path a file URI or a plain path names (None: not a local location)."""
+    if uri.startswith("file:"):
+        return unquote(urlparse(uri).path)
+    if "://" in uri or uri.startswith(SCHEME):
+        return None
+    return os.path.normpath(uri)
+
+
+@dataclass
+class Mapping:
+    """The source's artifact roots (as its URIs name them) and where their files are here."""
+
+    #: Old root path (as in the source's URIs) -> folder in this container holding its files.
+    roots: dict[str, str] = field(default_factory=dict)
+    #: The folder that ``mlflow-artifacts:/`` URIs of the source resolve to (None: not given).
+    served_root: str | None = None
+    kept: dict[str, int] = field(default_factory=dict)
+
+    def rewrite(self, uri: str | None) -> tuple[str | None, str | None]:
+        """(the URI in the kit, the local file or folder holding its bytes) for a source URI."""
+        if not uri:
+            return uri, None
+        if uri.startswith(SCHEME):
+            rest = uri[len(SCHEME) :]
+            if rest.startswith("//"):  # mlflow-artifacts://host:port/path
+                rest = rest[2:].partition("/")[2]
+            relative = rest.strip("/")
+            local = os.path.join(self.served_root, relative) if self.served_root else None
+            return f"{SCHEME}/{relative}", local
+        path = uri_path(uri)
+        if path is not None:
+            for old in sorted(self.roots, key=len, reverse=True):
+                if path == old or path.startswith(old.rstrip("/") + "/"):
+                    relative = path[len(old) :].strip("/")
+                    return f"{SCHEME}/{relative}", os.path.join(self.roots[old], relative)
+        scheme = urlparse(uri).scheme or "a path outside the source"
+        self.kept[scheme] = self.kept.get(scheme, 0) + 1
+        return uri, None
+
+
+def find_roots(db: sqlite3.Connection, source_root: str | None, served_root: str | None) -> Mapping:
+    """The source's artifact roots: each experiment's location minus its id (MLflow's layout)."""
+    mapping = Mapping(served_root=served_root)
+    if source_root is None:
+        return mapping
+    for experiment_id, location in db.execute("SELECT experiment_id, artifact_location FROM experiments"):
+        path = uri_path(location or "")
+        if path is None:
+            continue
+        head, _, tail = path.rstrip("/").rpartition("/")
+        if tail == str(experiment_id) and os.path.isdir(os.path.join(source_root, tail)):
+            mapping.roots[head or "/"] = source_root
+    return mapping
+
+
+# ---- the artifact store -----------------------------------------------------------------
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Copied:
+    files: int = 0
+    bytes: int = 0
+    already_there: int = 0
+
+
+class LocalStore:
+    """The artifacts volume (or NFS export) mounted at MLFLOW_ARTIFACTS_DESTINATION."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.realpath(root)
+
+    def target(self, relative: str) -> str:
+        full = os.path.realpath(os.path.join(self.root, relative))
+        if full != self.root and not full.startswith(self.root + "/"):
+            raise ValueError(f"{relative} leaves the artifact store")
+        return full
+
+    def copy(self, local: str, relative: str, copied: Copied) -> None:
+        """Copy one file (checked by sha256); a file already there with the same bytes stays."""
+        target = self.target(relative)
+        expected = sha256(local)
+        if os.path.isfile(target) and os.path.getsize(target) == os.path.getsize(local) and sha256(target) == expected:
+            copied.already_there += 1
+            return
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        partial = target + ".mlops-kit-import"
+        shutil.copyfile(local, partial)
+        if sha256(partial) != expected:
+            os.unlink(partial)
+            raise OSError(f"{relative}: the copy's sha256 differs from the source's")
+        os.replace(partial, target)
+        copied.files += 1
+        copied.bytes += os.path.getsize(target)
+
+
+def walk(local: str) -> Iterator[tuple[str, str]]:
+    """(file, path relative to ``local``) for every regular file under ``local`` (or ``local`` itself)."""
+    if os.path.isfile(local):
+        yield local, ""
+        return
+    for folder, dirs, files in os.walk(local):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                yield path, os.path.relpath(path, local)
+
+
+def artifact_folders(db: sqlite3.Connection, mapping: Mapping) -> dict[str, str]:
+    """Every folder (or file) of the source holding artifacts, by its path in the kit's store.
+
+    Only what runs, logged models, traces and model versions name: a file store's own
+    bookkeeping (meta.yaml, metric histories) stays behind."""
+    uris: list[str] = []
+    queries = [
+        "SELECT artifact_uri FROM runs",
+        "SELECT artifact_location FROM logged_models",
+        "SELECT value FROM trace_tags WHERE key = 'mlflow.artifactLocation'",
+        "SELECT source FROM model_versions",
+        "SELECT storage_location FROM model_versions",
+    ]
+    for query in queries:
+        try:
+            uris.extend(row[0] for row in db.execute(query) if row[0])
+        except sqlite3.OperationalError:  # a table this schema does not have
+            continue
+    found: dict[str, str] = {}
+    for uri in uris:
+        new, local = mapping.rewrite(uri)
+        if local and new and os.path.exists(local):
+            found[new[len(SCHEME) :].strip("/")] = local
+    # A folder inside another one is copied with it.
+    kept: dict[str, str] = {}
+    for relative in sorted(found):
+        if not any(relative == k or relative.startswith(k + "/") for k in kept):
+            kept[relative] = found[relative]
+    return kept
+
+
+def plan_artifacts(folders: dict[str, str]) -> tuple[int, int]:
+    files = size = 0
+    for local in folders.values():
+        for path, _ in walk(local):
+            files += 1
+            size += os.path.getsize(path)
+    return files, size
+
+
+def copy_artifacts(store: LocalStore, folders: dict[str, str], total_files: int) -> Copied:
+    copied = Copied()
+    done = 0
+    for relative, local in folders.items():
+        for path, inner in walk(local):
+            store.copy(path, f"{relative}/{inner}" if inner else relative, copied)
+            done += 1
+            if done % 500 == 0 or done == total_files:
+                progress(f"artifacts: {done}/{total_files} files")
+    return copied
+
+
+# ---- the rows ---------------------------------------------------------------------------
+
+
+def new_experiment_ids(db: sqlite3.Connection, target_max: int) -> dict[int, int]:
+    """New ids for source experiments whose ids PostgreSQL's integer cannot hold."""
+    ids = [row[0] for row in db.execute("SELECT experiment_id FROM experiments ORDER BY experiment_id")]
+    fitting = [i for i in ids if i <= MAX_EXPERIMENT_ID]
+    following = max([target_max, *fitting, 0]) + 1
+    mapping: dict[int, int] = {}
+    for old in ids:
+        if old > MAX_EXPERIMENT_ID:
+            mapping[old] = following
+            following += 1
+    return mapping
+
+
+@dataclass
+class Target:
+    """The kit's database (PostgreSQL), reflected."""
+
+    engine: Any
+    metadata: Any
+
+    @classmethod
+    def connect(cls, uri: str) -> Target:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(uri)
+        metadata = sa.MetaData()
+        metadata.reflect(engine)
+        return cls(engine, metadata)
+
+    def tables(self) -> list[Any]:
+        return [t for t in self.metadata.sorted_tables if t.name != "alembic_version"]
+
+
+def revision(engine: Any) -> str:
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        return str(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar())
+
+
+def target_state(target: Target) -> tuple[dict[str, int], bool]:
+    """Row counts of the kit's tables, and whether it holds nothing but the untouched Default experiment."""
+    import sqlalchemy as sa
+
+    counts: dict[str, int] = {}
+    with target.engine.connect() as conn:
+        for table in target.tables():
+            counts[table.name] = int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0)
+        default_only = (
+            counts.get("experiments", 0) <= 1
+            and not conn.execute(sa.text("SELECT 1 FROM experiments WHERE experiment_id <> 0")).first()
+        )
+    busy = [name for name, n in counts.items() if n and name not in ("experiments", "experiment_tags", *SEEDED_TABLES)]
+    return counts, default_only and not busy
+
+
+OURS_EXPERIMENTS = "SELECT experiment_id FROM experiments WHERE experiment_id <> 0"
+
+
+def collisions(db: sqlite3.Connection, target: Target) -> list[str]:
+    """Ids and names the source and the kit both use (--merge refuses on any)."""
+    import sqlalchemy as sa
+
+    checks = [
+        (
+            "experiment id",
+            "SELECT experiment_id FROM experiments WHERE experiment_id <> 0",
+            "experiments",
+            "experiment_id",
+        ),
+        ("experiment name", "SELECT name FROM experiments WHERE experiment_id <> 0", "experiments", "name"),
+        ("run id", "SELECT run_uuid FROM runs", "runs", "run_uuid"),
+        ("registered model", "SELECT name FROM registered_models", "registered_models", "name"),
+        ("logged model id", "SELECT model_id FROM logged_models", "logged_models", "model_id"),
+        ("trace id", "SELECT request_id FROM trace_info", "trace_info", "request_id"),
+    ]
+    found: list[str] = []
+    with target.engine.connect() as conn:
+        for what, query, table, column in checks:
+            try:
+                ours = {row[0] for row in db.execute(query)}
+            except sqlite3.OperationalError:
+                continue
+            if not ours or table not in target.metadata.tables:
+                continue
+            theirs = target.metadata.tables[table]
+            clash = conn.execute(sa.select(theirs.c[column]).where(theirs.c[column].in_(list(ours)[:10000]))).all()
+            found.extend(f"{what} {row[0]}" for row in clash[:20])
+    return found
+
+
+def source_counts(db: sqlite3.Connection, target: Target) -> dict[str, int]:
+    names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return {
+        t.name: int(db.execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0])
+        for t in target.tables()
+        if t.name in names
+    }
+
+
+def copy_rows(
+    staged_uri: str, target: Target, mapping: Mapping, experiment_ids: dict[int, int], replace_default: bool
+) -> dict[str, int]:
+    """Every row of the staged copy into the kit's database, in one transaction."""
+    import sqlalchemy as sa
+
+    source = sa.create_engine(staged_uri)
+    source_meta = sa.MetaData()
+    source_meta.reflect(source)
+    copied: dict[str, int] = {}
+    with target.engine.begin() as out, source.connect() as into:
+        if replace_default:
+            # The kit's own Default experiment (id 0, empty) gives way to the source's.
+            out.execute(sa.text("DELETE FROM experiment_tags WHERE experiment_id = 0"))
+            out.execute(sa.text("DELETE FROM experiments WHERE experiment_id = 0"))
+        for table in target.tables():
+            read = source_meta.tables.get(table.name)
+            if read is None:
+                continue
+            # Generated columns (spans.duration_ns) are PostgreSQL's to compute.
+            columns = [c.name for c in table.columns if c.name in read.columns and c.computed is None]
+            uri_columns = [c for c in columns if c in URI_COLUMNS]
+            rewrite_values = table.name in TAG_TABLES and "value" in columns
+            n = 0
+            batch: list[dict[str, Any]] = []
+            insert = table.insert()
+            if table.name in SEEDED_TABLES:
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                insert = pg_insert(table).on_conflict_do_nothing()
+            result = into.execution_options(stream_results=True).execute(sa.select(*[read.c[c] for c in columns]))
+            for row in result:
+                record = dict(zip(columns, row, strict=True))
+                if "experiment_id" in record and record["experiment_id"] is not None:
+                    old = int(record["experiment_id"])
+                    record["experiment_id"] = experiment_ids.get(old, old)
+                for column in uri_columns:
+                    record[column] = mapping.rewrite(record[column])[0]
+                if rewrite_values and isinstance(record["value"], str) and "/" in record["value"]:
+                    new, local = mapping.rewrite(record["value"])
+                    if local is not None or record["value"].startswith(SCHEME):
+                        record["value"] = new
+                batch.append(record)
+                if len(batch) >= BATCH:
+                    out.execute(insert, batch)
+                    n += len(batch)
+                    batch = []
+            if batch:
+                out.execute(insert, batch)
+                n += len(batch)
+            if n:
+                copied[table.name] = n
+                progress(f"rows: {table.name} {n}")
+        for old, new in experiment_ids.items():
+            out.execute(
+                sa.text("INSERT INTO experiment_tags (key, value, experiment_id) VALUES (:k, :v, :e)"),
+                {"k": ORIGINAL_ID_TAG, "v": str(old), "e": new},
+            )
+        # The id sequences move past what came in (the next experiment the kit creates).
+        for table_name, column in out.execute(
+            sa.text(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND column_default LIKE 'nextval(%'"
+            )
+        ).all():
+            out.execute(
+                sa.text(
+                    f'SELECT setval(pg_get_serial_sequence(:t, :c), MAX("{column}")) FROM "{table_name}" '
+                    f'HAVING MAX("{column}") >= 1'
+                ),
+                {"t": table_name, "c": column},
+            )
+    source.dispose()
+    return copied
+
+
+# ---- the job ----------------------------------------------------------------------------
+
+
+def _fail(message: str, **extra: Any) -> int:
+    print(json.dumps({"ok": False, "error": message, **extra}))
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlflow-import")
+    parser.add_argument("--kind", choices=("filestore", "sqlite"), required=True)
+    parser.add_argument("--source", required=True)
+    parser.add_argument("--artifacts", help="the folder the source's artifact URIs point into")
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--merge", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+    uri = os.environ.get("MLFLOW_BACKEND_STORE_URI", "")
+    destination = os.environ.get("MLFLOW_ARTIFACTS_DESTINATION", "")
+    if not uri or not destination:
+        return _fail("MLFLOW_BACKEND_STORE_URI and MLFLOW_ARTIFACTS_DESTINATION must be set (the kit's mlflow job)")
+    if not destination.startswith("/"):
+        return _fail(
+            "importing into a bucket artifact store is not supported yet: import into a stack in volume "
+            "mode, then move the artifacts with `mlops-kit artifacts migrate`"
+        )
+    started = time.time()
+    try:
+        staged_uri = stage(args.kind, args.source, args.work)
+        target = Target.connect(uri)
+        from mlflow.store.db.utils import create_sqlalchemy_engine_with_retry
+
+        staged_engine = create_sqlalchemy_engine_with_retry(staged_uri)
+        if revision(staged_engine) != revision(target.engine):
+            return _fail(
+                f"the kit's database is at schema {revision(target.engine)}, this MLflow's copy of the source at "
+                f"{revision(staged_engine)}: run `mlops-kit upgrade` first"
+            )
+        staged_engine.dispose()
+        db = sqlite3.connect(staged_uri[len("sqlite:///") :])
+        source_root = args.source if args.kind == "filestore" else args.artifacts
+        if args.kind == "filestore":
+            from pathlib import Path
+
+            from mlflow.store.fs2db import _resolve_mlruns
+
+            source_root = str(_resolve_mlruns(Path(args.source)))
+        mapping = find_roots(db, source_root, args.artifacts)
+        counts = source_counts(db, target)
+        target_counts, empty = target_state(target)
+        clashes = collisions(db, target) if not empty else []
+        folders = artifact_folders(db, mapping)
+        files, size = plan_artifacts(folders)
+        max_target = 0
+        with target.engine.connect() as conn:
+            import sqlalchemy as sa
+
+            max_target = int(conn.execute(sa.text("SELECT COALESCE(MAX(experiment_id), 0) FROM experiments")).scalar())
+        experiment_ids = new_experiment_ids(db, max_target if not empty else 0)
+        # Counting every URI once (the rewrite records what it keeps).
+        mapping.kept.clear()
+        for query in ("SELECT artifact_location FROM experiments", "SELECT artifact_uri FROM runs"):
+            for (value,) in db.execute(query):
+                mapping.rewrite(value)
+        plan = {
+            "source": {"kind": args.kind, "rows": counts, "artifact_files": files, "artifact_bytes": size},
+            "target_empty": empty,
+            "collisions": clashes,
+            "new_experiment_ids": {str(k): v for k, v in experiment_ids.items()},
+            "kept_uris": dict(mapping.kept),
+        }
+        if not empty and not args.merge:
+            return _fail(
+                "the kit already holds data (" + ", ".join(f"{k} {v}" for k, v in target_counts.items() if v) + "): "
+                "import into an empty stack, or pass --merge to add to it",
+                plan=plan,
+            )
+        if clashes:
+            return _fail(f"the source and the kit both have {', '.join(clashes[:5])}: nothing was imported", plan=plan)
+        if args.dry_run:
+            print(json.dumps({"ok": True, "dry_run": True, "plan": plan, "seconds": round(time.time() - started, 2)}))
+            return 0
+        store = LocalStore(destination)
+        artifacts = copy_artifacts(store, folders, files)
+        source_has_default = db.execute("SELECT 1 FROM experiments WHERE experiment_id = 0").fetchone() is not None
+        rows = copy_rows(staged_uri, target, mapping, experiment_ids, replace_default=empty and source_has_default)
+        db.close()
+    except Exception as error:
+        logger.exception("import stopped")
+        return _fail(f"{type(error).__name__}: {error}"[:800])
+    print(
+        json.dumps(
+            {
+                "ok": True,
+                "dry_run": False,
+                "plan": plan,
+                "rows": rows,
+                "artifacts": {
+                    "files": artifacts.files,
+                    "bytes": artifacts.bytes,
+                    "already_there": artifacts.already_there,
+                },
+                "seconds": round(time.time() - started, 2),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

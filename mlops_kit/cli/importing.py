@@ -1,0 +1,91 @@
+"""import: bring another MLflow's data (a file store, a SQLite database) into the stack."""
+
+from __future__ import annotations
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from mlops_kit import console as ui
+from mlops_kit.cli.app import AppContext, confirm, pass_app, print_json, steps
+from mlops_kit.cli.options import json_option, yes_option
+from mlops_kit.workflows.importing import ImportReport, import_data, recognise_source
+
+
+@click.command("import")
+@click.argument("source", envvar="MLOPS_KIT_IMPORT_SOURCE")
+@click.option(
+    "--artifacts",
+    metavar="DIR",
+    envvar="MLOPS_KIT_IMPORT_ARTIFACTS",
+    help="A SQLite source's artifact root (the folder its runs' artifact URIs point into: mlruns/ of "
+    "`mlflow ui`, or a server's --artifacts-destination). [env var: MLOPS_KIT_IMPORT_ARTIFACTS]",
+)
+@click.option("--dry-run", "plan_only", is_flag=True, help="Show what would be imported (counts, bytes, id changes).")
+@click.option(
+    "--merge",
+    is_flag=True,
+    envvar="MLOPS_KIT_IMPORT_MERGE",
+    help="Add to a stack that already holds data (refused on any id or name both have). "
+    "[env var: MLOPS_KIT_IMPORT_MERGE]",
+)
+@yes_option
+@json_option
+@pass_app
+def import_(
+    app: AppContext, source: str, artifacts: str | None, plan_only: bool, merge: bool, yes: bool, as_json: bool
+) -> None:
+    """Import SOURCE (an mlruns/ folder or an MLflow SQLite file) into the stack, keeping its ids.
+
+    The source is only read. Artifacts are copied into the stack's store (sha256-checked) and
+    their URIs become mlflow-artifacts:/; the rows go in one transaction. Run it again after
+    an interruption: it goes on where it stopped. See docs/import.md.
+    """
+    config = app.config()
+    what = recognise_source(source, artifacts)
+    dry_run = plan_only or app.dry_run
+    if not dry_run:
+        confirm(
+            f"Import the {what.describe()} into stack {config.project_name}"
+            + (" (adding to its data)" if merge else "")
+            + "? (See first: mlops-kit import --dry-run)",
+            yes=yes,
+        )
+    with steps("Importing" if not dry_run else "Planning the import") as on_step:
+        report = import_data(app.project(config), what, dry_run=dry_run, merge=merge, on_step=on_step)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        _print_report(report)
+
+
+def _print_report(report: ImportReport) -> None:
+    table = Table(
+        title=f"{'would import' if report.dry_run else 'imported'}: {escape(report.source)}", title_justify="left"
+    )
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, planned in sorted(report.planned_rows.items()):
+        if planned:
+            table.add_row(name, str(report.rows.get(name, planned) if not report.dry_run else planned))
+    ui.out.print(table)
+    ui.info(
+        f"artifacts: {report.artifact_files} file(s), {ui.human_bytes(report.artifact_bytes)}"
+        + (
+            ""
+            if report.dry_run
+            else f"; copied {report.copied_files} ({ui.human_bytes(report.copied_bytes)}), "
+            f"{report.already_there} already there"
+        )
+    )
+    for old, new in report.new_experiment_ids.items():
+        ui.warning(
+            f"experiment {old} is too large an id for PostgreSQL: it is now {new} "
+            "(tag mlops-kit.import.original-experiment-id)"
+        )
+    for scheme, count in report.kept_uris.items():
+        ui.warning(escape(f"{count} artifact location(s) in {scheme} kept as they were (outside the source)"))
+    if report.dry_run:
+        ui.info(f"planned in {report.seconds:.0f} s; nothing was changed")
+    else:
+        ui.success(f"imported in {report.seconds:.0f} s")

@@ -1,0 +1,237 @@
+"""`mlops-kit import`: another MLflow's data into the kit's stack, keeping its ids.
+
+The work is the ``mlflow-import`` job in the MLflow image (docker/mlflow/importer.py):
+the kit's own MLflow stages the source (file store or SQLite) into a SQLite copy at its
+schema, copies the artifacts into the store (sha256-checked, skipping what a previous
+attempt already copied) and the rows into the kit's database in one transaction. This
+module recognises the source, mounts it read-only, takes the stack's lock (no backup,
+restore, gc or migration meanwhile) and turns the job's answer into a report.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlops_kit.engine.compose import ComposeProject
+from mlops_kit.engine.jobs import run_json_job
+from mlops_kit.errors import ConfigError, ImportDataError
+from mlops_kit.services.mlflow import IMPORT_JOB, MLFLOW, MLFLOW_UID
+from mlops_kit.workflows.lifecycle import require_running
+from mlops_kit.workflows.lock import backup_lock
+
+__all__ = ["ImportReport", "ImportSource", "import_data", "recognise_source"]
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+#: Where the job sees the source, its artifacts and its scratch folder.
+SOURCE_MOUNT = "/import/source"
+ARTIFACTS_MOUNT = "/import/artifacts"
+WORK_MOUNT = "/import/work"
+#: The scratch folder (the staged copy), under BACKUP_DIR: sized for copies of the data.
+WORK_FOLDER = "import-work"
+#: A SQLite source's copy in the scratch folder.
+SQLITE_COPY = "source.db"
+
+
+@dataclass(frozen=True)
+class ImportSource:
+    """What to import: ``kind`` is "filestore" or "sqlite"; ``artifacts`` the folder its URIs point into."""
+
+    kind: str
+    path: Path
+    artifacts: Path | None = None
+
+    def describe(self) -> str:
+        what = {"filestore": "file store", "sqlite": "SQLite database"}[self.kind]
+        return f"{what} {self.path}" + (f" (artifacts: {self.artifacts})" if self.artifacts else "")
+
+
+def recognise_source(source: str, artifacts: str | None = None) -> ImportSource:
+    """The kind of ``source`` (a file store folder or a SQLite file), or a ConfigError saying why not."""
+    if source.startswith(("postgresql:", "postgres:", "mysql:", "mssql:")):
+        raise ConfigError(
+            f"SOURCE {source.split(':', 1)[0]}:... : importing from another server's database is not supported yet",
+            hint="copy it to SQLite or stop that server and import its file store or SQLite file",
+        )
+    path = Path(source).expanduser().absolute()
+    for given, what in ((str(path), "SOURCE"), (artifacts or "", "--artifacts")):
+        if ":" in given:
+            raise ConfigError(f"{what} {given} has a ':' in its path, which Docker cannot mount", hint="rename it")
+    if not path.exists():
+        raise ConfigError(f"SOURCE {path} does not exist", hint="give an mlruns/ folder or an MLflow SQLite file")
+    artifacts_path = Path(artifacts).expanduser().absolute() if artifacts else None
+    if artifacts_path is not None and not artifacts_path.is_dir():
+        raise ConfigError(f"--artifacts {artifacts_path} is not a folder", hint="give the source's artifact root")
+    if path.is_file():
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+        if header != SQLITE_HEADER:
+            raise ConfigError(
+                f"SOURCE {path} is neither a folder nor a SQLite database", hint="give mlruns/ or mlflow.db"
+            )
+        return ImportSource("sqlite", path, artifacts_path)
+    mlruns = path / "mlruns" if (path / "mlruns").is_dir() else path
+    looks_like_a_store = any(
+        child.is_dir() and (child.name.isdigit() or child.name in ("models", ".trash")) for child in mlruns.iterdir()
+    )
+    if not looks_like_a_store:
+        raise ConfigError(
+            f"SOURCE {path} holds no MLflow file store (no experiment folders, no mlruns/)",
+            hint="give the folder `mlflow ui` or MLFLOW_TRACKING_URI=file:... wrote",
+        )
+    if artifacts_path is not None:
+        raise ConfigError("--artifacts is for a SQLite source: a file store keeps its artifacts inside it")
+    return ImportSource("filestore", mlruns, None)
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What one import did (or, in a dry run, would do), from the job's answer."""
+
+    dry_run: bool
+    source: str
+    #: Rows per table in the source (the plan) and imported (empty in a dry run).
+    planned_rows: dict[str, int]
+    rows: dict[str, int]
+    artifact_files: int
+    artifact_bytes: int
+    copied_files: int = 0
+    copied_bytes: int = 0
+    already_there: int = 0
+    new_experiment_ids: dict[str, int] = field(default_factory=dict)
+    kept_uris: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @classmethod
+    def from_answer(cls, answer: dict[str, Any], source: ImportSource, started: float) -> ImportReport:
+        plan = answer.get("plan") or {}
+        planned = plan.get("source") or {}
+        artifacts = answer.get("artifacts") or {}
+        return cls(
+            dry_run=bool(answer.get("dry_run")),
+            source=source.describe(),
+            planned_rows={k: int(v) for k, v in (planned.get("rows") or {}).items()},
+            rows={k: int(v) for k, v in (answer.get("rows") or {}).items()},
+            artifact_files=int(planned.get("artifact_files", 0)),
+            artifact_bytes=int(planned.get("artifact_bytes", 0)),
+            copied_files=int(artifacts.get("files", 0)),
+            copied_bytes=int(artifacts.get("bytes", 0)),
+            already_there=int(artifacts.get("already_there", 0)),
+            new_experiment_ids={str(k): int(v) for k, v in (plan.get("new_experiment_ids") or {}).items()},
+            kept_uris={str(k): int(v) for k, v in (plan.get("kept_uris") or {}).items()},
+            seconds=round(time.time() - started, 1),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "source": self.source,
+            "planned_rows": self.planned_rows,
+            "rows": self.rows,
+            "artifacts": {
+                "files": self.artifact_files,
+                "bytes": self.artifact_bytes,
+                "copied_files": self.copied_files,
+                "copied_bytes": self.copied_bytes,
+                "already_there": self.already_there,
+            },
+            "new_experiment_ids": self.new_experiment_ids,
+            "kept_uris": self.kept_uris,
+            "seconds": self.seconds,
+        }
+
+
+def _work_folder(project: ComposeProject) -> Path:
+    """The job's scratch folder (BACKUP_DIR/import-work), private to the MLflow image's user."""
+    work = project.config.backup_path / WORK_FOLDER
+    work.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.chown(work, MLFLOW_UID, MLFLOW_UID)
+    except PermissionError:
+        raise ConfigError(
+            f"cannot give {work} to the MLflow image's user (uid {MLFLOW_UID})",
+            hint="run mlops-kit import as root (it runs Docker)",
+        ) from None
+    work.chmod(0o700)
+    return work
+
+
+def _copy_private(database: Path, copy: Path) -> None:
+    """``database`` (and its write-ahead log, which the staging replays) into the scratch folder."""
+    for suffix in ("", "-wal"):
+        original = Path(f"{database}{suffix}")
+        if original.exists():
+            shutil.copyfile(original, f"{copy}{suffix}")
+            os.chown(f"{copy}{suffix}", MLFLOW_UID, MLFLOW_UID)
+
+
+def _run_job(
+    project: ComposeProject, command: list[str], mounts: list[str], source: ImportSource, *, read_only: bool
+) -> dict[str, Any]:
+    """The job's answer; its complaints name the host's paths, not the container's."""
+    try:
+        return run_json_job(
+            project, MLFLOW.name, command, what="the import", error=ImportDataError, mounts=mounts, read_only=read_only
+        )
+    except ImportDataError as failure:
+        message = failure.message.replace(SOURCE_MOUNT, str(source.path))
+        if source.artifacts is not None:
+            message = message.replace(ARTIFACTS_MOUNT, str(source.artifacts))
+        if "Permission denied" in message:
+            raise ImportDataError(
+                message,
+                hint=f"the import reads as the MLflow image's user (uid {MLFLOW_UID}): make the source readable "
+                "to others (chmod -R o+rX) or import a copy",
+            ) from failure
+        raise ImportDataError(message, hint=failure.hint) from failure
+
+
+def import_data(
+    project: ComposeProject,
+    source: ImportSource,
+    *,
+    dry_run: bool = False,
+    merge: bool = False,
+    on_step: Callable[[str], None] = lambda _s: None,
+) -> ImportReport:
+    """Import ``source`` into the running stack (``dry_run``: plan only, change nothing).
+
+    Raises ImportDataError (the job's reason) when the stack holds data and not ``merge``,
+    when ids collide, or when anything fails; the kit's database is then as it was.
+    """
+    config = project.config
+    with backup_lock(config, "import (dry run)" if dry_run else "import"):
+        started = time.time()
+        on_step("Checking the stack")
+        require_running(project)
+        work = _work_folder(project)
+        mounts = [f"{work}:{WORK_MOUNT}"]
+        if source.kind == "sqlite":
+            # Copied here (as whoever runs the kit) rather than mounted: the job's user could
+            # not read a database in a private folder, and the staging needs a copy anyway.
+            on_step(f"Copying {source.path}")
+            _copy_private(source.path, work / SQLITE_COPY)
+            where = f"{WORK_MOUNT}/{SQLITE_COPY}"
+        else:
+            mounts.append(f"{source.path}:{SOURCE_MOUNT}:ro")
+            where = SOURCE_MOUNT
+        command = [IMPORT_JOB, "--kind", source.kind, "--source", where, "--work", WORK_MOUNT]
+        if source.artifacts is not None:
+            mounts.append(f"{source.artifacts}:{ARTIFACTS_MOUNT}:ro")
+            command += ["--artifacts", ARTIFACTS_MOUNT]
+        if dry_run:
+            command.append("--dry-run")
+        if merge:
+            command.append("--merge")
+        on_step(f"{'Planning' if dry_run else 'Importing'} {source.describe()}")
+        try:
+            answer = _run_job(project, command, mounts, source, read_only=dry_run)
+        finally:
+            # The staged copy is only scratch (a rerun stages again); the store keeps what was copied.
+            shutil.rmtree(work, ignore_errors=True)
+        return ImportReport.from_answer(answer, source, started)
