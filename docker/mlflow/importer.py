@@ -192,14 +192,22 @@ class LocalStore:
     def copy(self, local: str, relative: str, copied: Copied) -> None:
         """Copy one file (checked by sha256); a file already there with the same bytes stays."""
         target = self.target(relative)
-        expected = sha256(local)
-        if os.path.isfile(target) and os.path.getsize(target) == os.path.getsize(local) and sha256(target) == expected:
+        if (
+            os.path.isfile(target)
+            and os.path.getsize(target) == os.path.getsize(local)
+            and sha256(target) == sha256(local)
+        ):
             copied.already_there += 1
             return
         os.makedirs(os.path.dirname(target), exist_ok=True)
         partial = target + ".mlops-kit-import"
-        shutil.copyfile(local, partial)
-        if sha256(partial) != expected:
+        # The source's digest is taken from the bytes copied (one read), the copy's from disk.
+        digest = hashlib.sha256()
+        with open(local, "rb") as reader, open(partial, "wb") as writer:
+            while chunk := reader.read(CHUNK):
+                digest.update(chunk)
+                writer.write(chunk)
+        if sha256(partial) != digest.hexdigest():
             os.unlink(partial)
             raise OSError(f"{relative}: the copy's sha256 differs from the source's")
         os.replace(partial, target)
@@ -361,7 +369,12 @@ def collisions(db: sqlite3.Connection, target: Target) -> list[str]:
             if not ours or table not in target.metadata.tables:
                 continue
             theirs = target.metadata.tables[table]
-            clash = conn.execute(sa.select(theirs.c[column]).where(theirs.c[column].in_(list(ours)[:10000]))).all()
+            listed = sorted(ours, key=str)
+            clash: list[Any] = []
+            # Every id is checked, in chunks a query can hold; the answer lists the first 20 of each kind.
+            for start in range(0, len(listed), 10000):
+                chunk = listed[start : start + 10000]
+                clash.extend(conn.execute(sa.select(theirs.c[column]).where(theirs.c[column].in_(chunk))).all())
             found.extend(f"{what} {row[0]}" for row in clash[:20])
     return found
 
