@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,10 +59,12 @@ class CommandRunner:
         input_text: str | None = None,
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
+        on_stderr_line: Callable[[str], None] | None = None,
     ) -> CommandResult:
         """Run ``argv`` and return its result.
 
         ``capture=False`` lets output go straight to the terminal (``logs -f``).
+        ``on_stderr_line`` sees each line of stderr (masked) as it comes: a long job's progress.
         ``changes_state=False`` marks read-only queries, which still run in dry-run mode.
         Raises :class:`CommandError` if ``check`` and the command exits non-zero,
         or if the program is not installed.
@@ -75,16 +78,19 @@ class CommandRunner:
         logger.debug("run: %s", shown)
         full_env = {**os.environ, **self.env, **(env or {})}
         try:
-            completed = subprocess.run(
-                args,
-                input=input_text,
-                capture_output=capture,
-                text=True,
-                env=full_env,
-                cwd=self.cwd,
-                timeout=timeout,
-                check=False,
-            )
+            if on_stderr_line is not None:
+                completed = _run_streaming(args, full_env, self.cwd, timeout, on_stderr_line)
+            else:
+                completed = subprocess.run(
+                    args,
+                    input=input_text,
+                    capture_output=capture,
+                    text=True,
+                    env=full_env,
+                    cwd=self.cwd,
+                    timeout=timeout,
+                    check=False,
+                )
         except FileNotFoundError as exc:
             raise CommandError(
                 [shown],
@@ -112,3 +118,43 @@ class CommandRunner:
                 logger.debug("stderr: %s", result.stderr.strip())
             raise CommandError([shown], result.returncode, result.stdout, result.stderr)
         return result
+
+
+def _run_streaming(
+    args: list[str],
+    env: Mapping[str, str],
+    cwd: Path | None,
+    timeout: float | None,
+    on_stderr_line: Callable[[str], None],
+) -> subprocess.CompletedProcess[str]:
+    """subprocess.run with both streams captured, handing each stderr line to ``on_stderr_line`` meanwhile."""
+    with subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        stdout: list[str] = []
+        # stdout is drained alongside, so that a full pipe never stalls the command.
+        reader = threading.Thread(target=lambda: stdout.append(process.stdout.read()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        timed_out = threading.Event()
+
+        def stop() -> None:
+            timed_out.set()
+            process.kill()
+
+        timer = threading.Timer(timeout, stop) if timeout else None
+        if timer:
+            timer.start()
+        stderr: list[str] = []
+        try:
+            for line in process.stderr:
+                stderr.append(line)
+                on_stderr_line(mask(line.rstrip("\n")))
+            process.wait()
+            reader.join()
+        finally:
+            if timer:
+                timer.cancel()
+        if timed_out.is_set() and timeout:
+            raise subprocess.TimeoutExpired(args, timeout)
+        return subprocess.CompletedProcess(args, process.returncode, "".join(stdout), "".join(stderr))

@@ -1,8 +1,8 @@
 #!/opt/mlflow/bin/python
 """mlflow-import: bring another MLflow's data into the kit's, keeping its ids, as a one-shot job.
 
-    mlflow-import --kind filestore|sqlite --source PATH [--artifacts DIR] --work DIR
-                  [--dry-run] [--merge]
+    mlflow-import --kind filestore|sqlite|postgresql --source PATH|URL [--artifacts DIR]
+                  --work DIR [--dry-run] [--merge]
 
 Runs in the MLflow image with the server's own settings (the backend store on the
 PostgreSQL socket, MLFLOW_ARTIFACTS_DESTINATION) and ends with one JSON line: counts per
@@ -10,9 +10,10 @@ table, artifact files and bytes, what was kept as it was and why, and the time t
 
 1. **Stage** the source, never touching it: a file store goes through MLflow's own
    converter (``mlflow migrate-filestore``: meta.yaml, metric histories, the registry,
-   traces, logged models) into a SQLite copy in --work; a SQLite database is copied there.
-   Then MLflow's migrations bring the copy to this image's schema, the schema the kit's
-   database already has.
+   traces, logged models) into a SQLite copy in --work; a SQLite database is copied there;
+   another server's PostgreSQL is read in one read-only snapshot into a SQLite copy that
+   MLflow's migrations first brought to the source's own schema revision. Then MLflow's
+   migrations bring the copy to this image's schema, the schema the kit's database has.
 2. **Plan**: every artifact URI that points into the source's artifact root (file
    paths, ``mlflow-artifacts:/``) becomes ``mlflow-artifacts:/<the same relative path>``;
    any other URI (an S3 bucket, another server) is kept and reported. Experiment ids
@@ -32,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import shutil
 import sqlite3
 import sys
@@ -52,14 +54,30 @@ TAG_TABLES = ("tags", "trace_tags", "trace_request_metadata", "experiment_tags",
 #: Tables a fresh kit database already has rows in (MLflow's migrations seed them): they
 #: do not make it "hold data", and a source row equal by key is already there.
 SEEDED_TABLES = ("workspaces",)
+#: Tables not carried over, and why; a table that refers to one of them stays behind with it.
+GATEWAY = "AI gateway setup: its secrets are encrypted with the source server's key; set it up again in the kit"
+SKIPPED_TABLES = {
+    "webhooks": "their signing secrets are encrypted with the source server's key; create them again in the kit",
+    "webhook_events": "the deliveries of webhooks, which are not carried over",
+    "secrets": GATEWAY,
+    "endpoints": GATEWAY,
+    "model_definitions": GATEWAY,
+    "budget_policies": GATEWAY,
+    "jobs": "the source server's own job queue",
+    "job_locks": "the source server's own job queue",
+    "scheduler_leases": "the source server's own scheduler",
+}
 BATCH = 2000
+#: The source database's password, from the kit (the environment, never argv).
+SOURCE_PASSWORD_VARIABLE = "MLOPS_KIT_IMPORT_SOURCE_PASSWORD"
 CHUNK = 1 << 20
 
 logger = logging.getLogger("mlflow-import")
 
 
 def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A step for the person waiting (the kit shows ``progress:`` lines as they come)."""
+    print(f"progress: {message}", file=sys.stderr, flush=True)
 
 
 # ---- staging ----------------------------------------------------------------------------
@@ -82,6 +100,8 @@ def stage(kind: str, source: str, work: str) -> str:
         # MLflow 3 refuses to open a file store unless asked to (it is read here, once).
         os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
         migrate(Path(source), uri, progress=False)
+    elif kind == "postgresql":
+        stage_postgres(source, uri)
     else:
         progress("copying the SQLite database")
         # The file and its write-ahead log, if any (the copy replays it): a read-only
@@ -98,6 +118,86 @@ def stage(kind: str, source: str, work: str) -> str:
     _upgrade_db(engine)
     engine.dispose()
     return uri
+
+
+class SourceError(Exception):
+    """The source cannot be imported as it is (the message says why and what to do)."""
+
+
+def stage_postgres(source: str, staged_uri: str) -> None:
+    """Another server's MLflow database into SQLite at the same schema revision, only reading it.
+
+    The whole copy comes from one REPEATABLE READ, read-only transaction: a server still in
+    use is copied as it was at one moment. The password comes in SOURCE_PASSWORD_VARIABLE,
+    never argv (not PGPASSWORD: libpq would offer it to the kit's own database too).
+    """
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+    from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase
+
+    progress("reading the source database's schema revision")
+    # The driver this image has (SQLAlchemy's default for postgresql:// may be another one).
+    url = sa.engine.make_url(source).set(drivername="postgresql+psycopg2")
+    if os.environ.get(SOURCE_PASSWORD_VARIABLE):
+        url = url.set(password=os.environ[SOURCE_PASSWORD_VARIABLE])
+    reader = sa.create_engine(
+        url, connect_args={"options": "-c default_transaction_read_only=on"}, poolclass=sa.pool.NullPool
+    )
+    writer = sa.create_engine(staged_uri)
+    try:
+        try:
+            connection = reader.connect()
+        except sa.exc.OperationalError as error:
+            reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+            raise SourceError(f"cannot read the source database: {reason}") from None
+        with connection.execution_options(isolation_level="REPEATABLE READ") as read:
+            read.execute(sa.text("SET TRANSACTION READ ONLY"))
+            if not sa.inspect(read).has_table("alembic_version"):
+                raise SourceError("the source database has no MLflow schema (no alembic_version table)")
+            source_revision = str(read.execute(sa.text("SELECT version_num FROM alembic_version")).scalar())
+            config = _get_alembic_config(staged_uri)
+            try:
+                ScriptDirectory.from_config(config).get_revision(source_revision)
+            except Exception:
+                raise SourceError(
+                    f"the source database is at schema {source_revision}, which this kit's MLflow does not "
+                    "know (a newer MLflow wrote it): upgrade the kit first"
+                ) from None
+            progress(f"creating a copy at the source's schema {source_revision}")
+            InitialBase.metadata.create_all(writer)
+            with writer.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, source_revision)
+            staged_meta = sa.MetaData()
+            staged_meta.reflect(writer)
+            source_meta = sa.MetaData()
+            source_meta.reflect(read)
+            with writer.begin() as out:
+                for table in staged_meta.sorted_tables:
+                    theirs = source_meta.tables.get(table.name)
+                    if theirs is None or table.name == "alembic_version":
+                        continue
+                    columns = [
+                        c.name
+                        for c in table.columns
+                        if c.name in theirs.columns and c.computed is None and theirs.c[c.name].computed is None
+                    ]
+                    # What the migrations seeded (the default workspace) is the source's to say.
+                    out.execute(table.delete())
+                    rows = read.execution_options(stream_results=True, yield_per=BATCH).execute(
+                        sa.select(*[theirs.c[c] for c in columns])
+                    )
+                    n = 0
+                    for batch in rows.partitions(BATCH):
+                        out.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in batch])
+                        n += len(batch)
+                    if n:
+                        progress(f"source: {table.name} {n}")
+    finally:
+        reader.dispose()
+        writer.dispose()
 
 
 # ---- where artifacts go -----------------------------------------------------------------
@@ -123,25 +223,58 @@ class Mapping:
     kept: dict[str, int] = field(default_factory=dict)
 
     def rewrite(self, uri: str | None) -> tuple[str | None, str | None]:
-        """(the URI in the kit, the local file or folder holding its bytes) for a source URI."""
+        """(the URI in the kit, the local file or folder holding its bytes) for a source URI.
+
+        A URI whose path climbs out of its root (``..``, or a symlink in the source that
+        points elsewhere) is kept as it is and nothing is read for it: a hostile source must
+        not copy the job's own files (its secrets) into the store.
+        """
         if not uri:
             return uri, None
         if uri.startswith(SCHEME):
             rest = uri[len(SCHEME) :]
             if rest.startswith("//"):  # mlflow-artifacts://host:port/path
                 rest = rest[2:].partition("/")[2]
-            relative = rest.strip("/")
-            local = os.path.join(self.served_root, relative) if self.served_root else None
+            relative = inside(rest)
+            if relative is None:
+                return self.keep(uri, LEAVES_ROOT)
+            local = within(self.served_root, relative) if self.served_root else None
             return f"{SCHEME}/{relative}", local
         path = uri_path(uri)
         if path is not None:
             for old in sorted(self.roots, key=len, reverse=True):
                 if path == old or path.startswith(old.rstrip("/") + "/"):
-                    relative = path[len(old) :].strip("/")
-                    return f"{SCHEME}/{relative}", os.path.join(self.roots[old], relative)
-        scheme = urlparse(uri).scheme or "a path outside the source"
-        self.kept[scheme] = self.kept.get(scheme, 0) + 1
+                    relative = inside(path[len(old) :])
+                    local = within(self.roots[old], relative) if relative is not None else None
+                    if relative is None or local is None:
+                        return self.keep(uri, LEAVES_ROOT)
+                    return f"{SCHEME}/{relative}", local
+        return self.keep(uri, urlparse(uri).scheme or "a path outside the source")
+
+    def keep(self, uri: str, why: str) -> tuple[str, None]:
+        self.kept[why] = self.kept.get(why, 0) + 1
         return uri, None
+
+
+LEAVES_ROOT = "a path that leaves the artifact root"
+
+
+def inside(relative: str) -> str | None:
+    """``relative`` without `.` and `..` (None when it climbs out of where it starts)."""
+    clean = posixpath.normpath("/" + relative.strip("/")).lstrip("/")
+    climbs = posixpath.normpath(relative.strip("/")) if relative.strip("/") else ""
+    if climbs == ".." or climbs.startswith("../"):
+        return None
+    return clean
+
+
+def within(root: str, relative: str) -> str | None:
+    """The local path of ``relative`` under ``root``, or None when a symlink takes it elsewhere."""
+    local = os.path.join(root, relative) if relative else root
+    real, real_root = os.path.realpath(local), os.path.realpath(root)
+    if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+        return None
+    return local
 
 
 def find_roots(db: sqlite3.Connection, source_root: str | None, served_root: str | None) -> Mapping:
@@ -268,15 +401,18 @@ def plan_artifacts(folders: dict[str, str]) -> tuple[int, int]:
     return files, size
 
 
-def copy_artifacts(store: LocalStore, folders: dict[str, str], total_files: int) -> Copied:
+def copy_artifacts(store: LocalStore, folders: dict[str, str], total_files: int, total_bytes: int) -> Copied:
     copied = Copied()
-    done = 0
+    done = done_bytes = 0
+    shown = time.monotonic()
     for relative, local in folders.items():
         for path, inner in walk(local):
             store.copy(path, f"{relative}/{inner}" if inner else relative, copied)
             done += 1
-            if done % 500 == 0 or done == total_files:
-                progress(f"artifacts: {done}/{total_files} files")
+            done_bytes += os.path.getsize(path)
+            if time.monotonic() - shown > 1 or done == total_files:
+                shown = time.monotonic()
+                progress(f"artifacts: {done}/{total_files} files, {done_bytes >> 20}/{total_bytes >> 20} MiB")
     return copied
 
 
@@ -314,6 +450,22 @@ class Target:
 
     def tables(self) -> list[Any]:
         return [t for t in self.metadata.sorted_tables if t.name != "alembic_version"]
+
+
+def skipped_tables(target: Target) -> dict[str, str]:
+    """Tables whose rows stay behind, with the reason (SKIPPED_TABLES and what refers to them)."""
+    reasons = {name: why for name, why in SKIPPED_TABLES.items() if name in target.metadata.tables}
+    changed = True
+    while changed:
+        changed = False
+        for table in target.tables():
+            if table.name in reasons:
+                continue
+            behind = sorted({fk.column.table.name for fk in table.foreign_keys} & reasons.keys())
+            if behind:
+                reasons[table.name] = reasons[behind[0]]
+                changed = True
+    return reasons
 
 
 def revision(engine: Any) -> str:
@@ -388,8 +540,23 @@ def source_counts(db: sqlite3.Connection, target: Target) -> dict[str, int]:
     }
 
 
+def insert_rows(out: Any, insert: Any, table: str, batch: list[dict[str, Any]]) -> None:
+    import sqlalchemy as sa
+
+    try:
+        out.execute(insert, batch)
+    except sa.exc.IntegrityError as error:
+        reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
+        raise SourceError(f"the source's {table} clash with the kit's ({reason}): nothing was imported") from None
+
+
 def copy_rows(
-    staged_uri: str, target: Target, mapping: Mapping, experiment_ids: dict[int, int], replace_default: bool
+    staged_uri: str,
+    target: Target,
+    mapping: Mapping,
+    experiment_ids: dict[int, int],
+    replace_default: bool,
+    skipped: dict[str, str],
 ) -> dict[str, int]:
     """Every row of the staged copy into the kit's database, in one transaction."""
     import sqlalchemy as sa
@@ -405,7 +572,7 @@ def copy_rows(
             out.execute(sa.text("DELETE FROM experiments WHERE experiment_id = 0"))
         for table in target.tables():
             read = source_meta.tables.get(table.name)
-            if read is None:
+            if read is None or table.name in skipped:
                 continue
             # Generated columns (spans.duration_ns) are PostgreSQL's to compute.
             columns = [c.name for c in table.columns if c.name in read.columns and c.computed is None]
@@ -432,11 +599,13 @@ def copy_rows(
                         record["value"] = new
                 batch.append(record)
                 if len(batch) >= BATCH:
-                    out.execute(insert, batch)
+                    insert_rows(out, insert, table.name, batch)
                     n += len(batch)
                     batch = []
+                    if n % 100_000 == 0:
+                        progress(f"rows: {table.name} {n}")
             if batch:
-                out.execute(insert, batch)
+                insert_rows(out, insert, table.name, batch)
                 n += len(batch)
             if n:
                 copied[table.name] = n
@@ -467,6 +636,13 @@ def copy_rows(
 # ---- the job ----------------------------------------------------------------------------
 
 
+def peak_memory_mib() -> int:
+    """The job's peak resident memory (MiB): the benchmark's figure for "memory bounded"."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+
+
 def _fail(message: str, **extra: Any) -> int:
     print(json.dumps({"ok": False, "error": message, **extra}))
     return 1
@@ -474,7 +650,7 @@ def _fail(message: str, **extra: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlflow-import")
-    parser.add_argument("--kind", choices=("filestore", "sqlite"), required=True)
+    parser.add_argument("--kind", choices=("filestore", "sqlite", "postgresql"), required=True)
     parser.add_argument("--source", required=True)
     parser.add_argument("--artifacts", help="the folder the source's artifact URIs point into")
     parser.add_argument("--work", required=True)
@@ -515,6 +691,10 @@ def main(argv: list[str] | None = None) -> int:
             source_root = str(_resolve_mlruns(Path(args.source)))
         mapping = find_roots(db, source_root, args.artifacts)
         counts = source_counts(db, target)
+        reasons = skipped_tables(target)
+        skipped = {name: {"rows": counts.pop(name), "reason": reasons[name]} for name in reasons if counts.get(name)}
+        for name in reasons:
+            counts.pop(name, None)
         target_counts, empty = target_state(target)
         clashes = collisions(db, target) if not empty else []
         folders = artifact_folders(db, mapping)
@@ -536,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
             "collisions": clashes,
             "new_experiment_ids": {str(k): v for k, v in experiment_ids.items()},
             "kept_uris": dict(mapping.kept),
+            "skipped": skipped,
         }
         if not empty and not args.merge:
             return _fail(
@@ -549,10 +730,14 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"ok": True, "dry_run": True, "plan": plan, "seconds": round(time.time() - started, 2)}))
             return 0
         store = LocalStore(destination)
-        artifacts = copy_artifacts(store, folders, files)
+        artifacts = copy_artifacts(store, folders, files, size)
         source_has_default = db.execute("SELECT 1 FROM experiments WHERE experiment_id = 0").fetchone() is not None
-        rows = copy_rows(staged_uri, target, mapping, experiment_ids, replace_default=empty and source_has_default)
+        rows = copy_rows(
+            staged_uri, target, mapping, experiment_ids, replace_default=empty and source_has_default, skipped=reasons
+        )
         db.close()
+    except SourceError as error:
+        return _fail(str(error))
     except Exception as error:
         logger.exception("import stopped")
         return _fail(f"{type(error).__name__}: {error}"[:800])
@@ -569,6 +754,7 @@ def main(argv: list[str] | None = None) -> int:
                     "already_there": artifacts.already_there,
                 },
                 "seconds": round(time.time() - started, 2),
+                "peak_memory_mib": peak_memory_mib(),
             }
         )
     )

@@ -1,6 +1,8 @@
-"""import: bring another MLflow's data (a file store, a SQLite database) into the stack."""
+"""import: bring another MLflow's data (a file store, a SQLite database, a server's PostgreSQL) into the stack."""
 
 from __future__ import annotations
+
+import os
 
 import click
 from rich.markup import escape
@@ -18,7 +20,7 @@ from mlops_kit.workflows.importing import ImportReport, import_data, recognise_s
     "--artifacts",
     metavar="DIR",
     envvar="MLOPS_KIT_IMPORT_ARTIFACTS",
-    help="A SQLite source's artifact root (the folder its runs' artifact URIs point into: mlruns/ of "
+    help="A database source's artifact root (the folder its runs' artifact URIs point into: mlruns/ of "
     "`mlflow ui`, or a server's --artifacts-destination). [env var: MLOPS_KIT_IMPORT_ARTIFACTS]",
 )
 @click.option("--dry-run", "plan_only", is_flag=True, help="Show what would be imported (counts, bytes, id changes).")
@@ -35,14 +37,16 @@ from mlops_kit.workflows.importing import ImportReport, import_data, recognise_s
 def import_(
     app: AppContext, source: str, artifacts: str | None, plan_only: bool, merge: bool, yes: bool, as_json: bool
 ) -> None:
-    """Import SOURCE (an mlruns/ folder or an MLflow SQLite file) into the stack, keeping its ids.
+    """Import SOURCE into the stack, keeping its ids: an mlruns/ folder, an MLflow SQLite file, or
+    another MLflow server's database as postgresql://USER@HOST[:PORT]/DATABASE (the password in
+    PGPASSWORD, read from this host's network).
 
     The source is only read. Artifacts are copied into the stack's store (sha256-checked) and
     their URIs become mlflow-artifacts:/; the rows go in one transaction. Run it again after
     an interruption: it goes on where it stopped. See docs/import.md.
     """
     config = app.config()
-    what = recognise_source(source, artifacts)
+    what = recognise_source(source, artifacts, password=os.environ.get("PGPASSWORD"))
     dry_run = plan_only or app.dry_run
     if not dry_run:
         confirm(
@@ -85,6 +89,8 @@ def _print_report(report: ImportReport) -> None:
         )
     for scheme, count in report.kept_uris.items():
         ui.warning(escape(f"{count} artifact location(s) in {scheme} kept as they were (outside the source)"))
+    for name, what in sorted(report.skipped.items()):
+        ui.warning(escape(f"{name}: {what.get('rows')} row(s) not imported: {what.get('reason')}"))
     if report.dry_run:
         ui.info(f"planned in {report.seconds:.0f} s; nothing was changed")
     else:

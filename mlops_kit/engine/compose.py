@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -75,7 +75,8 @@ class ComposeProject:
 
     # ---- argv ------------------------------------------------------------------
 
-    def base_argv(self) -> list[str]:
+    def base_argv(self, overlays: Sequence[Path] = ()) -> list[str]:
+        """`docker compose` with this project's name, folder, `.env` and files (then ``overlays``)."""
         argv = [
             "docker",
             "compose",
@@ -86,14 +87,25 @@ class ComposeProject:
         ]
         if self.config.env_file.is_file():
             argv += ["--env-file", str(self.config.env_file)]
-        for compose_file in self.config.compose_files:
+        for compose_file in [*self.config.compose_files, *(self.config.project_dir / o for o in overlays)]:
             argv += ["--file", str(compose_file)]
         return argv
 
-    def run(self, args: Sequence[str], **kwargs: object) -> CommandResult:
-        """Run `docker compose <args>` for this project with the config's environment."""
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        overlays: Sequence[Path] = (),
+        env: Mapping[str, str] | None = None,
+        **kwargs: object,
+    ) -> CommandResult:
+        """Run `docker compose <args>` for this project with the config's environment (and ``env``).
+
+        ``overlays``: Compose files (relative to the kit) added for this command only.
+        """
+        environment = {**self.config.compose_env(), **(env or {})}
         try:
-            return self.runner.run([*self.base_argv(), *args], env=self.config.compose_env(), **kwargs)  # type: ignore[arg-type]
+            return self.runner.run([*self.base_argv(overlays), *args], env=environment, **kwargs)  # type: ignore[arg-type]
         except CommandError as error:
             raise_if_engine_unusable(error)
             raise_if_port_taken(error, self.config.bind_address, self.config.port)
@@ -230,15 +242,29 @@ class ComposeProject:
         check: bool = True,
         timeout: float | None = None,
         read_only: bool = False,
+        overlays: Sequence[Path] = (),
+        env: Mapping[str, str] | None = None,
+        on_stderr_line: Callable[[str], None] | None = None,
     ) -> CommandResult:
         """`docker compose run --rm` a one-shot job; ``mounts`` are extra `-v SRC:DST` pairs.
 
         ``read_only``: the job changes nothing, so it runs under --dry-run too (a listing).
+        ``env``: variables the job gets by name (`--env NAME`): their values stay out of argv.
         """
         args = ["run", "--rm", "--no-deps", "-T"]
         for mount in mounts:
             args += ["--volume", mount]
-        return self.run([*args, service, *command], check=check, timeout=timeout, changes_state=not read_only)
+        for name in env or {}:
+            args += ["--env", name]
+        return self.run(
+            [*args, service, *command],
+            check=check,
+            timeout=timeout,
+            changes_state=not read_only,
+            overlays=overlays,
+            env=env,
+            on_stderr_line=on_stderr_line,
+        )
 
     def start_services(self, services: Sequence[str], *, wait_timeout: int) -> None:
         """Start only some services (e.g. the database during a restore) and wait for health."""

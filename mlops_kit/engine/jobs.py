@@ -7,12 +7,16 @@ sent to ``python -``) print progress as they like and end with one JSON line.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_kit.errors import CommandError, KitError, last_line
 
-__all__ = ["last_json", "last_line", "run_json_job"]
+__all__ = ["PROGRESS_PREFIX", "last_json", "last_line", "run_json_job"]
+
+#: How a job marks a line of its stderr as progress for the person waiting.
+PROGRESS_PREFIX = "progress: "
 
 if TYPE_CHECKING:
     from mlops_kit.engine.compose import ComposeProject
@@ -41,14 +45,28 @@ def run_json_job(
     mounts: Sequence[str] = (),
     error: type[KitError] = KitError,
     read_only: bool = False,
+    overlays: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """`docker compose run` a one-shot job and return its JSON answer, or raise ``error`` saying why not.
 
     A job that fails says why in its JSON line (``error``, or a list of ``problems``);
-    that sentence, not Compose's, is the message.
+    that sentence, not Compose's, is the message. ``on_progress`` gets what the job reports
+    on stderr as ``progress: <message>`` lines, as they come.
     """
+    on_line = None
+    if on_progress is not None:
+        report = on_progress
+
+        def on_line(line: str) -> None:
+            if line.startswith(PROGRESS_PREFIX):
+                report(line[len(PROGRESS_PREFIX) :].strip())
+
     try:
-        result = project.run_job(service, command, mounts=mounts, read_only=read_only)
+        result = project.run_job(
+            service, command, mounts=mounts, read_only=read_only, overlays=overlays, env=env, on_stderr_line=on_line
+        )
     except CommandError as failure:
         said = last_json(failure.stdout)
         detail = _complaint(said) if isinstance(said, dict) else ""

@@ -17,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from mlops_kit.engine.compose import ComposeProject
 from mlops_kit.engine.jobs import run_json_job
 from mlops_kit.errors import ConfigError, ImportDataError
+from mlops_kit.masking import register_secret
 from mlops_kit.services.mlflow import IMPORT_JOB, MLFLOW, MLFLOW_UID
 from mlops_kit.workflows.lifecycle import require_running
 from mlops_kit.workflows.lock import backup_lock
@@ -34,39 +36,80 @@ ARTIFACTS_MOUNT = "/import/artifacts"
 WORK_MOUNT = "/import/work"
 #: The scratch folder (the staged copy), under BACKUP_DIR: sized for copies of the data.
 WORK_FOLDER = "import-work"
+#: The overlay that gives the job reading another server's database the host's network.
+IMPORT_NETWORK_OVERLAY = Path("docker/compose/import-network.yaml")
+#: How the job gets the source database's password (not PGPASSWORD: libpq would offer that
+#: to the kit's own database as well).
+SOURCE_PASSWORD_VARIABLE = "MLOPS_KIT_IMPORT_SOURCE_PASSWORD"
 #: A SQLite source's copy in the scratch folder.
 SQLITE_COPY = "source.db"
 
 
 @dataclass(frozen=True)
 class ImportSource:
-    """What to import: ``kind`` is "filestore" or "sqlite"; ``artifacts`` the folder its URIs point into."""
+    """What to import: ``kind`` is "filestore", "sqlite" or "postgresql"; ``artifacts`` the folder its URIs point into.
+
+    A file store or SQLite file has a ``path``; another server's database a ``url``
+    (without its password, which is ``password``, kept out of argv, logs and reprs).
+    """
 
     kind: str
-    path: Path
+    path: Path | None = None
     artifacts: Path | None = None
+    url: str | None = None
+    password: str | None = field(default=None, repr=False)
 
     def describe(self) -> str:
-        what = {"filestore": "file store", "sqlite": "SQLite database"}[self.kind]
-        return f"{what} {self.path}" + (f" (artifacts: {self.artifacts})" if self.artifacts else "")
+        what = {"filestore": "file store", "sqlite": "SQLite database", "postgresql": "PostgreSQL database"}[self.kind]
+        return f"{what} {self.url or self.path}" + (f" (artifacts: {self.artifacts})" if self.artifacts else "")
 
 
-def recognise_source(source: str, artifacts: str | None = None) -> ImportSource:
-    """The kind of ``source`` (a file store folder or a SQLite file), or a ConfigError saying why not."""
-    if source.startswith(("postgresql:", "postgres:", "mysql:", "mssql:")):
+def _database_source(source: str, artifacts: Path | None, password: str | None) -> ImportSource:
+    """Another MLflow server's PostgreSQL database, from its URL (the password out of it)."""
+    parts = urlsplit(source)
+    if not parts.hostname or not parts.path.strip("/"):
         raise ConfigError(
-            f"SOURCE {source.split(':', 1)[0]}:... : importing from another server's database is not supported yet",
-            hint="copy it to SQLite or stop that server and import its file store or SQLite file",
+            "SOURCE: a database URL needs a host and a database name",
+            hint="give postgresql://USER@HOST[:PORT]/DATABASE (the password in PGPASSWORD)",
         )
-    path = Path(source).expanduser().absolute()
-    for given, what in ((str(path), "SOURCE"), (artifacts or "", "--artifacts")):
-        if ":" in given:
-            raise ConfigError(f"{what} {given} has a ':' in its path, which Docker cannot mount", hint="rename it")
-    if not path.exists():
-        raise ConfigError(f"SOURCE {path} does not exist", hint="give an mlruns/ folder or an MLflow SQLite file")
+    in_url = unquote(parts.password) if parts.password is not None else None
+    register_secret(in_url)
+    register_secret(password)
+    user = f"{parts.username}@" if parts.username else ""
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = f"{user}{host}" + (f":{parts.port}" if parts.port else "")
+    url = urlunsplit(("postgresql", netloc, parts.path, parts.query, ""))
+    return ImportSource("postgresql", artifacts=artifacts, url=url, password=in_url or password)
+
+
+def recognise_source(source: str, artifacts: str | None = None, *, password: str | None = None) -> ImportSource:
+    """The kind of ``source`` (a file store folder, a SQLite file or a PostgreSQL URL), or a ConfigError saying why not.
+
+    ``password``: the database's, when its URL has none (the CLI passes PGPASSWORD).
+    """
+    scheme = source.split(":", 1)[0].lower() if "://" in source else ""
+    if scheme and scheme.split("+")[0] not in ("postgresql", "postgres"):
+        raise ConfigError(
+            f"SOURCE {scheme}://... : only PostgreSQL databases can be imported from a server",
+            hint="copy the database to SQLite first, or import the server's file store",
+        )
+    if artifacts and "://" in artifacts:
+        raise ConfigError(
+            f"--artifacts {artifacts.split('://', 1)[0]}://... : artifacts in a bucket cannot be imported yet",
+            hint="copy them to a folder (e.g. `aws s3 sync`) and give the folder",
+        )
     artifacts_path = Path(artifacts).expanduser().absolute() if artifacts else None
+    if artifacts_path is not None and ":" in str(artifacts_path):
+        raise ConfigError(f"--artifacts {artifacts_path} has a ':' in its path, which Docker cannot mount")
     if artifacts_path is not None and not artifacts_path.is_dir():
         raise ConfigError(f"--artifacts {artifacts_path} is not a folder", hint="give the source's artifact root")
+    if scheme:
+        return _database_source(source, artifacts_path, password)
+    path = Path(source).expanduser().absolute()
+    if ":" in str(path):
+        raise ConfigError(f"SOURCE {path} has a ':' in its path, which Docker cannot mount", hint="rename it")
+    if not path.exists():
+        raise ConfigError(f"SOURCE {path} does not exist", hint="give an mlruns/ folder or an MLflow SQLite file")
     if path.is_file():
         with path.open("rb") as handle:
             header = handle.read(len(SQLITE_HEADER))
@@ -74,7 +117,7 @@ def recognise_source(source: str, artifacts: str | None = None) -> ImportSource:
             raise ConfigError(
                 f"SOURCE {path} is neither a folder nor a SQLite database", hint="give mlruns/ or mlflow.db"
             )
-        return ImportSource("sqlite", path, artifacts_path)
+        return ImportSource("sqlite", path=path, artifacts=artifacts_path)
     mlruns = path / "mlruns" if (path / "mlruns").is_dir() else path
     looks_like_a_store = any(
         child.is_dir() and (child.name.isdigit() or child.name in ("models", ".trash")) for child in mlruns.iterdir()
@@ -86,7 +129,7 @@ def recognise_source(source: str, artifacts: str | None = None) -> ImportSource:
         )
     if artifacts_path is not None:
         raise ConfigError("--artifacts is for a SQLite source: a file store keeps its artifacts inside it")
-    return ImportSource("filestore", mlruns, None)
+    return ImportSource("filestore", path=mlruns)
 
 
 @dataclass(frozen=True)
@@ -105,7 +148,11 @@ class ImportReport:
     already_there: int = 0
     new_experiment_ids: dict[str, int] = field(default_factory=dict)
     kept_uris: dict[str, int] = field(default_factory=dict)
+    #: Tables whose rows stayed behind: {"rows": n, "reason": why}.
+    skipped: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
+    #: The job's peak resident memory (0 in a dry run).
+    peak_memory_mib: int = 0
 
     @classmethod
     def from_answer(cls, answer: dict[str, Any], source: ImportSource, started: float) -> ImportReport:
@@ -124,7 +171,9 @@ class ImportReport:
             already_there=int(artifacts.get("already_there", 0)),
             new_experiment_ids={str(k): int(v) for k, v in (plan.get("new_experiment_ids") or {}).items()},
             kept_uris={str(k): int(v) for k, v in (plan.get("kept_uris") or {}).items()},
+            skipped={str(k): dict(v) for k, v in (plan.get("skipped") or {}).items()},
             seconds=round(time.time() - started, 1),
+            peak_memory_mib=int(answer.get("peak_memory_mib") or 0),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,7 +191,9 @@ class ImportReport:
             },
             "new_experiment_ids": self.new_experiment_ids,
             "kept_uris": self.kept_uris,
+            "skipped": self.skipped,
             "seconds": self.seconds,
+            "peak_memory_mib": self.peak_memory_mib,
         }
 
 
@@ -171,15 +222,32 @@ def _copy_private(database: Path, copy: Path) -> None:
 
 
 def _run_job(
-    project: ComposeProject, command: list[str], mounts: list[str], source: ImportSource, *, read_only: bool
+    project: ComposeProject,
+    command: list[str],
+    mounts: list[str],
+    source: ImportSource,
+    *,
+    read_only: bool,
+    on_progress: Callable[[str], None],
 ) -> dict[str, Any]:
     """The job's answer; its complaints name the host's paths, not the container's."""
     try:
+        database = source.kind == "postgresql"
         return run_json_job(
-            project, MLFLOW.name, command, what="the import", error=ImportDataError, mounts=mounts, read_only=read_only
+            project,
+            MLFLOW.name,
+            command,
+            what="the import",
+            error=ImportDataError,
+            mounts=mounts,
+            read_only=read_only,
+            # Only the job that reads another server's database gets a network (the host's).
+            overlays=[IMPORT_NETWORK_OVERLAY] if database else [],
+            env={SOURCE_PASSWORD_VARIABLE: source.password} if database and source.password else None,
+            on_progress=on_progress,
         )
     except ImportDataError as failure:
-        message = failure.message.replace(SOURCE_MOUNT, str(source.path))
+        message = failure.message.replace(SOURCE_MOUNT, str(source.path or source.url))
         if source.artifacts is not None:
             message = message.replace(ARTIFACTS_MOUNT, str(source.artifacts))
         if "Permission denied" in message:
@@ -211,7 +279,9 @@ def import_data(
         require_running(project)
         work = _work_folder(project)
         mounts = [f"{work}:{WORK_MOUNT}"]
-        if source.kind == "sqlite":
+        if source.kind == "postgresql" and source.url:
+            where = source.url
+        elif source.kind == "sqlite" and source.path:
             # Copied here (as whoever runs the kit) rather than mounted: the job's user could
             # not read a database in a private folder, and the staging needs a copy anyway.
             on_step(f"Copying {source.path}")
@@ -230,7 +300,10 @@ def import_data(
             command.append("--merge")
         on_step(f"{'Planning' if dry_run else 'Importing'} {source.describe()}")
         try:
-            answer = _run_job(project, command, mounts, source, read_only=dry_run)
+            doing = "Planning" if dry_run else "Importing"
+            answer = _run_job(
+                project, command, mounts, source, read_only=dry_run, on_progress=lambda m: on_step(f"{doing}: {m}")
+            )
         finally:
             # The staged copy is only scratch (a rerun stages again); the store keeps what was copied.
             shutil.rmtree(work, ignore_errors=True)

@@ -52,3 +52,34 @@ class LoopbackHttpWaitStrategy(WaitStrategy):
 
         if not self._poll(answers):
             raise TimeoutError(f"{url} did not answer 200 within {self._startup_timeout:.0f} s")
+
+
+#: The password of the tests' stand-alone PostgreSQL servers (a throwaway, for a throwaway server).
+SOURCE_DB_PASSWORD = "source-db-password"
+
+
+def plain_postgres(image: str) -> DockerContainer:
+    """A stand-alone PostgreSQL server (user and database `mlflow`, password auth over TCP)
+    from the kit's PostgreSQL image, published on 127.0.0.1: another team's MLflow database.
+
+    The kit's own entrypoint serves only a socket, so this one starts the server itself.
+    """
+    require_local_image(image)
+    script = (
+        'set -e; umask 077; echo "$SOURCE_DB_PASSWORD" > /tmp/pw; '
+        "initdb -D /tmp/pg --username=postgres --pwfile=/tmp/pw --auth=scram-sha-256 >/dev/null; "
+        "echo 'host all all 0.0.0.0/0 scram-sha-256' >> /tmp/pg/pg_hba.conf; "
+        "pg_ctl -D /tmp/pg -o \"-c listen_addresses='' -c unix_socket_directories=/tmp\" -w start >/dev/null; "
+        'PGPASSWORD="$SOURCE_DB_PASSWORD" psql -h /tmp -U postgres -q -c "CREATE ROLE mlflow LOGIN PASSWORD '
+        "'$SOURCE_DB_PASSWORD'\" -c 'CREATE DATABASE mlflow OWNER mlflow'; "
+        "pg_ctl -D /tmp/pg -w stop >/dev/null; "
+        "exec postgres -D /tmp/pg -c listen_addresses='*' -c unix_socket_directories=/tmp"
+    )
+    container = (
+        DockerContainer(image)
+        .with_env("SOURCE_DB_PASSWORD", SOURCE_DB_PASSWORD)
+        .with_kwargs(entrypoint=["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "bash", "-c"])
+        .with_command([script])
+    )
+    container.ports["5432/tcp"] = ON_LOOPBACK  # type: ignore[assignment]
+    return container

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 BIG_ARTIFACT = 9 * 2**20
+#: Points in each run's long metric history (one log_batch call: the API's limit is 1,000).
+HISTORY_STEPS = 1000
 MODEL_NAME = "digest-model"
 
 
@@ -32,10 +34,11 @@ def _mlflow_major() -> int:
 
 
 def populate(tracking_uri: str, prefix: str = "bk") -> list[str]:
-    """Two experiments, nested runs, metric histories, a big artifact, a registered and aliased model,
-    traces and a deleted run. Returns the experiment ids."""
+    """Two experiments, nested runs, metric histories (one of 1,000 steps per run), a big artifact, a
+    registered and aliased model, traces and a deleted run. Returns the experiment ids."""
     import mlflow
     import pandas as pd
+    from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
     class Doubler(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
@@ -57,6 +60,9 @@ def populate(tracking_uri: str, prefix: str = "bk") -> list[str]:
                     mlflow.log_metrics({"loss": 1.0 / (r + 1)}, step=0)
                     for step in range(1, 30):
                         mlflow.log_metric("loss", 1.0 / (r + step + 1), step=step)
+                    first = 1_700_000_000_000 + 10_000 * r
+                    curve = [Metric("curve", (s % 97) / 7.0 + r, first + s, s) for s in range(HISTORY_STEPS)]
+                    client.log_batch(run.info.run_id, metrics=curve)
                     with mlflow.start_run(run_name=f"child-{e}-{r}", nested=True):
                         mlflow.log_metric("accuracy", 0.5 + r / 10)
                     notes = Path(tmp, f"notes-{e}-{r}.txt")

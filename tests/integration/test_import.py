@@ -12,19 +12,29 @@ experiment ids, which PostgreSQL's integer cannot hold (renumbered; the old id i
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import REPO_ROOT, Stack, clean_env, fresh_stack, psql
+from tests.harness import REPO_ROOT, Stack, clean_env, cli_argv, fresh_stack, psql
+from tests.integration.containers import SOURCE_DB_PASSWORD, loopback_port, plain_postgres
 from tests.integration.mlflow_data import MODEL_NAME, digest
+from tests.integration.old_releases import MLFLOW2, OLD_PYTHON, build_mlflow2_image
 
 PREFIX = "imp"
 ORIGINAL_ID_TAG = "mlops-kit.import.original-experiment-id"
+#: An artifact location from the run's folder on: `file:///a/mlruns/1/<run id>/artifacts/model`
+#: (a 2.x model version's source) and its rewritten `mlflow-artifacts:/...` name the same files.
+RUN_FOLDER = re.compile(r"^(?:file:|mlflow-artifacts:).*?/([0-9a-f]{32}/artifacts(?:/.*)?)$")
+HERE = Path(__file__).resolve().parent
 
 
 def run_data_script(command: str, tracking_uri: str, cwd: Path) -> Any:
@@ -55,11 +65,12 @@ def comparable(data: dict[str, Any]) -> dict[str, Any]:
             run_id: {k: v for k, v in run.items() if k != "artifact_uri"} for run_id, run in experiment["runs"].items()
         }
         experiments[experiment["name"]] = {**experiment, "tags": tags, "runs": runs, "artifact_location": None}
-    # A local store's client gives version numbers as ints, the REST client as strings.
+    # A local store's client gives version numbers as ints, the REST client as strings; a
+    # version's source in the artifact store is compared from its run's folder on.
     models = {
         name: {
             "aliases": {alias: str(version) for alias, version in model["aliases"].items()},
-            "versions": [[str(v[0]), *v[1:]] for v in model["versions"]],
+            "versions": [[str(v[0]), RUN_FOLDER.sub(r"\1", v[1]), *v[2:]] for v in model["versions"]],
         }
         for name, model in data["registered_models"].items()
     }
@@ -167,6 +178,183 @@ def test_a_sqlite_store_imports_with_identical_data(stack: Stack, tmp_path: Path
     assert comparable(after) == comparable(before)
 
 
+#: The interrupted import's extra artifacts: enough bytes that the copy takes a while to kill.
+BULK_FILES = 128
+BULK_FILE_BYTES = 4 << 20
+
+
+def artifact_store(stack: Stack) -> Path:
+    """Where the stack's artifacts volume is on this host (the tests run as root)."""
+    found = subprocess.run(
+        ["docker", "volume", "inspect", "-f", "{{.Mountpoint}}", f"{stack.project}_artifacts"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return Path(found.stdout.strip())
+
+
+def one_off_containers(stack: Stack) -> list[str]:
+    """The stack's `docker compose run` containers (the import job) now running."""
+    labels = [f"label=com.docker.compose.project={stack.project}", "label=com.docker.compose.oneoff=True"]
+    found = subprocess.run(
+        ["docker", "ps", "-q", *[arg for label in labels for arg in ("--filter", label)]],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return found.stdout.split()
+
+
+def test_an_interrupted_import_goes_on_where_it_stopped(
+    stack: Stack, file_store: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The job is killed while it copies artifacts; the rerun finishes, copies nothing twice, doubles nothing."""
+    wipe(stack)
+    mlruns = tmp_path / "mlruns"
+    shutil.copytree(file_store[0], mlruns)
+    bulk = tmp_path / "bulk"
+    bulk.mkdir()
+    for i in range(BULK_FILES):
+        (bulk / f"part-{i:03}.bin").write_bytes(os.urandom(BULK_FILE_BYTES))
+    script = (
+        "import sys, mlflow\nmlflow.set_experiment('imp-bulk')\n"
+        "with mlflow.start_run(run_name='bulk'):\n    mlflow.log_artifacts(sys.argv[1], artifact_path='bulk')\n"
+    )
+    logged = subprocess.run(
+        [sys.executable, "-c", script, str(bulk)],
+        env=clean_env({"MLFLOW_TRACKING_URI": mlruns.as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"}),
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert logged.returncode == 0, logged.stderr[-3000:]
+    shutil.rmtree(bulk)
+    before = run_data_script("digest", mlruns.as_uri(), tmp_path)
+    store = artifact_store(stack)
+
+    importing = subprocess.Popen(
+        cli_argv("import", str(mlruns), "--yes", "--json"),
+        cwd=stack.directory, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    job: list[str] = []
+    deadline = time.monotonic() + 600
+    while importing.poll() is None and time.monotonic() < deadline:
+        job = job or one_off_containers(stack)
+        if job and any(store.rglob("part-*.bin")):
+            subprocess.run(["docker", "kill", *job], capture_output=True, check=False)
+            break
+        time.sleep(0.02)
+    out, err = importing.communicate(timeout=300)
+    assert importing.returncode == 13, out + err
+    assert "Traceback" not in err, err
+    present = len(list(store.rglob("part-*.bin")))
+    assert 0 < present < BULK_FILES, f"the kill came after {present} of {BULK_FILES} files, not mid-copy"
+    assert psql(stack, "SELECT count(*) FROM runs").strip() == "0", "no row may arrive before the artifacts"
+
+    report = json.loads(stack.kit("import", str(mlruns), "--yes", "--json").stdout)
+    files = report["artifacts"]
+    # Every file the first attempt finished is kept (a file is renamed into place only once checked).
+    assert files["already_there"] >= present, files
+    assert files["copied_files"] + files["already_there"] == files["files"], files
+    assert not list(store.rglob("*.mlops-kit-import")), "a partial copy was left behind"
+    assert report["rows"]["runs"] == report["planned_rows"]["runs"]
+    assert psql(stack, "SELECT count(*) FROM runs").strip() == str(report["planned_rows"]["runs"])
+    assert comparable(kit_digest(stack)) == comparable(before)
+
+
+KIT_POSTGRES_IMAGE = "mlops-kit/postgres:17-kit0.9.0"
+
+
+@pytest.fixture()
+def source_server(kit_images: None) -> Iterator[int]:
+    """Another team's PostgreSQL (the kit's image, serving TCP with a password); its 127.0.0.1 port."""
+    import psycopg2
+
+    container = plain_postgres(KIT_POSTGRES_IMAGE)
+    container.start()
+    try:
+        port = loopback_port(container, 5432)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                psycopg2.connect(
+                    host="127.0.0.1", port=port, user="mlflow", password=SOURCE_DB_PASSWORD, dbname="mlflow"
+                ).close()
+                break
+            except psycopg2.OperationalError:
+                assert time.monotonic() < deadline, container.get_logs()
+                time.sleep(0.5)
+        yield port
+    finally:
+        container.stop()
+
+
+def test_another_servers_postgresql_imports_with_identical_data(
+    stack: Stack, source_server: int, tmp_path: Path
+) -> None:
+    """A PostgreSQL database written by MLflow 3.17.2 (artifacts in a folder) is read, never written."""
+    wipe(stack)
+    # The client alone with a database backend keeps artifacts in ./mlruns (the working folder).
+    source = f"postgresql+psycopg2://mlflow:{SOURCE_DB_PASSWORD}@127.0.0.1:{source_server}/mlflow"
+    run_data_script("populate", source, tmp_path)
+    before = run_data_script("digest", source, tmp_path)
+
+    # A wrong password: one line that names the reason, and never the password tried.
+    wrong = stack.kit(
+        "import",
+        f"postgresql://mlflow@127.0.0.1:{source_server}/mlflow",
+        "--yes",
+        env={"PGPASSWORD": "not-it-42"},
+        check=False,
+    )
+    assert wrong.returncode == 13, wrong.stdout + wrong.stderr
+    assert "cannot read the source database" in wrong.stderr, wrong.stderr
+    assert "password authentication failed" in wrong.stderr and "Traceback" not in wrong.stderr, wrong.stderr
+    assert "not-it-42" not in wrong.stdout + wrong.stderr
+
+    # The password in the URL (as operators paste it): the job gets it by environment only.
+    url = f"postgresql://mlflow:{SOURCE_DB_PASSWORD}@127.0.0.1:{source_server}/mlflow"
+    result = stack.kit("-v", "import", url, "--artifacts", str(tmp_path / "mlruns"), "--yes", "--json")
+    assert SOURCE_DB_PASSWORD not in result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["new_experiment_ids"] == {} and report["kept_uris"] == {}
+    after = kit_digest(stack)
+    assert after["experiments"].keys() == before["experiments"].keys()
+    assert comparable(after) == comparable(before)
+    assert run_data_script("digest", source, tmp_path) == before, "the source must be unchanged"
+
+
+@pytest.fixture(scope="module")
+def mlflow2_file_store(kit_images: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """A file store written by MLflow 2.22's own client (in its image), and what that client reads back."""
+    image = build_mlflow2_image()
+    folder = tmp_path_factory.mktemp("filestore2")
+    folder.chmod(0o777)  # the image's user writes it
+
+    def old_client(*arguments: str) -> Any:
+        result = subprocess.run(
+            [
+                "docker", "run", "--rm", "--network", "none",
+                "-v", f"{folder}:/work", "-v", f"{HERE}:/data:ro", "-w", "/work",
+                "--env", "MLFLOW_TRACKING_URI=file:///work/mlruns",
+                "--entrypoint", OLD_PYTHON, image, "/data/mlflow_data.py", *arguments,
+            ],
+            capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    old_client("populate", PREFIX)
+    return folder / "mlruns", old_client("digest")
+
+
+def test_a_file_store_from_mlflow_2_imports_with_identical_data(
+    stack: Stack, mlflow2_file_store: tuple[Path, dict[str, Any]]
+) -> None:
+    """MLflow 2.x wrote it, 2.x read it back; the kit's 3.x reads the same after the import."""
+    mlruns, before = mlflow2_file_store
+    wipe(stack)
+    report = json.loads(stack.kit("import", str(mlruns), "--yes", "--json").stdout)
+    assert report["rows"]["runs"] == sum(len(e["runs"]) for e in before["experiments"].values())
+    after = kit_digest(stack)
+    assert comparable(after) == comparable(before), f"MLflow {MLFLOW2} data changed on the way"
+
+
 def test_bad_sources_get_one_line_errors(stack: Stack, tmp_path: Path) -> None:
     not_a_store = tmp_path / "photos"
     not_a_store.mkdir()
@@ -175,7 +363,8 @@ def test_bad_sources_get_one_line_errors(stack: Stack, tmp_path: Path) -> None:
         (str(tmp_path / "missing"), "does not exist"),
         (str(not_a_store), "holds no MLflow file store"),
         (str(not_a_store / "cat.jpg"), "neither a folder nor a SQLite database"),
-        ("postgresql://someone@elsewhere/mlflow", "not supported yet"),
+        ("mysql://someone@elsewhere/mlflow", "only PostgreSQL databases"),
+        ("postgresql://someone@/mlflow", "needs a host and a database name"),
     ):
         result = stack.kit("import", source, "--yes", check=False)
         assert result.returncode == 2, (source, result.stderr)

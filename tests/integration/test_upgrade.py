@@ -34,6 +34,7 @@ import pytest
 
 from tests.harness import Stack, new_stack
 from tests.integration.mlflow_data import digest, populate
+from tests.integration.old_releases import MLFLOW2, OLD_PYTHON, build_image, build_mlflow2_image
 
 OLD_MLFLOW = "3.10.1"
 OLD_IMAGE = f"mlops-kit/mlflow:{OLD_MLFLOW}-kit-test"
@@ -42,38 +43,17 @@ NEW_IMAGE = "mlops-kit/mlflow:3.17.2-kit0.9.0"
 HERE = Path(__file__).resolve().parent
 
 
-def _build(tag: str, folder: str, *build_args: str) -> str:
-    args = [arg for pair in build_args for arg in ("--build-arg", pair)]
-    subprocess.run(
-        ["docker", "build", "--quiet", "--force-rm", *args, "-t", tag, str(HERE / folder)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return tag
-
-
 @pytest.fixture(scope="module")
 def images(kit_images: None) -> None:
     """The kit's image with MLflow 3.10.1, and one whose migration fails."""
-    _build(OLD_IMAGE, "old_mlflow", f"OLD_MLFLOW={OLD_MLFLOW}")
-    _build(BROKEN_IMAGE, "broken_migration")
-
-
-MLFLOW2 = "2.22.5"
-MLFLOW2_IMAGE = f"mlops-kit/mlflow:{MLFLOW2}-kit-test"
+    build_image(OLD_IMAGE, "old_mlflow", f"OLD_MLFLOW={OLD_MLFLOW}")
+    build_image(BROKEN_IMAGE, "broken_migration")
 
 
 @pytest.fixture(scope="module")
 def mlflow2_image(kit_images: None) -> str:
     """The kit's image with MLflow 2.22, which serves with gunicorn (on the kit's socket)."""
-    return _build(
-        MLFLOW2_IMAGE,
-        "old_mlflow",
-        f"OLD_MLFLOW={MLFLOW2}",
-        "OLD_PINS=sqlalchemy<2.1 opentelemetry-api<1.43 opentelemetry-sdk<1.43",
-        "GUNICORN_OPTS=--bind unix:/run/mlflow/mlflow.sock --forwarded-allow-ips=*",
-    )
+    return build_mlflow2_image()
 
 
 def _old_client(stack: Stack, image: str, *arguments: str) -> Any:
@@ -87,7 +67,7 @@ def _old_client(stack: Stack, image: str, *arguments: str) -> Any:
     login = [
         f"--env={name}" for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
     ]
-    command = ["--entrypoint", "/opt/mlflow-old/bin/python", image, "/data/mlflow_data.py", *arguments]
+    command = ["--entrypoint", OLD_PYTHON, image, "/data/mlflow_data.py", *arguments]
     result = subprocess.run(
         [
             "docker",

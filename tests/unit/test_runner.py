@@ -75,3 +75,21 @@ def test_runner_env_reaches_the_command() -> None:
 def test_short_values_are_not_treated_as_secrets() -> None:
     register_secret("1")
     assert mask("version 1.2") == "version 1.2"
+
+
+def test_stderr_lines_reach_the_caller_as_they_come_and_both_streams_are_kept() -> None:
+    seen: list[str] = []
+    script = (
+        "import sys\nfor i in range(3):\n    print(f'step {i}', file=sys.stderr, flush=True)\nprint('x' * 200000)\n"
+    )
+    result = CommandRunner().run([sys.executable, "-c", script], on_stderr_line=seen.append, changes_state=False)
+    assert seen == ["step 0", "step 1", "step 2"]
+    assert result.stderr.splitlines() == seen and len(result.stdout.strip()) == 200000
+
+
+def test_a_streamed_command_that_fails_or_hangs_raises_the_usual_errors() -> None:
+    with pytest.raises(CommandError) as failed:
+        CommandRunner().run([sys.executable, "-c", "import sys; sys.exit('broken')"], on_stderr_line=lambda _l: None)
+    assert failed.value.returncode == 1 and "broken" in failed.value.stderr
+    with pytest.raises(CommandError, match="timed out"):
+        CommandRunner().run([sys.executable, "-c", "import time; time.sleep(30)"], on_stderr_line=print, timeout=1)
