@@ -468,6 +468,13 @@ def skipped_tables(target: Target) -> dict[str, str]:
     return reasons
 
 
+def target_has_default(target: Target) -> bool:
+    import sqlalchemy as sa
+
+    with target.engine.connect() as conn:
+        return conn.execute(sa.text("SELECT 1 FROM experiments WHERE experiment_id = 0")).first() is not None
+
+
 def revision(engine: Any) -> str:
     import sqlalchemy as sa
 
@@ -557,8 +564,13 @@ def copy_rows(
     experiment_ids: dict[int, int],
     replace_default: bool,
     skipped: dict[str, str],
+    join_default: bool = False,
 ) -> dict[str, int]:
-    """Every row of the staged copy into the kit's database, in one transaction."""
+    """Every row of the staged copy into the kit's database, in one transaction.
+
+    ``replace_default``: the kit's empty Default experiment gives way to the source's.
+    ``join_default`` (a merge): the source's Default runs join the kit's Default experiment.
+    """
     import sqlalchemy as sa
 
     source = sa.create_engine(staged_uri)
@@ -588,6 +600,8 @@ def copy_rows(
             result = into.execution_options(stream_results=True).execute(sa.select(*[read.c[c] for c in columns]))
             for row in result:
                 record = dict(zip(columns, row, strict=True))
+                if join_default and table.name in ("experiments", "experiment_tags") and record["experiment_id"] == 0:
+                    continue
                 if "experiment_id" in record and record["experiment_id"] is not None:
                     old = int(record["experiment_id"])
                     record["experiment_id"] = experiment_ids.get(old, old)
@@ -733,7 +747,13 @@ def main(argv: list[str] | None = None) -> int:
         artifacts = copy_artifacts(store, folders, files, size)
         source_has_default = db.execute("SELECT 1 FROM experiments WHERE experiment_id = 0").fetchone() is not None
         rows = copy_rows(
-            staged_uri, target, mapping, experiment_ids, replace_default=empty and source_has_default, skipped=reasons
+            staged_uri,
+            target,
+            mapping,
+            experiment_ids,
+            replace_default=empty and source_has_default,
+            skipped=reasons,
+            join_default=not empty and source_has_default and target_has_default(target),
         )
         db.close()
     except SourceError as error:

@@ -100,6 +100,26 @@ def populate(tracking_uri: str, prefix: str = "bk") -> list[str]:
     return experiment_ids
 
 
+def populate_small(tracking_uri: str, prefix: str = "small") -> list[str]:
+    """A run in the Default experiment and an experiment with one run (params, a metric, a file)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    run_ids = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for experiment_id in ("0", client.create_experiment(f"{prefix}-experiment")):
+            run = client.create_run(experiment_id, run_name=f"{prefix}-run")
+            client.log_param(run.info.run_id, "origin", prefix)
+            client.log_metric(run.info.run_id, "score", 0.5, step=1)
+            Path(tmp, "note.txt").write_text(prefix)
+            client.log_artifact(run.info.run_id, str(Path(tmp, "note.txt")))
+            client.set_terminated(run.info.run_id)
+            run_ids.append(run.info.run_id)
+    return run_ids
+
+
 def digest(tracking_uri: str, experiment_names: list[str] | None = None) -> dict[str, Any]:
     """Everything the MLflow API says about the stack's data (optionally only some experiments)."""
     import mlflow
@@ -194,11 +214,13 @@ def _artifact_hashes(client: Any, run_id: str, path: str, tmp: str) -> dict[str,
 
 
 if __name__ == "__main__":
-    # Inside an old release's image: `populate PREFIX` or `digest NAME...`; JSON on stdout.
+    # Inside an old release's image: `populate PREFIX`, `populate-small PREFIX` or `digest NAME...`; JSON on stdout.
     command, *arguments = sys.argv[1:]
     uri = os.environ["MLFLOW_TRACKING_URI"]
     if command == "populate":
         answer: Any = populate(uri, *arguments)
+    elif command == "populate-small":
+        answer = populate_small(uri, *arguments)
     else:
         answer = digest(uri, arguments or None)
     print(json.dumps(answer))

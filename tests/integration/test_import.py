@@ -37,11 +37,11 @@ RUN_FOLDER = re.compile(r"^(?:file:|mlflow-artifacts:).*?/([0-9a-f]{32}/artifact
 HERE = Path(__file__).resolve().parent
 
 
-def run_data_script(command: str, tracking_uri: str, cwd: Path) -> Any:
-    """`mlflow_data.py populate|digest` in a fresh process (MLflow's globals stay there)."""
+def run_data_script(command: str, tracking_uri: str, cwd: Path, prefix: str = PREFIX) -> Any:
+    """`mlflow_data.py populate|populate-small|digest` in a fresh process (MLflow's globals stay there)."""
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tests" / "integration" / "mlflow_data.py"), command, PREFIX]
-        if command == "populate"
+        [sys.executable, str(REPO_ROOT / "tests" / "integration" / "mlflow_data.py"), command, prefix]
+        if command.startswith("populate")
         else [sys.executable, str(REPO_ROOT / "tests" / "integration" / "mlflow_data.py"), command],
         # The file store is in maintenance mode in MLflow 3.x: writing one needs this opt-in.
         env=clean_env(
@@ -162,6 +162,28 @@ def test_an_import_into_a_stack_with_data_is_refused_without_merge(
     assert psql(stack, "SELECT count(*) FROM runs").strip() == runs
 
 
+def test_a_merge_adds_to_the_data_already_there(stack: Stack, tmp_path: Path) -> None:
+    """Another file store (with a run in its Default experiment) joins the imported one."""
+    before = kit_digest(stack)
+    uri = (tmp_path / "mlruns").as_uri()
+    run_ids = run_data_script("populate-small", uri, tmp_path, prefix="merged")
+    added = run_data_script("digest", uri, tmp_path)
+    report = json.loads(stack.kit("import", str(tmp_path / "mlruns"), "--merge", "--yes", "--json").stdout)
+    assert report["rows"]["runs"] == 2
+    after = kit_digest(stack)
+    # What was there is unchanged; the source's Default runs join the kit's Default experiment.
+    default = next(k for k, e in after["experiments"].items() if e["name"] == "Default")
+    for experiment_id, experiment in before["experiments"].items():
+        runs = after["experiments"][experiment_id]["runs"]
+        if experiment_id == default:
+            runs = {k: v for k, v in runs.items() if k != run_ids[0]}
+        assert {**after["experiments"][experiment_id], "runs": runs} == experiment
+    source_runs = {k: v for e in comparable(added)["experiments"].values() for k, v in e["runs"].items()}
+    kit_runs = {k: v for e in comparable(after)["experiments"].values() for k, v in e["runs"].items()}
+    assert {k: kit_runs[k] for k in run_ids} == {k: source_runs[k] for k in run_ids}
+    assert after["registered_models"] == before["registered_models"]
+
+
 def test_a_sqlite_store_imports_with_identical_data(stack: Stack, tmp_path: Path) -> None:
     wipe(stack)
     database = tmp_path / "mlflow.db"
@@ -257,7 +279,7 @@ def test_an_interrupted_import_goes_on_where_it_stopped(
     assert comparable(kit_digest(stack)) == comparable(before)
 
 
-KIT_POSTGRES_IMAGE = "mlops-kit/postgres:17-kit0.9.0"
+KIT_POSTGRES_IMAGE = "mlops-kit/postgres:17-kit0.10.0"
 
 
 @pytest.fixture()

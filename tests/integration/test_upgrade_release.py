@@ -1,6 +1,6 @@
 """From earlier kit releases to this one, the way an operator does it.
 
-The operator's folder is a checkout of an earlier release (the previous one, 0.8.0, back to
+The operator's folder is a checkout of an earlier release (the previous one, 0.9.0, back to
 0.5.0, which had no `upgrade` command yet): its own CLI, compose.yaml and Dockerfiles
 `init` and `up` a stack (building that release's images), and a data scientist fills it.
 Then the checkout moves to this release as `git pull` would (files the release removed
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tarfile
 import uuid
 from io import BytesIO
@@ -24,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO_ROOT, Stack, free_port
+from tests.harness import REPO_ROOT, Stack, clean_env, free_port
 from tests.integration.mlflow_data import digest, populate
 
-#: Earlier releases as they landed (tags v0.5.0 ... v0.8.0): version -> commit.
+#: Earlier releases as they landed (tags v0.5.0 ... v0.9.0): version -> commit.
 RELEASES = {
     # The security round two, before `upgrade` existed.
     "0.5.0": "0be66e4d9a508216333ca4e5cbfaa2fc183a9e01",
@@ -35,8 +36,10 @@ RELEASES = {
     "0.6.0": "a043df31e9a9c151743c4a22900f82e229b43206",
     # MLflow 2.x upgrades and the watchdog.
     "0.7.0": "ccd10e6ae6e560c22d7005319a5115df13df21b1",
-    # gc and retention; the previous release (to 0.9.0: the metrics service and its secret).
+    # gc and retention (to 0.9.0: the metrics service and its secret).
     "0.8.0": "eceee26766c84114994e579fd79a8eaadfcf9d88",
+    # Metrics and monitoring; the previous release (to 0.10.0: the MLflow image's import job).
+    "0.9.0": "4b1ab5402273668c80480972f6786ebe107e9bf8",
 }
 EXPERIMENTS = ["Default", "rel-experiment-0", "rel-experiment-1"]
 
@@ -149,5 +152,15 @@ def test_an_earlier_release_checkout_upgrades_with_every_byte_and_login(
             kept = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False)
             assert kept.returncode == 0, f"{image} was not kept for the way back"
         assert stack.kit("check").returncode == 0
+        # Kit 0.10.0's import job is in the MLflow image that serves now.
+        small = stack.directory.parent / "small-store"
+        populated = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "tests" / "integration" / "mlflow_data.py"), "populate-small", "rel-imp"],
+            env=clean_env({"MLFLOW_TRACKING_URI": (small / "mlruns").as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"}),
+            cwd=stack.directory.parent, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert populated.returncode == 0, populated.stderr[-3000:]
+        plan = json.loads(stack.kit("import", str(small / "mlruns"), "--dry-run", "--merge", "--json").stdout)
+        assert plan["planned_rows"]["runs"] == 2 and plan["rows"] == {}
     finally:
         stack.destroy()
