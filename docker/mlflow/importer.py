@@ -68,6 +68,8 @@ SKIPPED_TABLES = {
     "scheduler_leases": "the source server's own scheduler",
 }
 BATCH = 2000
+#: A PostgreSQL source's copy (at its own schema revision) in the scratch folder, from --stage-only.
+STAGED_SOURCE = "source.db"
 #: The source database's password, from the kit (the environment, never argv).
 SOURCE_PASSWORD_VARIABLE = "MLOPS_KIT_IMPORT_SOURCE_PASSWORD"
 CHUNK = 1 << 20
@@ -96,12 +98,11 @@ def stage(kind: str, source: str, work: str) -> str:
 
         from mlflow.store.fs2db import migrate
 
+        refuse_links_out(source)
         progress("staging the file store with MLflow's converter")
         # MLflow 3 refuses to open a file store unless asked to (it is read here, once).
         os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
         migrate(Path(source), uri, progress=False)
-    elif kind == "postgresql":
-        stage_postgres(source, uri)
     else:
         progress("copying the SQLite database")
         # The file and its write-ahead log, if any (the copy replays it): a read-only
@@ -111,13 +112,59 @@ def stage(kind: str, source: str, work: str) -> str:
         place(source, staged)
         if os.path.exists(source + "-wal"):
             place(source + "-wal", staged + "-wal")
-    from mlflow.store.db.utils import _upgrade_db, create_sqlalchemy_engine_with_retry
+    import sqlalchemy as sa
+    from mlflow.store.db.utils import _get_alembic_config, _upgrade_db, create_sqlalchemy_engine_with_retry
 
-    progress("bringing the copy to this MLflow's schema")
     engine = create_sqlalchemy_engine_with_retry(uri)
-    _upgrade_db(engine)
-    engine.dispose()
+    try:
+        if sa.inspect(engine).has_table("alembic_version"):
+            require_known_revision(_get_alembic_config(uri), revision(engine))
+        progress("bringing the copy to this MLflow's schema")
+        _upgrade_db(engine)
+    except sa.exc.DatabaseError as error:
+        raise SourceError(f"the source is not an MLflow database this kit can read ({first_line(error)})") from None
+    finally:
+        engine.dispose()
     return uri
+
+
+def refuse_links_out(root: str) -> None:
+    """Refuse a file store with a link that leads outside it.
+
+    MLflow's converter reads params, tags and metrics through links: a crafted store could
+    otherwise turn the job's own files (its password files) into tag values.
+    """
+    real_root = os.path.realpath(root)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                target = os.path.realpath(path)
+                if target != real_root and not target.startswith(real_root.rstrip("/") + "/"):
+                    relative = os.path.relpath(path, root)
+                    raise SourceError(
+                        f"{relative} in the file store is a link to a place outside it: "
+                        "import a copy of the store without links (cp -rL into a new folder)"
+                    )
+
+
+def require_known_revision(config: Any, source_revision: str) -> None:
+    """Refuse a source at a schema revision this MLflow does not know (a newer MLflow wrote it)."""
+    from alembic.script import ScriptDirectory
+
+    try:
+        ScriptDirectory.from_config(config).get_revision(source_revision)
+    except Exception:
+        raise SourceError(
+            f"the source database is at schema {source_revision}, which this kit's MLflow does not "
+            "know (a newer MLflow wrote it): upgrade the kit first"
+        ) from None
+
+
+def first_line(error: BaseException) -> str:
+    """The driver's own first line of a database error (never SQLAlchemy's [SQL: ...] and parameters)."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class SourceError(Exception):
@@ -133,7 +180,6 @@ def stage_postgres(source: str, staged_uri: str) -> None:
     """
     import sqlalchemy as sa
     from alembic import command
-    from alembic.script import ScriptDirectory
     from mlflow.store.db.utils import _get_alembic_config
     from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase
 
@@ -143,28 +189,33 @@ def stage_postgres(source: str, staged_uri: str) -> None:
     if os.environ.get(SOURCE_PASSWORD_VARIABLE):
         url = url.set(password=os.environ[SOURCE_PASSWORD_VARIABLE])
     reader = sa.create_engine(
-        url, connect_args={"options": "-c default_transaction_read_only=on"}, poolclass=sa.pool.NullPool
+        url,
+        connect_args={
+            # No password file: libpq must never offer any other password to this server.
+            "passfile": "/dev/null",
+            "connect_timeout": 30,
+            # A server that goes silent is noticed, and a lock held over there is not waited on forever.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "options": "-c default_transaction_read_only=on -c lock_timeout=60s",
+        },
+        poolclass=sa.pool.NullPool,
     )
     writer = sa.create_engine(staged_uri)
     try:
         try:
             connection = reader.connect()
-        except sa.exc.OperationalError as error:
-            reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
-            raise SourceError(f"cannot read the source database: {reason}") from None
+        except sa.exc.DBAPIError as error:
+            raise SourceError(f"cannot read the source database: {first_line(error)}") from None
         with connection.execution_options(isolation_level="REPEATABLE READ") as read:
             read.execute(sa.text("SET TRANSACTION READ ONLY"))
             if not sa.inspect(read).has_table("alembic_version"):
                 raise SourceError("the source database has no MLflow schema (no alembic_version table)")
             source_revision = str(read.execute(sa.text("SELECT version_num FROM alembic_version")).scalar())
             config = _get_alembic_config(staged_uri)
-            try:
-                ScriptDirectory.from_config(config).get_revision(source_revision)
-            except Exception:
-                raise SourceError(
-                    f"the source database is at schema {source_revision}, which this kit's MLflow does not "
-                    "know (a newer MLflow wrote it): upgrade the kit first"
-                ) from None
+            require_known_revision(config, source_revision)
             progress(f"creating a copy at the source's schema {source_revision}")
             InitialBase.metadata.create_all(writer)
             with writer.begin() as connection:
@@ -207,7 +258,7 @@ def uri_path(uri: str) -> str | None:
     """The local path a file URI or a plain path names (None: not a local location)."""
     if uri.startswith("file:"):
         return unquote(urlparse(uri).path)
-    if "://" in uri or uri.startswith(SCHEME):
+    if "://" in uri or uri.startswith(SCHEME) or not uri.startswith("/"):
         return None
     return os.path.normpath(uri)
 
@@ -221,6 +272,8 @@ class Mapping:
     #: The folder that ``mlflow-artifacts:/`` URIs of the source resolve to (None: not given).
     served_root: str | None = None
     kept: dict[str, int] = field(default_factory=dict)
+    #: ``mlflow-artifacts:/`` URIs seen without a folder to find their files in.
+    unresolved: int = 0
 
     def rewrite(self, uri: str | None) -> tuple[str | None, str | None]:
         """(the URI in the kit, the local file or folder holding its bytes) for a source URI.
@@ -238,8 +291,10 @@ class Mapping:
             relative = inside(rest)
             if relative is None:
                 return self.keep(uri, LEAVES_ROOT)
-            local = within(self.served_root, relative) if self.served_root else None
-            return f"{SCHEME}/{relative}", local
+            if not self.served_root:
+                self.unresolved += 1
+                return f"{SCHEME}/{relative}", None
+            return f"{SCHEME}/{relative}", within(self.served_root, relative)
         path = uri_path(uri)
         if path is not None:
             for old in sorted(self.roots, key=len, reverse=True):
@@ -249,7 +304,12 @@ class Mapping:
                     if relative is None or local is None:
                         return self.keep(uri, LEAVES_ROOT)
                     return f"{SCHEME}/{relative}", local
-        return self.keep(uri, urlparse(uri).scheme or "a path outside the source")
+        scheme = urlparse(uri).scheme
+        if scheme in REFERENCES or (not scheme and not uri.startswith("/")):
+            # MLflow's own references (models:/, runs:/, prompts:/) resolve in the kit as they
+            # did (the ids are kept); a value that names no place (a prompt's) is no location.
+            return uri, None
+        return self.keep(uri, scheme or "a path outside the source")
 
     def keep(self, uri: str, why: str) -> tuple[str, None]:
         self.kept[why] = self.kept.get(why, 0) + 1
@@ -257,6 +317,8 @@ class Mapping:
 
 
 LEAVES_ROOT = "a path that leaves the artifact root"
+#: URI schemes that name MLflow objects, not places: kept as they are, and not reported.
+REFERENCES = ("models", "runs", "prompts")
 
 
 def inside(relative: str) -> str | None:
@@ -319,17 +381,24 @@ class LocalStore:
     def target(self, relative: str) -> str:
         full = os.path.realpath(os.path.join(self.root, relative))
         if full != self.root and not full.startswith(self.root + "/"):
-            raise ValueError(f"{relative} leaves the artifact store")
+            raise SourceError(f"the artifact path {relative} leaves the kit's store: nothing was copied there")
         return full
 
-    def copy(self, local: str, relative: str, copied: Copied) -> None:
-        """Copy one file (checked by sha256); a file already there with the same bytes stays."""
+    def differs(self, local: str, relative: str) -> bool:
+        """The store has something else at ``relative`` (another size, or not a file)."""
         target = self.target(relative)
-        if (
-            os.path.isfile(target)
-            and os.path.getsize(target) == os.path.getsize(local)
-            and sha256(target) == sha256(local)
-        ):
+        if not os.path.lexists(target):
+            return False
+        return not os.path.isfile(target) or os.path.getsize(target) != os.path.getsize(local)
+
+    def copy(self, local: str, relative: str, copied: Copied) -> None:
+        """Copy one file (checked by sha256); a file already there with the same bytes stays.
+
+        A file already there with other bytes is the kit's own: never overwritten."""
+        target = self.target(relative)
+        if os.path.lexists(target):
+            if self.differs(local, relative) or sha256(target) != sha256(local):
+                raise SourceError(f"the kit's store already has {relative} with other bytes: nothing was overwritten")
             copied.already_there += 1
             return
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -361,12 +430,8 @@ def walk(local: str) -> Iterator[tuple[str, str]]:
                 yield path, os.path.relpath(path, local)
 
 
-def artifact_folders(db: sqlite3.Connection, mapping: Mapping) -> dict[str, str]:
-    """Every folder (or file) of the source holding artifacts, by its path in the kit's store.
-
-    Only what runs, logged models, traces and model versions name: a file store's own
-    bookkeeping (meta.yaml, metric histories) stays behind."""
-    uris: list[str] = []
+def artifact_uris(db: sqlite3.Connection, *, with_experiments: bool = False) -> Iterator[str]:
+    """Every artifact location the source's runs, logged models, traces and model versions name."""
     queries = [
         "SELECT artifact_uri FROM runs",
         "SELECT artifact_location FROM logged_models",
@@ -374,13 +439,36 @@ def artifact_folders(db: sqlite3.Connection, mapping: Mapping) -> dict[str, str]
         "SELECT source FROM model_versions",
         "SELECT storage_location FROM model_versions",
     ]
+    if with_experiments:
+        queries.insert(0, "SELECT artifact_location FROM experiments")
     for query in queries:
         try:
-            uris.extend(row[0] for row in db.execute(query) if row[0])
+            rows = db.execute(query).fetchall()
         except sqlite3.OperationalError:  # a table this schema does not have
             continue
+        yield from (row[0] for row in rows if isinstance(row[0], str) and row[0])
+
+
+def artifact_clashes(store: LocalStore | BucketStore, folders: dict[str, str]) -> list[str]:
+    """Files the kit already has at an imported file's place with another size (--merge refuses)."""
+    found: list[str] = []
+    for relative, local in folders.items():
+        for path, inner in walk(local):
+            name = f"{relative}/{inner}" if inner else relative
+            if store.differs(path, name):
+                found.append(f"artifact {name}")
+                if len(found) >= 20:
+                    return found
+    return found
+
+
+def artifact_folders(db: sqlite3.Connection, mapping: Mapping) -> dict[str, str]:
+    """Every folder (or file) of the source holding artifacts, by its path in the kit's store.
+
+    Only what runs, logged models, traces and model versions name: a file store's own
+    bookkeeping (meta.yaml, metric histories) stays behind."""
     found: dict[str, str] = {}
-    for uri in uris:
+    for uri in artifact_uris(db):
         new, local = mapping.rewrite(uri)
         if local and new and os.path.exists(local):
             found[new[len(SCHEME) :].strip("/")] = local
@@ -401,7 +489,9 @@ def plan_artifacts(folders: dict[str, str]) -> tuple[int, int]:
     return files, size
 
 
-def copy_artifacts(store: LocalStore, folders: dict[str, str], total_files: int, total_bytes: int) -> Copied:
+def copy_artifacts(
+    store: LocalStore | BucketStore, folders: dict[str, str], total_files: int, total_bytes: int
+) -> Copied:
     copied = Copied()
     done = done_bytes = 0
     shown = time.monotonic()
@@ -414,6 +504,69 @@ def copy_artifacts(store: LocalStore, folders: dict[str, str], total_files: int,
                 shown = time.monotonic()
                 progress(f"artifacts: {done}/{total_files} files, {done_bytes >> 20}/{total_bytes >> 20} MiB")
     return copied
+
+
+class BucketStore:
+    """The bucket (s3, minio modes), through the S3 client MLflow's own repository builds.
+
+    Each object carries the sha256 of its bytes as metadata; the copy is read back and
+    compared before it counts. An object already there with the same size and sha256 stays.
+    """
+
+    def __init__(self, destination: str) -> None:
+        from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
+
+        uri = "s3://" + destination.split("://", 1)[1]
+        repository = S3ArtifactRepository(uri)
+        self.client = repository._get_s3_client()
+        self.bucket, prefix = repository.parse_s3_compliant_uri(uri)
+        self.prefix = prefix.strip("/")
+
+    def key(self, relative: str) -> str:
+        clean = inside(relative)
+        if clean is None:
+            raise SourceError(f"the artifact path {relative} leaves the kit's store: nothing was copied there")
+        return "/".join(p for p in (self.prefix, clean) if p)
+
+    def differs(self, local: str, relative: str) -> bool:
+        head = self._existing(self.key(relative))
+        return head is not None and int(head.get("ContentLength", -1)) != os.path.getsize(local)
+
+    def _object_sha256(self, key: str) -> str:
+        digest = hashlib.sha256()
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        while chunk := body.read(CHUNK):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def _existing(self, key: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.client.head_object(Bucket=self.bucket, Key=key))
+        except Exception as error:  # botocore's ClientError: 404 means no such object
+            if getattr(error, "response", {}).get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise
+            return None
+
+    def copy(self, local: str, relative: str, copied: Copied) -> None:
+        key = self.key(relative)
+        size = os.path.getsize(local)
+        digest = sha256(local)
+        head = self._existing(key)
+        if head is not None:
+            same = (
+                int(head.get("ContentLength", -1)) == size
+                and (head.get("Metadata", {}).get("sha256") or self._object_sha256(key)) == digest
+            )
+            if not same:
+                raise SourceError(f"the kit's bucket already has {relative} with other bytes: nothing was overwritten")
+            copied.already_there += 1
+            return
+        self.client.upload_file(local, self.bucket, key, ExtraArgs={"Metadata": {"sha256": digest}})
+        if self._object_sha256(key) != digest:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+            raise OSError(f"{relative}: the bucket's copy has another sha256 than the source's")
+        copied.files += 1
+        copied.bytes += size
 
 
 # ---- the rows ---------------------------------------------------------------------------
@@ -468,6 +621,10 @@ def skipped_tables(target: Target) -> dict[str, str]:
     return reasons
 
 
+def source_has_default(db: sqlite3.Connection) -> bool:
+    return db.execute("SELECT 1 FROM experiments WHERE experiment_id = 0").fetchone() is not None
+
+
 def target_has_default(target: Target) -> bool:
     import sqlalchemy as sa
 
@@ -501,8 +658,11 @@ def target_state(target: Target) -> tuple[dict[str, int], bool]:
 OURS_EXPERIMENTS = "SELECT experiment_id FROM experiments WHERE experiment_id <> 0"
 
 
-def collisions(db: sqlite3.Connection, target: Target) -> list[str]:
-    """Ids and names the source and the kit both use (--merge refuses on any)."""
+def collisions(db: sqlite3.Connection, target: Target, join_default: bool = False) -> list[str]:
+    """Ids and names the source and the kit both use (--merge refuses on any).
+
+    ``join_default``: the source's Default experiment joins the kit's, so its datasets and
+    scorers must not share their keys with the kit's there."""
     import sqlalchemy as sa
 
     checks = [
@@ -535,7 +695,30 @@ def collisions(db: sqlite3.Connection, target: Target) -> list[str]:
                 chunk = listed[start : start + 10000]
                 clash.extend(conn.execute(sa.select(theirs.c[column]).where(theirs.c[column].in_(chunk))).all())
             found.extend(f"{what} {row[0]}" for row in clash[:20])
+        if join_default:
+            found.extend(default_clashes(db, conn))
     return found
+
+
+def default_clashes(db: sqlite3.Connection, conn: Any) -> list[str]:
+    """Datasets and scorers of both Default experiments with the same key (they would collide on joining)."""
+    import sqlalchemy as sa
+
+    checks = (
+        ("dataset", "datasets", ("name", "digest")),
+        ("scorer", "scorers", ("scorer_name",)),
+    )
+    found: list[str] = []
+    for what, table, columns in checks:
+        listed = ", ".join(columns)
+        query = f"SELECT {listed} FROM {table} WHERE experiment_id = 0"
+        try:
+            ours = db.execute(query).fetchall()
+        except sqlite3.OperationalError:  # not in this schema (nor, at the same revision, in the kit's)
+            continue
+        theirs = {tuple(row) for row in conn.execute(sa.text(query))} if ours else set()
+        found.extend(f"{what} {'/'.join(map(str, row))} in Default" for row in ours if tuple(row) in theirs)
+    return found[:20]
 
 
 def source_counts(db: sqlite3.Connection, target: Target) -> dict[str, int]:
@@ -547,14 +730,29 @@ def source_counts(db: sqlite3.Connection, target: Target) -> dict[str, int]:
     }
 
 
+#: A prompt's tag listing the experiments it is linked to (",id,id,"): ids that changed follow.
+LINKED_EXPERIMENTS_TAG = "_mlflow_experiment_ids"
+
+
+def renumber_listed(value: Any, experiment_ids: dict[int, int]) -> Any:
+    """``value`` (",1,2,") with each renumbered experiment id replaced by its new one."""
+    if not isinstance(value, str) or not experiment_ids:
+        return value
+    parts = value.split(",")
+    return ",".join(str(experiment_ids.get(int(p), p)) if p.isdigit() else p for p in parts)
+
+
 def insert_rows(out: Any, insert: Any, table: str, batch: list[dict[str, Any]]) -> None:
     import sqlalchemy as sa
 
     try:
         out.execute(insert, batch)
     except sa.exc.IntegrityError as error:
-        reason = str(getattr(error, "orig", error)).strip().splitlines()[0]
-        raise SourceError(f"the source's {table} clash with the kit's ({reason}): nothing was imported") from None
+        why = first_line(error)
+        raise SourceError(f"the source's {table} clash with the kit's ({why}): no row was imported") from None
+    except sa.exc.DBAPIError as error:
+        why = first_line(error)
+        raise SourceError(f"the kit's database refused the source's {table} ({why}): no row was imported") from None
 
 
 def copy_rows(
@@ -606,11 +804,15 @@ def copy_rows(
                     old = int(record["experiment_id"])
                     record["experiment_id"] = experiment_ids.get(old, old)
                 for column in uri_columns:
-                    record[column] = mapping.rewrite(record[column])[0]
+                    # Only text: evaluation_dataset_records.source is a JSON document, not a location.
+                    if isinstance(record[column], str):
+                        record[column] = mapping.rewrite(record[column])[0]
                 if rewrite_values and isinstance(record["value"], str) and "/" in record["value"]:
                     new, local = mapping.rewrite(record["value"])
                     if local is not None or record["value"].startswith(SCHEME):
                         record["value"] = new
+                if table.name == "registered_model_tags" and record.get("key") == LINKED_EXPERIMENTS_TAG:
+                    record["value"] = renumber_listed(record["value"], experiment_ids)
                 batch.append(record)
                 if len(batch) >= BATCH:
                     insert_rows(out, insert, table.name, batch)
@@ -633,7 +835,7 @@ def copy_rows(
         for table_name, column in out.execute(
             sa.text(
                 "SELECT table_name, column_name FROM information_schema.columns "
-                "WHERE table_schema = current_schema() AND column_default LIKE 'nextval(%'"
+                "WHERE table_schema = current_schema() AND (column_default LIKE 'nextval(%' OR is_identity = 'YES')"
             )
         ).all():
             out.execute(
@@ -662,6 +864,29 @@ def _fail(message: str, **extra: Any) -> int:
     return 1
 
 
+def stage_only(args: argparse.Namespace) -> int:
+    """--stage-only: another server's PostgreSQL into ``--work``/source.db, nothing else.
+
+    Runs in a container of this image that holds none of the kit's secrets and no mount but
+    the scratch folder, on the host's network (the only step that needs one)."""
+    if args.kind != "postgresql":
+        return _fail("--stage-only is for --kind postgresql")
+    started = time.time()
+    target = os.path.join(args.work, STAGED_SOURCE)
+    for leftover in (target, target + "-wal", target + "-shm"):
+        if os.path.exists(leftover):
+            os.unlink(leftover)
+    try:
+        stage_postgres(args.source, f"sqlite:///{target}")
+    except SourceError as error:
+        return _fail(str(error))
+    except Exception as error:
+        logger.exception("staging stopped")
+        return _fail(f"{type(error).__name__}: {first_line(error)}"[:800])
+    print(json.dumps({"ok": True, "staged": target, "seconds": round(time.time() - started, 2)}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlflow-import")
     parser.add_argument("--kind", choices=("filestore", "sqlite", "postgresql"), required=True)
@@ -670,18 +895,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", required=True)
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--merge", action="store_true")
+    parser.add_argument("--stage-only", action="store_true", help="only copy a PostgreSQL source into --work")
+    parser.add_argument("--origin", help="what the source was, for the report (a staged PostgreSQL copy)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.stage_only:
+        return stage_only(args)
+    if args.kind == "postgresql":
+        return _fail("a PostgreSQL source is staged first (--stage-only), then imported as --kind sqlite")
 
     uri = os.environ.get("MLFLOW_BACKEND_STORE_URI", "")
     destination = os.environ.get("MLFLOW_ARTIFACTS_DESTINATION", "")
     if not uri or not destination:
         return _fail("MLFLOW_BACKEND_STORE_URI and MLFLOW_ARTIFACTS_DESTINATION must be set (the kit's mlflow job)")
-    if not destination.startswith("/"):
-        return _fail(
-            "importing into a bucket artifact store is not supported yet: import into a stack in volume "
-            "mode, then move the artifacts with `mlops-kit artifacts migrate`"
-        )
+    if not destination.startswith(("/", "s3://", "kit-s3://")):
+        return _fail(f"unsupported artifact destination {destination!r}")
     started = time.time()
     try:
         staged_uri = stage(args.kind, args.source, args.work)
@@ -710,26 +938,33 @@ def main(argv: list[str] | None = None) -> int:
         for name in reasons:
             counts.pop(name, None)
         target_counts, empty = target_state(target)
-        clashes = collisions(db, target) if not empty else []
+        store = LocalStore(destination) if destination.startswith("/") else BucketStore(destination)
+        join_default = not empty and source_has_default(db) and target_has_default(target)
         folders = artifact_folders(db, mapping)
         files, size = plan_artifacts(folders)
-        max_target = 0
+        clashes = [] if empty else collisions(db, target, join_default) + artifact_clashes(store, folders)
         with target.engine.connect() as conn:
             import sqlalchemy as sa
 
             max_target = int(conn.execute(sa.text("SELECT COALESCE(MAX(experiment_id), 0) FROM experiments")).scalar())
         experiment_ids = new_experiment_ids(db, max_target if not empty else 0)
-        # Counting every URI once (the rewrite records what it keeps).
+        # Every URI counted once (the rewrite records what it keeps and what it cannot find).
         mapping.kept.clear()
-        for query in ("SELECT artifact_location FROM experiments", "SELECT artifact_uri FROM runs"):
-            for (value,) in db.execute(query):
-                mapping.rewrite(value)
+        mapping.unresolved = 0
+        for value in artifact_uris(db, with_experiments=True):
+            mapping.rewrite(value)
         plan = {
-            "source": {"kind": args.kind, "rows": counts, "artifact_files": files, "artifact_bytes": size},
+            "source": {
+                "kind": args.origin or args.kind,
+                "rows": counts,
+                "artifact_files": files,
+                "artifact_bytes": size,
+            },
             "target_empty": empty,
             "collisions": clashes,
             "new_experiment_ids": {str(k): v for k, v in experiment_ids.items()},
             "kept_uris": dict(mapping.kept),
+            "unresolved_uris": mapping.unresolved,
             "skipped": skipped,
         }
         if not empty and not args.merge:
@@ -743,24 +978,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(json.dumps({"ok": True, "dry_run": True, "plan": plan, "seconds": round(time.time() - started, 2)}))
             return 0
-        store = LocalStore(destination)
+        if mapping.unresolved:
+            return _fail(
+                f"{mapping.unresolved} artifact location(s) are a server's mlflow-artifacts:/ URIs and no --artifacts "
+                "folder was given, so their files cannot be found: pass the server's --artifacts-destination "
+                "folder (./mlartifacts by default) as --artifacts",
+                plan=plan,
+            )
         artifacts = copy_artifacts(store, folders, files, size)
-        source_has_default = db.execute("SELECT 1 FROM experiments WHERE experiment_id = 0").fetchone() is not None
         rows = copy_rows(
             staged_uri,
             target,
             mapping,
             experiment_ids,
-            replace_default=empty and source_has_default,
+            replace_default=empty and source_has_default(db),
             skipped=reasons,
-            join_default=not empty and source_has_default and target_has_default(target),
+            join_default=join_default,
         )
         db.close()
     except SourceError as error:
         return _fail(str(error))
     except Exception as error:
         logger.exception("import stopped")
-        return _fail(f"{type(error).__name__}: {error}"[:800])
+        return _fail(f"{type(error).__name__}: {first_line(error)}"[:800])
     print(
         json.dumps(
             {

@@ -20,8 +20,9 @@ from mlops_kit.workflows.importing import ImportReport, import_data, recognise_s
     "--artifacts",
     metavar="DIR",
     envvar="MLOPS_KIT_IMPORT_ARTIFACTS",
-    help="A database source's artifact root (the folder its runs' artifact URIs point into: mlruns/ of "
-    "`mlflow ui`, or a server's --artifacts-destination). [env var: MLOPS_KIT_IMPORT_ARTIFACTS]",
+    help="The folder the source's artifact URIs point into: for a database, its artifact root (mlruns/ of "
+    "a client without a server); for data logged through `mlflow server`, its --artifacts-destination "
+    "(./mlartifacts by default). [env var: MLOPS_KIT_IMPORT_ARTIFACTS]",
 )
 @click.option("--dry-run", "plan_only", is_flag=True, help="Show what would be imported (counts, bytes, id changes).")
 @click.option(
@@ -89,6 +90,11 @@ def _print_report(report: ImportReport) -> None:
         )
     for scheme, count in report.kept_uris.items():
         ui.warning(escape(f"{count} artifact location(s) in {scheme} kept as they were (outside the source)"))
+    if report.unresolved_uris:
+        ui.warning(
+            f"{report.unresolved_uris} artifact location(s) are a server's mlflow-artifacts:/ URIs: give its "
+            "--artifacts-destination folder as --artifacts, or the import refuses"
+        )
     for name, what in sorted(report.skipped.items()):
         ui.warning(escape(f"{name}: {what.get('rows')} row(s) not imported: {what.get('reason')}"))
     if report.dry_run:

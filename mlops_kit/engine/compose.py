@@ -75,8 +75,7 @@ class ComposeProject:
 
     # ---- argv ------------------------------------------------------------------
 
-    def base_argv(self, overlays: Sequence[Path] = ()) -> list[str]:
-        """`docker compose` with this project's name, folder, `.env` and files (then ``overlays``)."""
+    def base_argv(self) -> list[str]:
         argv = [
             "docker",
             "compose",
@@ -87,25 +86,14 @@ class ComposeProject:
         ]
         if self.config.env_file.is_file():
             argv += ["--env-file", str(self.config.env_file)]
-        for compose_file in [*self.config.compose_files, *(self.config.project_dir / o for o in overlays)]:
+        for compose_file in self.config.compose_files:
             argv += ["--file", str(compose_file)]
         return argv
 
-    def run(
-        self,
-        args: Sequence[str],
-        *,
-        overlays: Sequence[Path] = (),
-        env: Mapping[str, str] | None = None,
-        **kwargs: object,
-    ) -> CommandResult:
-        """Run `docker compose <args>` for this project with the config's environment (and ``env``).
-
-        ``overlays``: Compose files (relative to the kit) added for this command only.
-        """
-        environment = {**self.config.compose_env(), **(env or {})}
+    def run(self, args: Sequence[str], **kwargs: object) -> CommandResult:
+        """Run `docker compose <args>` for this project with the config's environment."""
         try:
-            return self.runner.run([*self.base_argv(overlays), *args], env=environment, **kwargs)  # type: ignore[arg-type]
+            return self.runner.run([*self.base_argv(), *args], env=self.config.compose_env(), **kwargs)  # type: ignore[arg-type]
         except CommandError as error:
             raise_if_engine_unusable(error)
             raise_if_port_taken(error, self.config.bind_address, self.config.port)
@@ -242,29 +230,50 @@ class ComposeProject:
         check: bool = True,
         timeout: float | None = None,
         read_only: bool = False,
-        overlays: Sequence[Path] = (),
-        env: Mapping[str, str] | None = None,
         on_stderr_line: Callable[[str], None] | None = None,
     ) -> CommandResult:
         """`docker compose run --rm` a one-shot job; ``mounts`` are extra `-v SRC:DST` pairs.
 
         ``read_only``: the job changes nothing, so it runs under --dry-run too (a listing).
-        ``env``: variables the job gets by name (`--env NAME`): their values stay out of argv.
+        ``on_stderr_line`` sees the job's stderr as it comes (its progress).
         """
         args = ["run", "--rm", "--no-deps", "-T"]
         for mount in mounts:
             args += ["--volume", mount]
-        for name in env or {}:
-            args += ["--env", name]
         return self.run(
-            [*args, service, *command],
-            check=check,
-            timeout=timeout,
-            changes_state=not read_only,
-            overlays=overlays,
-            env=env,
+            [*args, service, *command], check=check, timeout=timeout, changes_state=not read_only,
             on_stderr_line=on_stderr_line,
-        )
+        )  # fmt: skip
+
+    def run_image(
+        self,
+        image: str,
+        command: Sequence[str],
+        *,
+        entrypoint: str,
+        user: str,
+        network: str = "none",
+        mounts: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        on_stderr_line: Callable[[str], None] | None = None,
+    ) -> CommandResult:
+        """`docker run --rm` ``image`` outside the stack: no secret, no volume but ``mounts``, a
+        read-only root, no capability; ``env`` reaches it by name only (`--env NAME`), never argv.
+
+        For a one-off job that must not hold the stack's secrets (one on the host's network).
+        """
+        argv = ["docker", "run", "--rm", "--pull", "never", "--network", network, "--user", user]
+        argv += ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+        argv += ["--label", f"com.docker.compose.project={self.config.project_name}", "--entrypoint", entrypoint]
+        for mount in mounts:
+            argv += ["--volume", mount]
+        for name in env or {}:
+            argv += ["--env", name]
+        try:
+            return self.runner.run([*argv, image, *command], env=env, on_stderr_line=on_stderr_line)
+        except CommandError as error:
+            raise_if_engine_unusable(error)
+            raise
 
     def start_services(self, services: Sequence[str], *, wait_timeout: int) -> None:
         """Start only some services (e.g. the database during a restore) and wait for health."""

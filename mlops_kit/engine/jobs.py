@@ -7,19 +7,19 @@ sent to ``python -``) print progress as they like and end with one JSON line.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlops_kit.errors import CommandError, KitError, last_line
 
-__all__ = ["PROGRESS_PREFIX", "last_json", "last_line", "run_json_job"]
+__all__ = ["PROGRESS_PREFIX", "json_answer", "last_json", "last_line", "run_json_job"]
 
 #: How a job marks a line of its stderr as progress for the person waiting.
 PROGRESS_PREFIX = "progress: "
 
 if TYPE_CHECKING:
     from mlops_kit.engine.compose import ComposeProject
+    from mlops_kit.runner import CommandResult
 
 
 def last_json(output: str, opener: str = "{") -> Any | None:
@@ -45,8 +45,6 @@ def run_json_job(
     mounts: Sequence[str] = (),
     error: type[KitError] = KitError,
     read_only: bool = False,
-    overlays: Sequence[Path] = (),
-    env: Mapping[str, str] | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """`docker compose run` a one-shot job and return its JSON answer, or raise ``error`` saying why not.
@@ -55,6 +53,22 @@ def run_json_job(
     that sentence, not Compose's, is the message. ``on_progress`` gets what the job reports
     on stderr as ``progress: <message>`` lines, as they come.
     """
+    return json_answer(
+        lambda on_line: project.run_job(service, command, mounts=mounts, read_only=read_only, on_stderr_line=on_line),
+        what=what,
+        error=error,
+        on_progress=on_progress,
+    )
+
+
+def json_answer(
+    run: Callable[[Callable[[str], None] | None], CommandResult],
+    *,
+    what: str,
+    error: type[KitError] = KitError,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The JSON answer of a job that ``run`` starts (given the stderr line handler), or ``error``."""
     on_line = None
     if on_progress is not None:
         report = on_progress
@@ -64,9 +78,7 @@ def run_json_job(
                 report(line[len(PROGRESS_PREFIX) :].strip())
 
     try:
-        result = project.run_job(
-            service, command, mounts=mounts, read_only=read_only, overlays=overlays, env=env, on_stderr_line=on_line
-        )
+        result = run(on_line)
     except CommandError as failure:
         said = last_json(failure.stdout)
         detail = _complaint(said) if isinstance(said, dict) else ""

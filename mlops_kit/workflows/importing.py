@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from mlops_kit.engine.compose import ComposeProject
-from mlops_kit.engine.jobs import run_json_job
+from mlops_kit.engine.jobs import json_answer, run_json_job
 from mlops_kit.errors import ConfigError, ImportDataError
 from mlops_kit.masking import register_secret
 from mlops_kit.services.mlflow import IMPORT_JOB, MLFLOW, MLFLOW_UID
@@ -36,10 +36,8 @@ ARTIFACTS_MOUNT = "/import/artifacts"
 WORK_MOUNT = "/import/work"
 #: The scratch folder (the staged copy), under BACKUP_DIR: sized for copies of the data.
 WORK_FOLDER = "import-work"
-#: The overlay that gives the job reading another server's database the host's network.
-IMPORT_NETWORK_OVERLAY = Path("docker/compose/import-network.yaml")
-#: How the job gets the source database's password (not PGPASSWORD: libpq would offer that
-#: to the kit's own database as well).
+#: How the job reading another server's database gets its password (by environment, never
+#: argv; not PGPASSWORD, which libpq would offer to any server).
 SOURCE_PASSWORD_VARIABLE = "MLOPS_KIT_IMPORT_SOURCE_PASSWORD"
 #: A SQLite source's copy in the scratch folder.
 SQLITE_COPY = "source.db"
@@ -66,20 +64,31 @@ class ImportSource:
 
 def _database_source(source: str, artifacts: Path | None, password: str | None) -> ImportSource:
     """Another MLflow server's PostgreSQL database, from its URL (the password out of it)."""
-    parts = urlsplit(source)
-    if not parts.hostname or not parts.path.strip("/"):
+    try:
+        parts = urlsplit(source)
+        port = parts.port
+        user, host, in_url = parts.username, parts.hostname, parts.password
+    except ValueError:
+        # The text is not repeated: it may hold a password.
+        raise ConfigError(
+            "SOURCE: the database URL does not parse",
+            hint="percent-encode / ? # @ : in the password (or put it in PGPASSWORD), as in "
+            "postgresql://USER@HOST:PORT/DATABASE",
+        ) from None
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    in_query = [value for key, value in query if key == "password"]
+    if not host or not parts.path.strip("/"):
         raise ConfigError(
             "SOURCE: a database URL needs a host and a database name",
             hint="give postgresql://USER@HOST[:PORT]/DATABASE (the password in PGPASSWORD)",
         )
-    in_url = unquote(parts.password) if parts.password is not None else None
-    register_secret(in_url)
-    register_secret(password)
-    user = f"{parts.username}@" if parts.username else ""
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    netloc = f"{user}{host}" + (f":{parts.port}" if parts.port else "")
-    url = urlunsplit(("postgresql", netloc, parts.path, parts.query, ""))
-    return ImportSource("postgresql", artifacts=artifacts, url=url, password=in_url or password)
+    given = unquote(in_url) if in_url is not None else (in_query[0] if in_query else password)
+    register_secret(given)
+    user_part = f"{user}@" if user else ""
+    netloc = f"{user_part}{f'[{host}]' if ':' in host else host}" + (f":{port}" if port else "")
+    kept_query = urlencode([(key, value) for key, value in query if key != "password"])
+    url = urlunsplit(("postgresql", netloc, parts.path, kept_query, ""))
+    return ImportSource("postgresql", artifacts=artifacts, url=url, password=given)
 
 
 def recognise_source(source: str, artifacts: str | None = None, *, password: str | None = None) -> ImportSource:
@@ -127,9 +136,9 @@ def recognise_source(source: str, artifacts: str | None = None, *, password: str
             f"SOURCE {path} holds no MLflow file store (no experiment folders, no mlruns/)",
             hint="give the folder `mlflow ui` or MLFLOW_TRACKING_URI=file:... wrote",
         )
-    if artifacts_path is not None:
-        raise ConfigError("--artifacts is for a SQLite source: a file store keeps its artifacts inside it")
-    return ImportSource("filestore", path=mlruns)
+    # A file store written through `mlflow server` keeps the files in the server's
+    # --artifacts-destination (./mlartifacts by default): that is --artifacts here.
+    return ImportSource("filestore", path=mlruns, artifacts=artifacts_path)
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,8 @@ class ImportReport:
     already_there: int = 0
     new_experiment_ids: dict[str, int] = field(default_factory=dict)
     kept_uris: dict[str, int] = field(default_factory=dict)
+    #: Server URIs (mlflow-artifacts:/) with no --artifacts folder to find their files in.
+    unresolved_uris: int = 0
     #: Tables whose rows stayed behind: {"rows": n, "reason": why}.
     skipped: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
@@ -172,6 +183,7 @@ class ImportReport:
             new_experiment_ids={str(k): int(v) for k, v in (plan.get("new_experiment_ids") or {}).items()},
             kept_uris={str(k): int(v) for k, v in (plan.get("kept_uris") or {}).items()},
             skipped={str(k): dict(v) for k, v in (plan.get("skipped") or {}).items()},
+            unresolved_uris=int(plan.get("unresolved_uris") or 0),
             seconds=round(time.time() - started, 1),
             peak_memory_mib=int(answer.get("peak_memory_mib") or 0),
         )
@@ -192,6 +204,7 @@ class ImportReport:
             "new_experiment_ids": self.new_experiment_ids,
             "kept_uris": self.kept_uris,
             "skipped": self.skipped,
+            "unresolved_uris": self.unresolved_uris,
             "seconds": self.seconds,
             "peak_memory_mib": self.peak_memory_mib,
         }
@@ -221,42 +234,48 @@ def _copy_private(database: Path, copy: Path) -> None:
             os.chown(f"{copy}{suffix}", MLFLOW_UID, MLFLOW_UID)
 
 
-def _run_job(
-    project: ComposeProject,
-    command: list[str],
-    mounts: list[str],
-    source: ImportSource,
-    *,
-    read_only: bool,
-    on_progress: Callable[[str], None],
-) -> dict[str, Any]:
-    """The job's answer; its complaints name the host's paths, not the container's."""
+def _plainly(failure: ImportDataError, source: ImportSource) -> ImportDataError:
+    """The job's complaint naming the host's paths, not the container's (and the fix for unreadable files)."""
+    message = failure.message.replace(SOURCE_MOUNT, str(source.path or source.url))
+    if source.artifacts is not None:
+        message = message.replace(ARTIFACTS_MOUNT, str(source.artifacts))
+    if "Permission denied" in message:
+        return ImportDataError(
+            message,
+            hint=f"the import reads as the MLflow image's user (uid {MLFLOW_UID}): make the source readable "
+            "to others (chmod -R o+rX) or import a copy",
+        )
+    return ImportDataError(message, hint=failure.hint)
+
+
+def _stage_database(project: ComposeProject, source: ImportSource, work: Path, on_step: Callable[[str], None]) -> None:
+    """Copy another server's PostgreSQL into ``work``/source.db (SQLite, at its own schema revision).
+
+    In a container of the MLflow image outside the stack: the host's network (the URL means
+    what it means on the host), the scratch folder and nothing else; none of the stack's
+    secrets, so a hostile server can learn nothing of the kit. Its password comes by environment.
+    """
+    assert source.url is not None
+    env = {SOURCE_PASSWORD_VARIABLE: source.password} if source.password else {}
+    command = ["--", IMPORT_JOB, "--stage-only", "--kind", "postgresql", "--source", source.url, "--work", WORK_MOUNT]
     try:
-        database = source.kind == "postgresql"
-        return run_json_job(
-            project,
-            MLFLOW.name,
-            command,
-            what="the import",
+        json_answer(
+            lambda on_line: project.run_image(
+                project.config.mlflow_image,
+                command,
+                entrypoint="tini",
+                user=f"{MLFLOW_UID}:{MLFLOW_UID}",
+                network="host",
+                mounts=[f"{work}:{WORK_MOUNT}"],
+                env=env,
+                on_stderr_line=on_line,
+            ),
+            what="reading the source database",
             error=ImportDataError,
-            mounts=mounts,
-            read_only=read_only,
-            # Only the job that reads another server's database gets a network (the host's).
-            overlays=[IMPORT_NETWORK_OVERLAY] if database else [],
-            env={SOURCE_PASSWORD_VARIABLE: source.password} if database and source.password else None,
-            on_progress=on_progress,
+            on_progress=lambda m: on_step(f"Reading the source: {m}"),
         )
     except ImportDataError as failure:
-        message = failure.message.replace(SOURCE_MOUNT, str(source.path or source.url))
-        if source.artifacts is not None:
-            message = message.replace(ARTIFACTS_MOUNT, str(source.artifacts))
-        if "Permission denied" in message:
-            raise ImportDataError(
-                message,
-                hint=f"the import reads as the MLflow image's user (uid {MLFLOW_UID}): make the source readable "
-                "to others (chmod -R o+rX) or import a copy",
-            ) from failure
-        raise ImportDataError(message, hint=failure.hint) from failure
+        raise _plainly(failure, source) from failure
 
 
 def import_data(
@@ -278,32 +297,45 @@ def import_data(
         on_step("Checking the stack")
         require_running(project)
         work = _work_folder(project)
-        mounts = [f"{work}:{WORK_MOUNT}"]
-        if source.kind == "postgresql" and source.url:
-            where = source.url
-        elif source.kind == "sqlite" and source.path:
-            # Copied here (as whoever runs the kit) rather than mounted: the job's user could
-            # not read a database in a private folder, and the staging needs a copy anyway.
-            on_step(f"Copying {source.path}")
-            _copy_private(source.path, work / SQLITE_COPY)
-            where = f"{WORK_MOUNT}/{SQLITE_COPY}"
-        else:
-            mounts.append(f"{source.path}:{SOURCE_MOUNT}:ro")
-            where = SOURCE_MOUNT
-        command = [IMPORT_JOB, "--kind", source.kind, "--source", where, "--work", WORK_MOUNT]
-        if source.artifacts is not None:
-            mounts.append(f"{source.artifacts}:{ARTIFACTS_MOUNT}:ro")
-            command += ["--artifacts", ARTIFACTS_MOUNT]
-        if dry_run:
-            command.append("--dry-run")
-        if merge:
-            command.append("--merge")
-        on_step(f"{'Planning' if dry_run else 'Importing'} {source.describe()}")
         try:
+            mounts = [f"{work}:{WORK_MOUNT}"]
+            kind = source.kind
+            if source.kind == "postgresql":
+                on_step(f"Reading {source.url}")
+                _stage_database(project, source, work, on_step)
+                kind, where = "sqlite", f"{WORK_MOUNT}/{SQLITE_COPY}"
+            elif source.kind == "sqlite" and source.path:
+                # Copied here (as whoever runs the kit) rather than mounted: the job's user could
+                # not read a database in a private folder, and the staging needs a copy anyway.
+                on_step(f"Copying {source.path}")
+                _copy_private(source.path, work / SQLITE_COPY)
+                where = f"{WORK_MOUNT}/{SQLITE_COPY}"
+            else:
+                mounts.append(f"{source.path}:{SOURCE_MOUNT}:ro")
+                where = SOURCE_MOUNT
+            command = [IMPORT_JOB, "--kind", kind, "--source", where, "--work", WORK_MOUNT, "--origin", source.kind]
+            if source.artifacts is not None:
+                mounts.append(f"{source.artifacts}:{ARTIFACTS_MOUNT}:ro")
+                command += ["--artifacts", ARTIFACTS_MOUNT]
+            if dry_run:
+                command.append("--dry-run")
+            if merge:
+                command.append("--merge")
             doing = "Planning" if dry_run else "Importing"
-            answer = _run_job(
-                project, command, mounts, source, read_only=dry_run, on_progress=lambda m: on_step(f"{doing}: {m}")
-            )
+            on_step(f"{doing} {source.describe()}")
+            try:
+                answer = run_json_job(
+                    project,
+                    MLFLOW.name,
+                    command,
+                    what="the import",
+                    error=ImportDataError,
+                    mounts=mounts,
+                    read_only=dry_run,
+                    on_progress=lambda m: on_step(f"{doing}: {m}"),
+                )
+            except ImportDataError as failure:
+                raise _plainly(failure, source) from failure
         finally:
             # The staged copy is only scratch (a rerun stages again); the store keeps what was copied.
             shutil.rmtree(work, ignore_errors=True)

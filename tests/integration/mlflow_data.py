@@ -100,6 +100,23 @@ def populate(tracking_uri: str, prefix: str = "bk") -> list[str]:
     return experiment_ids
 
 
+def populate_inputs_and_prompts(tracking_uri: str, prefix: str = "bk") -> None:
+    """A run with a dataset input in the first experiment and, from MLflow 3 on, a prompt
+    with two versions and an alias (the import's data: what the backup tests' data lacks)."""
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(f"{prefix}-experiment-0")
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [2.0, 4.0, 6.0]})
+    with mlflow.start_run(run_name="with-dataset"):
+        mlflow.log_input(mlflow.data.from_pandas(frame, name="digest-data", targets="y"), context="training")
+    if _mlflow_major() >= 3:
+        for text in ("Summarise {{text}}.", "Summarise {{text}} in one line."):
+            version = mlflow.genai.register_prompt(f"{prefix}-prompt", text, commit_message=text[:20])
+        mlflow.genai.set_prompt_alias(f"{prefix}-prompt", "production", version.version)
+
+
 def populate_small(tracking_uri: str, prefix: str = "small") -> list[str]:
     """A run in the Default experiment and an experiment with one run (params, a metric, a file)."""
     import mlflow
@@ -120,8 +137,12 @@ def populate_small(tracking_uri: str, prefix: str = "small") -> list[str]:
     return run_ids
 
 
-def digest(tracking_uri: str, experiment_names: list[str] | None = None) -> dict[str, Any]:
-    """Everything the MLflow API says about the stack's data (optionally only some experiments)."""
+def digest(
+    tracking_uri: str, experiment_names: list[str] | None = None, *, inputs_and_prompts: bool = False
+) -> dict[str, Any]:
+    """Everything the MLflow API says about the stack's data (optionally only some experiments).
+
+    ``inputs_and_prompts``: also every run's dataset inputs and (MLflow 3) the prompts."""
     import mlflow
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
@@ -142,7 +163,7 @@ def digest(tracking_uri: str, experiment_names: list[str] | None = None) -> dict
                 "stage": experiment.lifecycle_stage,
                 "tags": dict(sorted(experiment.tags.items())),
                 "artifact_location": experiment.artifact_location,
-                "runs": {run.info.run_id: _run_digest(client, run, tmp) for run in runs},
+                "runs": {run.info.run_id: _run_digest(client, run, tmp, inputs_and_prompts) for run in runs},
                 "logged_models": _logged_models(client, experiment.experiment_id),
                 "traces": _traces(client, experiment.experiment_id),
             }
@@ -152,7 +173,30 @@ def digest(tracking_uri: str, experiment_names: list[str] | None = None) -> dict
             "aliases": dict(sorted(model.aliases.items())),
             "versions": sorted((v.version, v.source, v.run_id, v.status) for v in versions),
         }
+    if inputs_and_prompts:
+        result["prompts"] = _prompts()
     return json.loads(json.dumps(result, sort_keys=True, default=str))  # type: ignore[no-any-return]
+
+
+def _prompts() -> dict[str, Any]:
+    """Each prompt's aliases and versions (template, commit message); none before MLflow 3."""
+    import mlflow
+
+    if _mlflow_major() < 3:
+        return {}
+    prompts: dict[str, Any] = {}
+    for prompt in mlflow.genai.search_prompts(max_results=1000):
+        versions = []
+        version = 1
+        while (found := mlflow.genai.load_prompt(prompt.name, version=version, allow_missing=True)) is not None:
+            versions.append((found.version, found.template, found.commit_message))
+            version += 1
+        aliases = {}
+        for alias in ("production",):
+            loaded = mlflow.genai.load_prompt(f"prompts:/{prompt.name}@{alias}", allow_missing=True)
+            aliases[alias] = loaded.version if loaded else None
+        prompts[prompt.name] = {"versions": versions, "aliases": aliases}
+    return prompts
 
 
 def _logged_models(client: Any, experiment_id: str) -> list[tuple[str, str, str]]:
@@ -180,7 +224,7 @@ def _traces(client: Any, experiment_id: str) -> list[tuple[str, str, tuple[str, 
     return sorted(result)
 
 
-def _run_digest(client: Any, run: Any, tmp: str) -> dict[str, Any]:
+def _run_digest(client: Any, run: Any, tmp: str, inputs: bool = False) -> dict[str, Any]:
     run_id = run.info.run_id
     # Every point, in a fixed order: releases return a metric's history in different orders.
     metrics = {
@@ -198,7 +242,25 @@ def _run_digest(client: Any, run: Any, tmp: str) -> dict[str, Any]:
         "tags": dict(sorted(run.data.tags.items())),
         "metrics": metrics,
         "artifacts": _artifact_hashes(client, run_id, "", tmp) if run.info.lifecycle_stage == "active" else {},
+        **({"inputs": _dataset_inputs(client, run_id)} if inputs else {}),
     }
+
+
+def _dataset_inputs(client: Any, run_id: str) -> list[tuple[Any, ...]]:
+    """The run's dataset inputs as get_run gives them (search results may leave them out)."""
+    found = client.get_run(run_id).inputs
+    return sorted(
+        (
+            d.dataset.name,
+            d.dataset.digest,
+            d.dataset.source_type,
+            d.dataset.source,
+            d.dataset.schema,
+            d.dataset.profile,
+            tuple(sorted((t.key, t.value) for t in d.tags)),
+        )
+        for d in (found.dataset_inputs if found else [])
+    )
 
 
 def _artifact_hashes(client: Any, run_id: str, path: str, tmp: str) -> dict[str, str]:
@@ -214,13 +276,18 @@ def _artifact_hashes(client: Any, run_id: str, path: str, tmp: str) -> dict[str,
 
 
 if __name__ == "__main__":
-    # Inside an old release's image: `populate PREFIX`, `populate-small PREFIX` or `digest NAME...`; JSON on stdout.
+    # Inside an old release's image: `populate[-full|-small] PREFIX` or `digest[-full] NAME...`; JSON on stdout.
     command, *arguments = sys.argv[1:]
     uri = os.environ["MLFLOW_TRACKING_URI"]
     if command == "populate":
         answer: Any = populate(uri, *arguments)
+    elif command == "populate-full":  # the import's data: populate, then inputs and prompts
+        answer = populate(uri, *arguments)
+        populate_inputs_and_prompts(uri, *arguments)
     elif command == "populate-small":
         answer = populate_small(uri, *arguments)
+    elif command == "digest-full":
+        answer = digest(uri, arguments or None, inputs_and_prompts=True)
     else:
         answer = digest(uri, arguments or None)
     print(json.dumps(answer))

@@ -2,7 +2,9 @@
 comes into a kit stack with the same runs, metric points, artifacts (sha256), registered
 models, aliases, logged models and traces, read back through the MLflow client.
 
-The source data is made by tests/integration/mlflow_data.py (`populate`) under this
+The source data is made by tests/integration/mlflow_data.py (`populate-full`: the backup
+tests' data set plus a run with a dataset input and, on MLflow 3, a prompt with two
+versions and an alias) under this
 checkout's MLflow 3.17.2, in a subprocess pointed at ``file:`` or ``sqlite:`` URIs; both
 sides are digested by the same client code. What may differ is only what the import
 must change: artifact URIs (now ``mlflow-artifacts:/``) and the file store's 18-digit
@@ -23,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
-from tests.harness import REPO_ROOT, Stack, clean_env, cli_argv, fresh_stack, psql
+from tests.harness import REPO_ROOT, Stack, clean_env, cli_argv, free_port, fresh_stack, psql
 from tests.integration.containers import SOURCE_DB_PASSWORD, loopback_port, plain_postgres
 from tests.integration.mlflow_data import MODEL_NAME, digest
 from tests.integration.old_releases import MLFLOW2, OLD_PYTHON, build_mlflow2_image
@@ -38,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def run_data_script(command: str, tracking_uri: str, cwd: Path, prefix: str = PREFIX) -> Any:
-    """`mlflow_data.py populate|populate-small|digest` in a fresh process (MLflow's globals stay there)."""
+    """`mlflow_data.py populate[-full|-small]|digest[-full]` in a fresh process (MLflow's globals stay there)."""
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "tests" / "integration" / "mlflow_data.py"), command, prefix]
         if command.startswith("populate")
@@ -74,12 +77,12 @@ def comparable(data: dict[str, Any]) -> dict[str, Any]:
         }
         for name, model in data["registered_models"].items()
     }
-    return {"experiments": experiments, "registered_models": models}
+    return {"experiments": experiments, "registered_models": models, "prompts": data.get("prompts")}
 
 
 def kit_digest(stack: Stack) -> dict[str, Any]:
     with stack.as_user("admin"):
-        return digest(stack.tracking_uri)
+        return digest(stack.tracking_uri, inputs_and_prompts=True)
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +97,8 @@ def stack(kit_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def file_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     folder = tmp_path_factory.mktemp("filestore")
     uri = (folder / "mlruns").as_uri()
-    run_data_script("populate", uri, folder)
-    return folder / "mlruns", run_data_script("digest", uri, folder)
+    run_data_script("populate-full", uri, folder)
+    return folder / "mlruns", run_data_script("digest-full", uri, folder)
 
 
 def wipe(stack: Stack) -> None:
@@ -167,7 +170,7 @@ def test_a_merge_adds_to_the_data_already_there(stack: Stack, tmp_path: Path) ->
     before = kit_digest(stack)
     uri = (tmp_path / "mlruns").as_uri()
     run_ids = run_data_script("populate-small", uri, tmp_path, prefix="merged")
-    added = run_data_script("digest", uri, tmp_path)
+    added = run_data_script("digest-full", uri, tmp_path)
     report = json.loads(stack.kit("import", str(tmp_path / "mlruns"), "--merge", "--yes", "--json").stdout)
     assert report["rows"]["runs"] == 2
     after = kit_digest(stack)
@@ -190,8 +193,8 @@ def test_a_sqlite_store_imports_with_identical_data(stack: Stack, tmp_path: Path
     artifacts = tmp_path / "mlruns"
     # The client alone with a SQLite backend keeps artifacts in ./mlruns (the working folder).
     uri = f"sqlite:///{database}"
-    run_data_script("populate", uri, tmp_path)
-    before = run_data_script("digest", uri, tmp_path)
+    run_data_script("populate-full", uri, tmp_path)
+    before = run_data_script("digest-full", uri, tmp_path)
     assert artifacts.is_dir()
     report = json.loads(stack.kit("import", str(database), "--artifacts", str(artifacts), "--yes", "--json").stdout)
     assert report["new_experiment_ids"] == {}, "SQLite ids fit PostgreSQL's integer"
@@ -246,7 +249,7 @@ def test_an_interrupted_import_goes_on_where_it_stopped(
     )  # fmt: skip
     assert logged.returncode == 0, logged.stderr[-3000:]
     shutil.rmtree(bulk)
-    before = run_data_script("digest", mlruns.as_uri(), tmp_path)
+    before = run_data_script("digest-full", mlruns.as_uri(), tmp_path)
     store = artifact_store(stack)
 
     importing = subprocess.Popen(
@@ -254,14 +257,16 @@ def test_an_interrupted_import_goes_on_where_it_stopped(
         cwd=stack.directory, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     job: list[str] = []
+    killed = False
     deadline = time.monotonic() + 600
     while importing.poll() is None and time.monotonic() < deadline:
         job = job or one_off_containers(stack)
         if job and any(store.rglob("part-*.bin")):
-            subprocess.run(["docker", "kill", *job], capture_output=True, check=False)
+            killed = subprocess.run(["docker", "kill", *job], capture_output=True, check=False).returncode == 0
             break
         time.sleep(0.02)
     out, err = importing.communicate(timeout=300)
+    assert killed, f"the import ended (exit {importing.returncode}) before it could be killed: {err[-2000:]}"
     assert importing.returncode == 13, out + err
     assert "Traceback" not in err, err
     present = len(list(store.rglob("part-*.bin")))
@@ -313,8 +318,8 @@ def test_another_servers_postgresql_imports_with_identical_data(
     wipe(stack)
     # The client alone with a database backend keeps artifacts in ./mlruns (the working folder).
     source = f"postgresql+psycopg2://mlflow:{SOURCE_DB_PASSWORD}@127.0.0.1:{source_server}/mlflow"
-    run_data_script("populate", source, tmp_path)
-    before = run_data_script("digest", source, tmp_path)
+    run_data_script("populate-full", source, tmp_path)
+    before = run_data_script("digest-full", source, tmp_path)
 
     # A wrong password: one line that names the reason, and never the password tried.
     wrong = stack.kit(
@@ -338,7 +343,7 @@ def test_another_servers_postgresql_imports_with_identical_data(
     after = kit_digest(stack)
     assert after["experiments"].keys() == before["experiments"].keys()
     assert comparable(after) == comparable(before)
-    assert run_data_script("digest", source, tmp_path) == before, "the source must be unchanged"
+    assert run_data_script("digest-full", source, tmp_path) == before, "the source must be unchanged"
 
 
 @pytest.fixture(scope="module")
@@ -361,8 +366,8 @@ def mlflow2_file_store(kit_images: None, tmp_path_factory: pytest.TempPathFactor
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads(result.stdout.strip().splitlines()[-1])
 
-    old_client("populate", PREFIX)
-    return folder / "mlruns", old_client("digest")
+    old_client("populate-full", PREFIX)
+    return folder / "mlruns", old_client("digest-full")
 
 
 def test_a_file_store_from_mlflow_2_imports_with_identical_data(
@@ -375,6 +380,61 @@ def test_a_file_store_from_mlflow_2_imports_with_identical_data(
     assert report["rows"]["runs"] == sum(len(e["runs"]) for e in before["experiments"].values())
     after = kit_digest(stack)
     assert comparable(after) == comparable(before), f"MLflow {MLFLOW2} data changed on the way"
+
+
+@pytest.fixture()
+def served_source(tmp_path: Path) -> Iterator[str]:
+    """A temporary `mlflow server` (this checkout's MLflow) on a SQLite file with its own
+    --artifacts-destination, as a team runs it: clients log mlflow-artifacts:/ URIs."""
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination", str(tmp_path / "mlartifacts"), "--workers", "1",
+        ],
+        cwd=tmp_path, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+
+
+def test_a_servers_database_imports_with_its_artifact_destination(
+    stack: Stack, served_source: str, tmp_path: Path
+) -> None:
+    """The source is digested through the server that wrote it; its mlflow-artifacts:/ files
+    come from --artifacts, and without it the import refuses rather than lose them."""
+    wipe(stack)
+    run_data_script("populate-full", served_source, tmp_path)
+    before = run_data_script("digest-full", served_source, tmp_path)
+    database = tmp_path / "mlflow.db"
+
+    plan = json.loads(stack.kit("import", str(database), "--dry-run", "--json").stdout)
+    assert plan["unresolved_uris"] > 0
+    refused = stack.kit("import", str(database), "--yes", check=False)
+    assert refused.returncode == 13 and "--artifacts" in refused.stderr, refused.stderr
+    assert psql(stack, "SELECT count(*) FROM runs").strip() == "0"
+
+    report = json.loads(
+        stack.kit("import", str(database), "--artifacts", str(tmp_path / "mlartifacts"), "--yes", "--json").stdout
+    )
+    assert report["unresolved_uris"] == 0 and report["kept_uris"] == {}
+    assert comparable(kit_digest(stack)) == comparable(before)
 
 
 def test_bad_sources_get_one_line_errors(stack: Stack, tmp_path: Path) -> None:

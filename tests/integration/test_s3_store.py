@@ -18,6 +18,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,6 +250,34 @@ def test_gc_frees_the_bucket_and_keeps_everything_else(stack: Stack, s3_server: 
     # bytes counted in the bucket itself (after the migrations above: under a new prefix).
     figures = run_scenario(stack, lambda: bucket_keys(s3_server))
     print(f"gc on the s3 store: {figures}")
+
+
+def test_an_import_lands_in_the_bucket(stack: Stack, s3_server: S3Server, tmp_path: Path) -> None:
+    """A SQLite source merged into the s3 stack: its files are objects under the stack's prefix."""
+    database = tmp_path / "mlflow.db"
+    made = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tests" / "integration" / "mlflow_data.py"), "populate-small", "s3imp"],
+        env=clean_env({"MLFLOW_TRACKING_URI": f"sqlite:///{database}", "PYTHONPATH": str(REPO_ROOT)}),
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-3000:]
+    run_ids = json.loads(made.stdout.strip().splitlines()[-1])
+    where = [str(database), "--artifacts", str(tmp_path / "mlruns"), "--merge", "--yes", "--json"]
+    report = json.loads(stack.kit("import", *where).stdout)
+    assert report["artifacts"]["copied_files"] == 2 and report["rows"]["runs"] == 2
+    prefix = stack.env_values()["MLOPS_KIT_S3_PREFIX"]
+    keys = bucket_keys(s3_server, prefix + "/")
+    for run_id in run_ids:
+        assert any(key.endswith(f"/{run_id}/artifacts/note.txt") for key in keys), (run_id, sorted(keys)[:5])
+    from mlflow.tracking import MlflowClient
+
+    with stack.as_user("admin"), tempfile.TemporaryDirectory() as tmp:
+        client = MlflowClient(stack.tracking_uri)
+        for run_id in run_ids:
+            assert Path(client.download_artifacts(run_id, "note.txt", tmp)).read_text() == "s3imp"
+    # The same import again is refused before anything is sent: the runs are there.
+    again = stack.kit("import", *where, check=False)
+    assert again.returncode == 13 and "both have" in again.stderr, again.stderr
 
 
 def interrupt_migration(stack: Stack, store: str) -> str:

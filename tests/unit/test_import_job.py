@@ -39,6 +39,10 @@ def test_uris_into_the_source_root_become_the_kits_and_name_their_files(source: 
     # Elsewhere: kept as it is, counted by kind.
     assert mapping.rewrite("s3://bucket/1/abc") == ("s3://bucket/1/abc", None)
     assert mapping.rewrite("/somewhere/else/1") == ("/somewhere/else/1", None)
+    # MLflow's own references and values that are no place at all are neither rewritten nor reported.
+    assert mapping.rewrite("models:/m-123") == ("models:/m-123", None)
+    assert mapping.rewrite("runs:/abc/model") == ("runs:/abc/model", None)
+    assert mapping.rewrite("dummy-source") == ("dummy-source", None)
     assert mapping.kept == {"s3": 1, "a path outside the source": 1}
 
 
@@ -74,8 +78,49 @@ def test_the_store_refuses_a_target_outside_it(tmp_path: Path) -> None:
     job = load_job()
     store = job.LocalStore(str(tmp_path / "store"))
     (tmp_path / "store").mkdir()
-    with pytest.raises(ValueError, match="leaves the artifact store"):
+    with pytest.raises(job.SourceError, match="leaves the kit's store"):
         store.target("../outside")
+
+
+def test_the_store_never_overwrites_what_the_kit_has(tmp_path: Path) -> None:
+    job = load_job()
+    (tmp_path / "store" / "1").mkdir(parents=True)
+    (tmp_path / "store" / "1" / "model.pkl").write_bytes(b"the kit's own")
+    (tmp_path / "same").write_bytes(b"the kit's own")
+    (tmp_path / "other").write_bytes(b"the source's!")  # same size, other bytes
+    store = job.LocalStore(str(tmp_path / "store"))
+    copied = job.Copied()
+    store.copy(str(tmp_path / "same"), "1/model.pkl", copied)
+    assert copied.already_there == 1 and copied.files == 0
+    assert not store.differs(str(tmp_path / "other"), "1/model.pkl")  # the plan sees sizes only
+    with pytest.raises(job.SourceError, match=r"already has 1/model\.pkl with other bytes"):
+        store.copy(str(tmp_path / "other"), "1/model.pkl", copied)
+    assert (tmp_path / "store" / "1" / "model.pkl").read_bytes() == b"the kit's own"
+    (tmp_path / "longer").write_bytes(b"a longer file than the kit's")
+    assert job.artifact_clashes(store, {"1/model.pkl": str(tmp_path / "longer")}) == ["artifact 1/model.pkl"]
+
+
+def test_a_file_store_with_a_link_out_of_it_is_refused(tmp_path: Path) -> None:
+    """MLflow's converter would read a tag through the link: the job's own files must not become tags."""
+    job = load_job()
+    tags = tmp_path / "mlruns" / "1" / "abc" / "tags"
+    tags.mkdir(parents=True)
+    (tmp_path / "password").write_text("secret")
+    (tags / "inside").symlink_to(tags.parent)  # a link within the store is fine
+    job.refuse_links_out(str(tmp_path / "mlruns"))
+    (tags / "leak").symlink_to(tmp_path / "password")
+    with pytest.raises(job.SourceError, match=r"1/abc/tags/leak .* link to a place outside"):
+        job.refuse_links_out(str(tmp_path / "mlruns"))
+
+
+def test_database_errors_are_reported_by_their_first_line_only() -> None:
+    import sqlalchemy as sa
+
+    job = load_job()
+    error = sa.exc.DataError(
+        "INSERT INTO params VALUES (%(v)s)", {"v": "secret value"}, Exception("value too long\nDETAIL: x")
+    )
+    assert job.first_line(error) == "value too long"
 
 
 def test_tables_that_refer_to_a_skipped_table_stay_behind_with_it() -> None:
@@ -100,3 +145,10 @@ def test_tables_that_refer_to_a_skipped_table_stay_behind_with_it() -> None:
     skipped = job.skipped_tables(job.Target(engine=None, metadata=metadata))
     assert set(skipped) == {"secrets", "model_definitions", "endpoint_model_mappings"}
     assert "source server's key" in skipped["endpoint_model_mappings"]
+
+
+def test_a_prompts_linked_experiments_follow_their_new_ids() -> None:
+    job = load_job()
+    assert job.renumber_listed(",813577761166592606,0,", {813577761166592606: 3}) == ",3,0,"
+    assert job.renumber_listed(",1,", {}) == ",1,"
+    assert job.renumber_listed(None, {5: 6}) is None

@@ -14,12 +14,7 @@ from mlops_kit.errors import ConfigError
 from mlops_kit.masking import mask
 from mlops_kit.runner import CommandResult
 from mlops_kit.workflows import importing
-from mlops_kit.workflows.importing import (
-    IMPORT_NETWORK_OVERLAY,
-    SOURCE_PASSWORD_VARIABLE,
-    import_data,
-    recognise_source,
-)
+from mlops_kit.workflows.importing import SOURCE_PASSWORD_VARIABLE, import_data, recognise_source
 from tests.unit.test_compose import HOST, FakeRunner
 
 PASSWORD = "s3cr3t-Only-Here"
@@ -32,6 +27,14 @@ def test_a_database_url_loses_its_password_which_is_masked_from_then_on() -> Non
     assert source.password == PASSWORD
     assert PASSWORD not in repr(source) and PASSWORD not in source.describe()
     assert PASSWORD not in mask(f"connection failed for {PASSWORD}")
+
+
+def test_a_password_in_the_query_or_one_that_breaks_the_url_never_shows() -> None:
+    source = recognise_source(f"postgresql://team@db/mlflow?sslmode=require&password={PASSWORD}")
+    assert source.password == PASSWORD and source.url == "postgresql://team@db/mlflow?sslmode=require"
+    with pytest.raises(ConfigError) as broken:
+        recognise_source("postgresql://team:se/cr3t@db:5432/mlflow")
+    assert "does not parse" in str(broken.value) and "cr3t" not in str(broken.value) + str(broken.value.hint)
 
 
 def test_the_password_may_come_from_pgpassword_and_the_url_wins() -> None:
@@ -63,23 +66,34 @@ def counts_as_running(kit_dir: Path, monkeypatch: pytest.MonkeyPatch) -> KitConf
     return load_config(kit_dir, environ={})
 
 
-def test_the_job_reads_the_database_on_the_hosts_network_with_the_password_only_in_its_environment(
+def test_the_database_is_read_by_a_container_without_the_stacks_secrets_on_the_hosts_network(
     kit_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = counts_as_running(kit_dir, monkeypatch)
-    answer = {"ok": True, "dry_run": True, "plan": {"source": {"rows": {"runs": 3}}}}
-    runner = FakeRunner(answers=[CommandResult(argv=[], returncode=0, stdout=json.dumps(answer))])
+    staged = {"ok": True, "staged": "/import/work/source.db"}
+    answer = {"ok": True, "dry_run": True, "plan": {"source": {"kind": "postgresql", "rows": {"runs": 3}}}}
+    runner = FakeRunner(
+        answers=[
+            CommandResult(argv=[], returncode=0, stdout=json.dumps(staged)),
+            CommandResult(argv=[], returncode=0, stdout=json.dumps(answer)),
+        ]
+    )
     source = recognise_source(f"postgresql://team:{PASSWORD}@db.corp/mlflow")
 
     report = import_data(ComposeProject(config, runner), source, dry_run=True)
 
-    argv, env = runner.calls[0]
-    assert PASSWORD not in " ".join(argv)
-    assert env[SOURCE_PASSWORD_VARIABLE] == PASSWORD and "PGPASSWORD" not in env
-    assert argv[argv.index("--env") + 1] == SOURCE_PASSWORD_VARIABLE
-    files = [argv[i + 1] for i, a in enumerate(argv) if a == "--file"]
-    assert files[-1] == str(kit_dir / IMPORT_NETWORK_OVERLAY)
-    assert argv[argv.index("--source") + 1] == "postgresql://team@db.corp/mlflow"
+    (stage, stage_env), (job, job_env) = runner.calls
+    assert stage[:2] == ["docker", "run"] and stage[stage.index("--network") + 1] == "host"
+    assert stage[stage.index("--env") + 1] == SOURCE_PASSWORD_VARIABLE
+    assert stage_env[SOURCE_PASSWORD_VARIABLE] == PASSWORD
+    assert "--stage-only" in stage and stage[stage.index("--source") + 1] == "postgresql://team@db.corp/mlflow"
+    # Only the scratch folder is mounted; no secret, no stack volume, no capability.
+    assert [stage[i + 1].split(":")[1] for i, a in enumerate(stage) if a == "--volume"] == ["/import/work"]
+    assert "/run/secrets" not in " ".join(stage) and stage[stage.index("--cap-drop") + 1] == "ALL"
+    # The import itself is the usual job, with no network and without the password.
+    assert job[:2] == ["docker", "compose"] and "--network" not in job and SOURCE_PASSWORD_VARIABLE not in job_env
+    assert job[job.index("--kind") + 1] == "sqlite" and job[job.index("--origin") + 1] == "postgresql"
+    assert PASSWORD not in " ".join(stage + job)
     assert report.planned_rows == {"runs": 3}
 
 
@@ -88,6 +102,7 @@ def test_file_sources_get_no_network(kit_dir: Path, monkeypatch: pytest.MonkeyPa
     (tmp_path / "mlruns" / "0").mkdir(parents=True)
     runner = FakeRunner(answers=[CommandResult(argv=[], returncode=0, stdout='{"ok": true, "dry_run": true}')])
     import_data(ComposeProject(config, runner), recognise_source(str(tmp_path)), dry_run=True)
+    assert len(runner.calls) == 1
     argv, env = runner.calls[0]
-    assert str(IMPORT_NETWORK_OVERLAY) not in " ".join(argv) and SOURCE_PASSWORD_VARIABLE not in env
+    assert argv[:2] == ["docker", "compose"] and SOURCE_PASSWORD_VARIABLE not in env
     assert f"{tmp_path / 'mlruns'}:/import/source:ro" in argv
