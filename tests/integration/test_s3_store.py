@@ -253,16 +253,21 @@ def test_gc_frees_the_bucket_and_keeps_everything_else(stack: Stack, s3_server: 
 
 
 def test_an_import_lands_in_the_bucket(stack: Stack, s3_server: S3Server, tmp_path: Path) -> None:
-    """A SQLite source merged into the s3 stack: its files are objects under the stack's prefix."""
-    database = tmp_path / "mlflow.db"
+    """A file store merged into the s3 stack: its files are objects under the stack's prefix.
+
+    A file store, because its experiment's id (18 digits) is renumbered past the kit's: a
+    SQLite source's experiment 1 would clash with the kit's, and --merge refuses that."""
+    mlruns = tmp_path / "mlruns"
     made = subprocess.run(
         [sys.executable, str(REPO_ROOT / "tests" / "integration" / "mlflow_data.py"), "populate-small", "s3imp"],
-        env=clean_env({"MLFLOW_TRACKING_URI": f"sqlite:///{database}", "PYTHONPATH": str(REPO_ROOT)}),
+        env=clean_env(
+            {"MLFLOW_TRACKING_URI": mlruns.as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true", "PYTHONPATH": str(REPO_ROOT)}
+        ),
         cwd=tmp_path, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr[-3000:]
     run_ids = json.loads(made.stdout.strip().splitlines()[-1])
-    where = [str(database), "--artifacts", str(tmp_path / "mlruns"), "--merge", "--yes", "--json"]
+    where = [str(mlruns), "--merge", "--yes", "--json"]
     report = json.loads(stack.kit("import", *where).stdout)
     assert report["artifacts"]["copied_files"] == 2 and report["rows"]["runs"] == 2
     prefix = stack.env_values()["MLOPS_KIT_S3_PREFIX"]
