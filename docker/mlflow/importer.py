@@ -323,11 +323,10 @@ REFERENCES = ("models", "runs", "prompts")
 
 def inside(relative: str) -> str | None:
     """``relative`` without `.` and `..` (None when it climbs out of where it starts)."""
-    clean = posixpath.normpath("/" + relative.strip("/")).lstrip("/")
-    climbs = posixpath.normpath(relative.strip("/")) if relative.strip("/") else ""
-    if climbs == ".." or climbs.startswith("../"):
+    clean = posixpath.normpath(relative.strip("/") or ".")
+    if clean == ".." or clean.startswith("../"):
         return None
-    return clean
+    return "" if clean == "." else clean
 
 
 def within(root: str, relative: str) -> str | None:
@@ -939,7 +938,8 @@ def main(argv: list[str] | None = None) -> int:
             counts.pop(name, None)
         target_counts, empty = target_state(target)
         store = LocalStore(destination) if destination.startswith("/") else BucketStore(destination)
-        join_default = not empty and source_has_default(db) and target_has_default(target)
+        has_default = source_has_default(db)
+        join_default = not empty and has_default and target_has_default(target)
         folders = artifact_folders(db, mapping)
         files, size = plan_artifacts(folders)
         clashes = [] if empty else collisions(db, target, join_default) + artifact_clashes(store, folders)
@@ -991,7 +991,7 @@ def main(argv: list[str] | None = None) -> int:
             target,
             mapping,
             experiment_ids,
-            replace_default=empty and source_has_default(db),
+            replace_default=empty and has_default,
             skipped=reasons,
             join_default=join_default,
         )
