@@ -274,6 +274,8 @@ class Mapping:
     kept: dict[str, int] = field(default_factory=dict)
     #: ``mlflow-artifacts:/`` URIs seen without a folder to find their files in.
     unresolved: int = 0
+    #: Old root URI (s3://bucket/prefix) -> folder in this container holding a copy of its objects.
+    uris: dict[str, str] = field(default_factory=dict)
 
     def rewrite(self, uri: str | None) -> tuple[str | None, str | None]:
         """(the URI in the kit, the local file or folder holding its bytes) for a source URI.
@@ -295,6 +297,13 @@ class Mapping:
                 self.unresolved += 1
                 return f"{SCHEME}/{relative}", None
             return f"{SCHEME}/{relative}", within(self.served_root, relative)
+        for old, root in self.uris.items():
+            if uri == old or uri.startswith(old + "/"):
+                relative = inside(uri[len(old) :])
+                local = within(root, relative) if relative is not None else None
+                if relative is None or local is None:
+                    return self.keep(uri, LEAVES_ROOT)
+                return f"{SCHEME}/{relative}", local
         path = uri_path(uri)
         if path is not None:
             for old in sorted(self.roots, key=len, reverse=True):
@@ -338,9 +347,16 @@ def within(root: str, relative: str) -> str | None:
     return local
 
 
-def find_roots(db: sqlite3.Connection, source_root: str | None, served_root: str | None) -> Mapping:
-    """The source's artifact roots: each experiment's location minus its id (MLflow's layout)."""
+def find_roots(
+    db: sqlite3.Connection, source_root: str | None, served_root: str | None, mirrored_uri: str | None = None
+) -> Mapping:
+    """The source's artifact roots: each experiment's location minus its id (MLflow's layout).
+
+    ``mirrored_uri``: the bucket (s3://bucket/prefix) whose objects ``served_root`` holds.
+    """
     mapping = Mapping(served_root=served_root)
+    if mirrored_uri and served_root:
+        mapping.uris[mirrored_uri.rstrip("/")] = served_root
     if source_root is None:
         return mapping
     for experiment_id, location in db.execute("SELECT experiment_id, artifact_location FROM experiments"):
@@ -848,6 +864,165 @@ def copy_rows(
     return copied
 
 
+# ---- a source bucket --------------------------------------------------------------------
+
+#: The source bucket's endpoint and CA file (the keys are boto3's own AWS_* variables).
+BUCKET_ENDPOINT_VARIABLE = "MLOPS_KIT_IMPORT_S3_ENDPOINT_URL"
+BUCKET_MIRROR = "bucket"
+#: Which bucket the mirror holds: a mirror of another one is started again.
+BUCKET_MARKER = "bucket.source"
+FETCH_THREADS = 8
+
+
+def split_bucket_uri(uri: str) -> tuple[str, str]:
+    """(bucket, key prefix without slashes) of ``s3://bucket[/prefix]``."""
+    rest = uri.split("://", 1)[1]
+    bucket, _, prefix = rest.partition("/")
+    return bucket, prefix.strip("/")
+
+
+def bucket_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    endpoint = os.environ.get(BUCKET_ENDPOINT_VARIABLE) or None
+    # On-prem S3 servers want path addressing; AWS itself picks what fits.
+    style = "path" if endpoint else "auto"
+    config = Config(s3={"addressing_style": style}, retries={"max_attempts": 5, "mode": "standard"})
+    return boto3.client("s3", endpoint_url=endpoint, config=config)
+
+
+def bucket_objects(client: Any, bucket: str, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path below the prefix, the listing's entry) of every object under ``prefix``.
+
+    Folder markers (keys ending in /) are no files; a key that climbs out (``..``) is refused.
+    """
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else "")
+    for page in pages:
+        for entry in page.get("Contents", []):
+            key = entry["Key"]
+            if key.endswith("/"):
+                continue
+            relative = inside(key[len(prefix) + 1 :] if prefix else key)
+            if not relative:
+                raise SourceError(f"the object {key} names a path outside the bucket's prefix: nothing was imported")
+            yield relative, entry
+
+
+def plain_md5(entry: dict[str, Any]) -> str | None:
+    """The MD5 an object's ETag is, when it is one (not a multipart upload's, not an encrypted object's)."""
+    etag = str(entry.get("ETag", "")).strip('"')
+    return etag if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag) else None
+
+
+def read_text(path: str) -> str:
+    with open(path) as handle:
+        return handle.read()
+
+
+def fetch_one(client: Any, bucket: str, entry: dict[str, Any], local: str, parts: str) -> None:
+    """One object into ``local``: fetched into ``parts`` (outside the mirror: a file cut short
+    must never be imported), moved in once its size and MD5 check out."""
+    import tempfile
+
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=parts)
+    os.close(handle)
+    client.download_file(bucket, entry["Key"], partial)
+    if os.path.getsize(partial) != entry["Size"]:
+        raise SourceError(f"{entry['Key']}: {os.path.getsize(partial)} bytes came, the listing said {entry['Size']}")
+    expected = plain_md5(entry)
+    if expected is not None:
+        digest = hashlib.md5(usedforsecurity=False)
+        with open(partial, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+        if digest.hexdigest() != expected:
+            raise SourceError(f"{entry['Key']}: the bytes that came do not match the object's MD5 (ETag)")
+    os.replace(partial, local)
+
+
+def fetch_bucket(uri: str, work: str, *, list_only: bool) -> dict[str, Any]:
+    """Mirror the source's artifact bucket ``uri`` into ``work``/bucket (``list_only``: count it).
+
+    An object already in the mirror with its size is not fetched again, so a rerun after an
+    interruption goes on where it stopped; the import then reads the mirror like a folder.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = split_bucket_uri(uri)
+    client = bucket_client()
+    mirror = os.path.join(work, BUCKET_MIRROR)
+    marker = os.path.join(work, BUCKET_MARKER)
+    try:
+        progress(f"listing {uri}")
+        objects = size = missing = 0
+        for relative, entry in bucket_objects(client, bucket, prefix):
+            objects += 1
+            size += entry["Size"]
+            local = os.path.join(mirror, relative)
+            if not (os.path.isfile(local) and os.path.getsize(local) == entry["Size"]):
+                missing += entry["Size"]
+        answer: dict[str, Any] = {"uri": uri, "objects": objects, "bytes": size}
+        if list_only:
+            return answer
+        if os.path.exists(marker) and read_text(marker) != uri:
+            shutil.rmtree(mirror, ignore_errors=True)
+            missing = size
+        free = shutil.disk_usage(work).free
+        if missing > free:
+            raise SourceError(
+                f"{work} has {free >> 20} MiB free and the bucket's files need {missing >> 20} MiB there: "
+                "free space or point MLOPS_KIT_BACKUP_DIR at a larger disk"
+            )
+        os.makedirs(mirror, exist_ok=True)
+        parts = os.path.join(work, "bucket.parts")
+        shutil.rmtree(parts, ignore_errors=True)
+        os.makedirs(parts)
+        with open(marker, "w") as handle:
+            handle.write(uri)
+        fetched = fetched_bytes = already = 0
+        shown = time.monotonic()
+        with ThreadPoolExecutor(FETCH_THREADS) as pool:
+            pending = []
+            for relative, entry in bucket_objects(client, bucket, prefix):
+                local = os.path.join(mirror, relative)
+                if os.path.isfile(local) and os.path.getsize(local) == entry["Size"]:
+                    already += 1
+                    continue
+                pending.append((pool.submit(fetch_one, client, bucket, entry, local, parts), entry["Size"]))
+                # A bounded window: a listing of millions of keys is never all in memory.
+                if len(pending) >= FETCH_THREADS * 4:
+                    future, entry_size = pending.pop(0)
+                    future.result()
+                    fetched, fetched_bytes = fetched + 1, fetched_bytes + entry_size
+                if time.monotonic() - shown > 1:
+                    shown = time.monotonic()
+                    progress(f"bucket: {fetched + already}/{objects} objects, {fetched_bytes >> 20} MiB fetched")
+            for future, entry_size in pending:
+                future.result()
+                fetched, fetched_bytes = fetched + 1, fetched_bytes + entry_size
+        shutil.rmtree(parts, ignore_errors=True)
+        progress(f"bucket: {objects}/{objects} objects, {fetched_bytes >> 20} MiB fetched")
+        return {**answer, "fetched": fetched, "fetched_bytes": fetched_bytes, "already_there": already}
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        hints = {
+            "NoSuchBucket": "check the bucket's name",
+            "AccessDenied": "the keys need s3:ListBucket and s3:GetObject on it",
+            "InvalidAccessKeyId": "check AWS_ACCESS_KEY_ID",
+            "SignatureDoesNotMatch": "check AWS_SECRET_ACCESS_KEY",
+        }
+        raise SourceError(
+            f"{uri}: {code or 'error'}: {error.response.get('Error', {}).get('Message', '')}".rstrip(": ")
+            + (f" ({hints[code]})" if code in hints else "")
+        ) from None
+    except BotoCoreError as error:
+        raise SourceError(f"{uri}: {first_line(error)} (check {BUCKET_ENDPOINT_VARIABLE} and the network)") from None
+
+
 # ---- the job ----------------------------------------------------------------------------
 
 
@@ -886,18 +1061,41 @@ def stage_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def fetch_only(args: argparse.Namespace) -> int:
+    """--fetch-bucket: the source's artifact bucket into ``--work``/bucket (or, --list-only, counted).
+
+    Like --stage-only, in a container with none of the kit's secrets, on the host's network."""
+    started = time.time()
+    try:
+        answer = fetch_bucket(args.fetch_bucket, args.work, list_only=args.list_only)
+    except SourceError as error:
+        return _fail(str(error))
+    except Exception as error:
+        logger.exception("fetching the bucket stopped")
+        return _fail(f"{type(error).__name__}: {first_line(error)}"[:800])
+    print(json.dumps({"ok": True, "bucket": answer, "seconds": round(time.time() - started, 2)}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlflow-import")
-    parser.add_argument("--kind", choices=("filestore", "sqlite", "postgresql"), required=True)
-    parser.add_argument("--source", required=True)
+    parser.add_argument("--kind", choices=("filestore", "sqlite", "postgresql"))
+    parser.add_argument("--source")
     parser.add_argument("--artifacts", help="the folder the source's artifact URIs point into")
     parser.add_argument("--work", required=True)
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--merge", action="store_true")
     parser.add_argument("--stage-only", action="store_true", help="only copy a PostgreSQL source into --work")
     parser.add_argument("--origin", help="what the source was, for the report (a staged PostgreSQL copy)")
+    parser.add_argument("--fetch-bucket", metavar="S3_URI", help="only mirror the source's artifact bucket into --work")
+    parser.add_argument("--list-only", action="store_true", help="with --fetch-bucket: only count its objects")
+    parser.add_argument("--artifacts-uri", help="the URI (s3://...) the --artifacts folder mirrors")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.fetch_bucket:
+        return fetch_only(args)
+    if not args.kind or not args.source:
+        parser.error("--kind and --source are needed (but with --fetch-bucket)")
     if args.stage_only:
         return stage_only(args)
     if args.kind == "postgresql":
@@ -930,7 +1128,7 @@ def main(argv: list[str] | None = None) -> int:
             from mlflow.store.fs2db import _resolve_mlruns
 
             source_root = str(_resolve_mlruns(Path(args.source)))
-        mapping = find_roots(db, source_root, args.artifacts)
+        mapping = find_roots(db, source_root, args.artifacts, args.artifacts_uri)
         counts = source_counts(db, target)
         reasons = skipped_tables(target)
         skipped = {name: {"rows": counts.pop(name), "reason": reasons[name]} for name in reasons if counts.get(name)}

@@ -18,11 +18,26 @@ from mlops_kit.workflows.importing import ImportReport, import_data, recognise_s
 @click.argument("source", envvar="MLOPS_KIT_IMPORT_SOURCE")
 @click.option(
     "--artifacts",
-    metavar="DIR",
+    metavar="DIR|S3_URI",
     envvar="MLOPS_KIT_IMPORT_ARTIFACTS",
-    help="The folder the source's artifact URIs point into: for a database, its artifact root (mlruns/ of "
-    "a client without a server); for data logged through `mlflow server`, its --artifacts-destination "
-    "(./mlartifacts by default). [env var: MLOPS_KIT_IMPORT_ARTIFACTS]",
+    help="Where the source's artifact URIs point: for a database, its artifact root (mlruns/ of "
+    "a client without a server, or its server's --default-artifact-root s3://BUCKET/PREFIX); for data logged "
+    "through `mlflow server`, its --artifacts-destination (./mlartifacts by default). A bucket is read with "
+    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the environment. [env var: MLOPS_KIT_IMPORT_ARTIFACTS]",
+)
+@click.option(
+    "--artifacts-endpoint-url",
+    metavar="URL",
+    envvar=["MLOPS_KIT_IMPORT_S3_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"],
+    help="The S3 endpoint of an --artifacts bucket (empty: AWS). "
+    "[env var: MLOPS_KIT_IMPORT_S3_ENDPOINT_URL, then MLFLOW_S3_ENDPOINT_URL]",
+)
+@click.option(
+    "--artifacts-ca-file",
+    metavar="PEM",
+    envvar="MLOPS_KIT_IMPORT_S3_CA_FILE",
+    help="The CA that signed that endpoint's certificate, trusted besides the system's. "
+    "[env var: MLOPS_KIT_IMPORT_S3_CA_FILE]",
 )
 @click.option("--dry-run", "plan_only", is_flag=True, help="Show what would be imported (counts, bytes, id changes).")
 @click.option(
@@ -36,7 +51,15 @@ from mlops_kit.workflows.importing import ImportReport, import_data, recognise_s
 @json_option
 @pass_app
 def import_(
-    app: AppContext, source: str, artifacts: str | None, plan_only: bool, merge: bool, yes: bool, as_json: bool
+    app: AppContext,
+    source: str,
+    artifacts: str | None,
+    artifacts_endpoint_url: str | None,
+    artifacts_ca_file: str | None,
+    plan_only: bool,
+    merge: bool,
+    yes: bool,
+    as_json: bool,
 ) -> None:
     """Import SOURCE into the stack, keeping its ids: an mlruns/ folder, an MLflow SQLite file, or
     another MLflow server's database as postgresql://USER@HOST[:PORT]/DATABASE (the password in
@@ -47,7 +70,13 @@ def import_(
     an interruption: it goes on where it stopped. See docs/import.md.
     """
     config = app.config()
-    what = recognise_source(source, artifacts, password=os.environ.get("PGPASSWORD"))
+    what = recognise_source(
+        source,
+        artifacts,
+        password=os.environ.get("PGPASSWORD"),
+        s3_endpoint_url=artifacts_endpoint_url,
+        s3_ca_file=artifacts_ca_file,
+    )
     dry_run = plan_only or app.dry_run
     if not dry_run:
         confirm(
@@ -74,6 +103,17 @@ def _print_report(report: ImportReport) -> None:
         if planned:
             table.add_row(name, str(report.rows.get(name, planned) if not report.dry_run else planned))
     ui.out.print(table)
+    if report.bucket:
+        listed = f"{report.bucket.get('objects', 0)} object(s), {ui.human_bytes(int(report.bucket.get('bytes', 0)))}"
+        ui.info(
+            escape(f"bucket {report.bucket.get('uri')}: {listed}")
+            + (
+                ", copied to the scratch folder when importing"
+                if report.dry_run
+                else f"; fetched {report.bucket.get('fetched', 0)}, {report.bucket.get('already_there', 0)} "
+                "already fetched by an earlier attempt"
+            )
+        )
     ui.info(
         f"artifacts: {report.artifact_files} file(s), {ui.human_bytes(report.artifact_bytes)}"
         + (

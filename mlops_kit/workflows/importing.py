@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from mlops_kit.config.settings import _bucket as check_bucket_name
+from mlops_kit.config.settings import _url as check_endpoint_url
 from mlops_kit.engine.compose import ComposeProject
 from mlops_kit.engine.jobs import json_answer, run_json_job
 from mlops_kit.errors import ConfigError, ImportDataError
@@ -41,6 +43,27 @@ WORK_FOLDER = "import-work"
 SOURCE_PASSWORD_VARIABLE = "MLOPS_KIT_IMPORT_SOURCE_PASSWORD"
 #: A SQLite source's copy in the scratch folder.
 SQLITE_COPY = "source.db"
+#: The source bucket's mirror in the scratch folder, and the file naming its bucket (the job's names).
+BUCKET_MIRROR = "bucket"
+BUCKET_MARKER = "bucket.source"
+#: How the job that mirrors a source bucket gets its endpoint; its keys are boto3's own variables.
+BUCKET_ENDPOINT_VARIABLE = "MLOPS_KIT_IMPORT_S3_ENDPOINT_URL"
+BUCKET_KEY_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+BUCKET_OPTIONAL_VARIABLES = ("AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION")
+BUCKET_CA_MOUNT = "/import/bucket-ca.pem"
+
+
+@dataclass(frozen=True)
+class SourceBucket:
+    """The S3 bucket holding the source's artifacts (``uri`` s3://bucket[/prefix]) and how to reach it.
+
+    ``environment``: the AWS_* keys it is read with, passed to the job by name only.
+    """
+
+    uri: str
+    endpoint_url: str | None = None
+    ca_file: Path | None = None
+    environment: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -56,10 +79,12 @@ class ImportSource:
     artifacts: Path | None = None
     url: str | None = None
     password: str | None = field(default=None, repr=False)
+    bucket: SourceBucket | None = None
 
     def describe(self) -> str:
         what = {"filestore": "file store", "sqlite": "SQLite database", "postgresql": "PostgreSQL database"}[self.kind]
-        return f"{what} {self.url or self.path}" + (f" (artifacts: {self.artifacts})" if self.artifacts else "")
+        artifacts = self.bucket.uri if self.bucket else self.artifacts
+        return f"{what} {self.url or self.path}" + (f" (artifacts: {artifacts})" if artifacts else "")
 
 
 def _database_source(source: str, artifacts: Path | None, password: str | None) -> ImportSource:
@@ -91,10 +116,55 @@ def _database_source(source: str, artifacts: Path | None, password: str | None) 
     return ImportSource("postgresql", artifacts=artifacts, url=url, password=given)
 
 
-def recognise_source(source: str, artifacts: str | None = None, *, password: str | None = None) -> ImportSource:
+def source_bucket(
+    uri: str, *, endpoint_url: str | None, ca_file: str | None, environ: Mapping[str, str]
+) -> SourceBucket:
+    """The bucket ``--artifacts s3://BUCKET[/PREFIX]`` names, read with the AWS_* keys in ``environ``."""
+    scheme, _, rest = uri.partition("://")
+    if scheme.lower() != "s3":
+        raise ConfigError(
+            f"--artifacts {scheme}://... : artifacts can come from a folder or an s3:// bucket",
+            hint="copy them to a folder first and give the folder",
+        )
+    bucket = rest.split("/", 1)[0]
+    try:
+        check_bucket_name(bucket)
+    except ValueError as error:
+        raise ConfigError(f"--artifacts: the bucket {bucket!r} {error}") from None
+    try:
+        endpoint = check_endpoint_url(endpoint_url or "") or None
+    except ValueError as error:
+        raise ConfigError(f"--artifacts-endpoint-url ({BUCKET_ENDPOINT_VARIABLE}) {error}") from None
+    missing = [name for name in BUCKET_KEY_VARIABLES if not environ.get(name)]
+    if missing:
+        raise ConfigError(
+            f"{' and '.join(missing)} not set: the source bucket is read with the keys in the environment",
+            hint="export the bucket's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (read-only keys are enough)",
+        )
+    ca_path = Path(ca_file).expanduser().absolute() if ca_file else None
+    if ca_path is not None and not ca_path.is_file():
+        raise ConfigError(f"--artifacts-ca-file {ca_path} is not a file", hint="give the PEM file of the endpoint's CA")
+    names = (*BUCKET_KEY_VARIABLES, *BUCKET_OPTIONAL_VARIABLES)
+    environment = {name: environ[name] for name in names if environ.get(name)}
+    register_secret(environment.get("AWS_SECRET_ACCESS_KEY"))
+    register_secret(environment.get("AWS_SESSION_TOKEN"))
+    return SourceBucket(f"s3://{rest.rstrip('/')}", endpoint, ca_path, environment)
+
+
+def recognise_source(
+    source: str,
+    artifacts: str | None = None,
+    *,
+    password: str | None = None,
+    s3_endpoint_url: str | None = None,
+    s3_ca_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ImportSource:
     """The kind of ``source`` (a file store folder, a SQLite file or a PostgreSQL URL), or a ConfigError saying why not.
 
     ``password``: the database's, when its URL has none (the CLI passes PGPASSWORD).
+    ``artifacts``: a folder, or an s3:// bucket read with the AWS_* keys in ``environ``
+    at ``s3_endpoint_url`` (empty: AWS), trusting ``s3_ca_file`` besides the system's CAs.
     """
     scheme = source.split(":", 1)[0].lower() if "://" in source else ""
     if scheme and scheme.split("+")[0] not in ("postgresql", "postgres"):
@@ -103,10 +173,10 @@ def recognise_source(source: str, artifacts: str | None = None, *, password: str
             hint="copy the database to SQLite first, or import the server's file store",
         )
     if artifacts and "://" in artifacts:
-        raise ConfigError(
-            f"--artifacts {artifacts.split('://', 1)[0]}://... : artifacts in a bucket cannot be imported yet",
-            hint="copy them to a folder (e.g. `aws s3 sync`) and give the folder",
-        )
+        environ = os.environ if environ is None else environ
+        bucket = source_bucket(artifacts, endpoint_url=s3_endpoint_url, ca_file=s3_ca_file, environ=environ)
+        found = recognise_source(source, None, password=password)
+        return replace(found, bucket=bucket)
     artifacts_path = Path(artifacts).expanduser().absolute() if artifacts else None
     if artifacts_path is not None and ":" in str(artifacts_path):
         raise ConfigError(f"--artifacts {artifacts_path} has a ':' in its path, which Docker cannot mount")
@@ -164,9 +234,13 @@ class ImportReport:
     seconds: float = 0.0
     #: The job's peak resident memory (0 in a dry run).
     peak_memory_mib: int = 0
+    #: The source's artifact bucket: uri, objects, bytes (and, importing, fetched, fetched_bytes, already_there).
+    bucket: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_answer(cls, answer: dict[str, Any], source: ImportSource, started: float) -> ImportReport:
+    def from_answer(
+        cls, answer: dict[str, Any], source: ImportSource, started: float, bucket: dict[str, Any] | None = None
+    ) -> ImportReport:
         plan = answer.get("plan") or {}
         planned = plan.get("source") or {}
         artifacts = answer.get("artifacts") or {}
@@ -186,6 +260,7 @@ class ImportReport:
             unresolved_uris=int(plan.get("unresolved_uris") or 0),
             seconds=round(time.time() - started, 1),
             peak_memory_mib=int(answer.get("peak_memory_mib") or 0),
+            bucket=dict(bucket or {}),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,6 +282,7 @@ class ImportReport:
             "unresolved_uris": self.unresolved_uris,
             "seconds": self.seconds,
             "peak_memory_mib": self.peak_memory_mib,
+            "bucket": self.bucket,
         }
 
 
@@ -234,11 +310,14 @@ def _copy_private(database: Path, copy: Path) -> None:
             os.chown(f"{copy}{suffix}", MLFLOW_UID, MLFLOW_UID)
 
 
-def _plainly(failure: ImportDataError, source: ImportSource) -> ImportDataError:
+def _plainly(failure: ImportDataError, source: ImportSource, work: Path) -> ImportDataError:
     """The job's complaint naming the host's paths, not the container's (and the fix for unreadable files)."""
     message = failure.message.replace(SOURCE_MOUNT, str(source.path or source.url))
     if source.artifacts is not None:
         message = message.replace(ARTIFACTS_MOUNT, str(source.artifacts))
+    if source.bucket is not None:
+        message = message.replace(f"{WORK_MOUNT}/{BUCKET_MIRROR}", f"(the copy of {source.bucket.uri})")
+    message = message.replace(WORK_MOUNT, str(work))
     if "Permission denied" in message:
         return ImportDataError(
             message,
@@ -257,25 +336,72 @@ def _stage_database(project: ComposeProject, source: ImportSource, work: Path, o
     """
     assert source.url is not None
     env = {SOURCE_PASSWORD_VARIABLE: source.password} if source.password else {}
-    command = ["--", IMPORT_JOB, "--stage-only", "--kind", "postgresql", "--source", source.url, "--work", WORK_MOUNT]
+    command = [IMPORT_JOB, "--stage-only", "--kind", "postgresql", "--source", source.url, "--work", WORK_MOUNT]
     try:
-        json_answer(
-            lambda on_line: project.run_image(
-                project.config.mlflow_image,
-                command,
-                entrypoint="tini",
-                user=f"{MLFLOW_UID}:{MLFLOW_UID}",
-                network="host",
-                mounts=[f"{work}:{WORK_MOUNT}"],
-                env=env,
-                on_stderr_line=on_line,
-            ),
-            what="reading the source database",
-            error=ImportDataError,
-            on_progress=lambda m: on_step(f"Reading the source: {m}"),
-        )
+        _run_outside(project, command, [f"{work}:{WORK_MOUNT}"], env, "reading the source database", on_step)
     except ImportDataError as failure:
-        raise _plainly(failure, source) from failure
+        raise _plainly(failure, source, work) from failure
+
+
+def _run_outside(
+    project: ComposeProject,
+    command: list[str],
+    mounts: list[str],
+    env: dict[str, str],
+    what: str,
+    on_step: Callable[[str], None],
+) -> dict[str, Any]:
+    """The import job's answer, run in a container of the MLflow image outside the stack, on the host's network."""
+    return json_answer(
+        lambda on_line: project.run_image(
+            project.config.mlflow_image,
+            ["--", *command],
+            entrypoint="tini",
+            user=f"{MLFLOW_UID}:{MLFLOW_UID}",
+            network="host",
+            mounts=mounts,
+            env=env,
+            on_stderr_line=on_line,
+        ),
+        what=what,
+        error=ImportDataError,
+        on_progress=lambda m: on_step(f"Reading the source: {m}"),
+    )
+
+
+def _fetch_bucket(
+    project: ComposeProject, bucket: SourceBucket, work: Path, on_step: Callable[[str], None], *, list_only: bool
+) -> dict[str, Any]:
+    """Mirror the source's artifact bucket into ``work``/bucket (``list_only``: count its objects).
+
+    Like the database's reading: a container outside the stack on the host's network, holding
+    only the bucket's keys (by environment) and the scratch folder. Objects already mirrored by
+    an interrupted attempt are not fetched again.
+    """
+    env = dict(bucket.environment)
+    mounts = [f"{work}:{WORK_MOUNT}"]
+    if bucket.endpoint_url:
+        env[BUCKET_ENDPOINT_VARIABLE] = bucket.endpoint_url
+    if bucket.ca_file is not None:
+        mounts.append(f"{bucket.ca_file}:{BUCKET_CA_MOUNT}:ro")
+        env["AWS_CA_BUNDLE"] = BUCKET_CA_MOUNT
+    command = [IMPORT_JOB, "--fetch-bucket", bucket.uri, "--work", WORK_MOUNT]
+    command += ["--list-only"] if list_only else []
+    answer = _run_outside(project, command, mounts, env, "reading the source bucket", on_step)
+    return dict(answer.get("bucket") or {})
+
+
+def _clear_work(work: Path, *, keep_mirror: bool) -> None:
+    """Remove the scratch folder; ``keep_mirror``: all but a bucket's mirror, which a rerun goes on filling."""
+    if not keep_mirror:
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    for child in work.iterdir() if work.is_dir() else ():
+        if child.name not in (BUCKET_MIRROR, BUCKET_MARKER):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
 
 
 def import_data(
@@ -297,6 +423,8 @@ def import_data(
         on_step("Checking the stack")
         require_running(project)
         work = _work_folder(project)
+        finished = False
+        bucket: dict[str, Any] = {}
         try:
             mounts = [f"{work}:{WORK_MOUNT}"]
             kind = source.kind
@@ -314,7 +442,17 @@ def import_data(
                 mounts.append(f"{source.path}:{SOURCE_MOUNT}:ro")
                 where = SOURCE_MOUNT
             command = [IMPORT_JOB, "--kind", kind, "--source", where, "--work", WORK_MOUNT, "--origin", source.kind]
-            if source.artifacts is not None:
+            if source.bucket is not None:
+                on_step(f"{'Listing' if dry_run else 'Copying'} {source.bucket.uri}")
+                try:
+                    bucket = _fetch_bucket(project, source.bucket, work, on_step, list_only=dry_run)
+                except ImportDataError as failure:
+                    raise _plainly(failure, source, work) from failure
+                mirror = work / BUCKET_MIRROR
+                mirror.mkdir(exist_ok=True)
+                os.chown(mirror, MLFLOW_UID, MLFLOW_UID)
+                command += ["--artifacts", f"{WORK_MOUNT}/{BUCKET_MIRROR}", "--artifacts-uri", source.bucket.uri]
+            elif source.artifacts is not None:
                 mounts.append(f"{source.artifacts}:{ARTIFACTS_MOUNT}:ro")
                 command += ["--artifacts", ARTIFACTS_MOUNT]
             if dry_run:
@@ -335,8 +473,10 @@ def import_data(
                     on_progress=lambda m: on_step(f"{doing}: {m}"),
                 )
             except ImportDataError as failure:
-                raise _plainly(failure, source) from failure
+                raise _plainly(failure, source, work) from failure
+            finished = True
         finally:
-            # The staged copy is only scratch (a rerun stages again); the store keeps what was copied.
-            shutil.rmtree(work, ignore_errors=True)
-        return ImportReport.from_answer(answer, source, started)
+            # The staged copy is only scratch (a rerun stages again); the store keeps what was
+            # copied, and a bucket's mirror stays until an import of it finishes.
+            _clear_work(work, keep_mirror=source.bucket is not None and not finished)
+        return ImportReport.from_answer(answer, source, started, bucket)

@@ -20,7 +20,9 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ import requests
 from tests.harness import REPO_ROOT, Stack, clean_env, cli_argv, free_port, fresh_stack, psql
 from tests.integration.containers import SOURCE_DB_PASSWORD, loopback_port, plain_postgres
 from tests.integration.mlflow_data import MODEL_NAME, digest
+from tests.integration.moto_s3 import running_s3_server
 from tests.integration.old_releases import MLFLOW2, OLD_PYTHON, build_mlflow2_image
 
 PREFIX = "imp"
@@ -40,7 +43,9 @@ RUN_FOLDER = re.compile(r"^(?:file:|mlflow-artifacts:).*?/([0-9a-f]{32}/artifact
 HERE = Path(__file__).resolve().parent
 
 
-def run_data_script(command: str, tracking_uri: str, cwd: Path, prefix: str = PREFIX) -> Any:
+def run_data_script(
+    command: str, tracking_uri: str, cwd: Path, prefix: str = PREFIX, env: dict[str, str] | None = None
+) -> Any:
     """`mlflow_data.py populate[-full|-small]|digest[-full]` in a fresh process (MLflow's globals stay there)."""
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "tests" / "integration" / "mlflow_data.py"), command, prefix]
@@ -48,7 +53,12 @@ def run_data_script(command: str, tracking_uri: str, cwd: Path, prefix: str = PR
         else [sys.executable, str(REPO_ROOT / "tests" / "integration" / "mlflow_data.py"), command],
         # The file store is in maintenance mode in MLflow 3.x: writing one needs this opt-in.
         env=clean_env(
-            {"MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(REPO_ROOT), "MLFLOW_ALLOW_FILE_STORE": "true"}
+            {
+                "MLFLOW_TRACKING_URI": tracking_uri,
+                "PYTHONPATH": str(REPO_ROOT),
+                "MLFLOW_ALLOW_FILE_STORE": "true",
+                **(env or {}),
+            }
         ),
         cwd=cwd,
         capture_output=True,
@@ -382,19 +392,18 @@ def test_a_file_store_from_mlflow_2_imports_with_identical_data(
     assert comparable(after) == comparable(before), f"MLflow {MLFLOW2} data changed on the way"
 
 
-@pytest.fixture()
-def served_source(tmp_path: Path) -> Iterator[str]:
-    """A temporary `mlflow server` (this checkout's MLflow) on a SQLite file with its own
-    --artifacts-destination, as a team runs it: clients log mlflow-artifacts:/ URIs."""
+@contextmanager
+def mlflow_server(folder: Path, artifacts: list[str], env: dict[str, str] | None = None) -> Iterator[str]:
+    """A temporary `mlflow server` (this checkout's MLflow) on ``folder``/mlflow.db, as a team runs
+    it, with ``artifacts`` its artifact options; yields its URL."""
     port = free_port()
-    log = (tmp_path / "server.log").open("w")
+    log = (folder / "server.log").open("w")
     server = subprocess.Popen(
         [
             sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-            "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--artifacts-destination", str(tmp_path / "mlartifacts"), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", *artifacts, "--workers", "1",
         ],
-        cwd=tmp_path, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
+        cwd=folder, env=clean_env(env), stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -405,13 +414,20 @@ def served_source(tmp_path: Path) -> Iterator[str]:
                     break
             except requests.RequestException:
                 pass
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+            assert server.poll() is None and time.monotonic() < deadline, (folder / "server.log").read_text()[-3000:]
             time.sleep(0.5)
         yield url
     finally:
         server.terminate()
         server.wait(timeout=60)
         log.close()
+
+
+@pytest.fixture
+def served_source(tmp_path: Path) -> Iterator[str]:
+    """A server with its own --artifacts-destination: clients log mlflow-artifacts:/ URIs."""
+    with mlflow_server(tmp_path, ["--artifacts-destination", str(tmp_path / "mlartifacts")]) as url:
+        yield url
 
 
 def test_a_servers_database_imports_with_its_artifact_destination(
@@ -435,6 +451,42 @@ def test_a_servers_database_imports_with_its_artifact_destination(
     )
     assert report["unresolved_uris"] == 0 and report["kept_uris"] == {}
     assert comparable(kit_digest(stack)) == comparable(before)
+
+
+def test_a_servers_database_with_its_artifacts_in_a_bucket_imports_with_identical_data(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A server with --default-artifact-root s3://...: its clients wrote straight into the bucket
+    (a real S3 server enforcing signatures), and the kit reads it with the keys in the environment."""
+    wipe(stack)
+    with running_s3_server(REPO_ROOT, f"mlkt-imp-s3-{uuid.uuid4().hex[:6]}", ["team-artifacts"]) as s3:
+        keys = {
+            "AWS_ACCESS_KEY_ID": s3.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_access_key,
+            "AWS_DEFAULT_REGION": s3.region,
+            "MLFLOW_S3_ENDPOINT_URL": s3.host_endpoint,
+        }
+        root = ["--default-artifact-root", "s3://team-artifacts/mlflow", "--no-serve-artifacts"]
+        with mlflow_server(tmp_path, root, env=keys) as url:
+            run_data_script("populate-full", url, tmp_path, env=keys)
+            before = run_data_script("digest-full", url, tmp_path, env=keys)
+        objects = s3.client().list_objects_v2(Bucket="team-artifacts", Prefix="mlflow/")["KeyCount"]
+        source = [str(tmp_path / "mlflow.db"), "--artifacts", "s3://team-artifacts/mlflow"]
+
+        wrong_key = {**keys, "AWS_SECRET_ACCESS_KEY": "not-the-key"}
+        wrong = stack.kit("import", *source, "--dry-run", env=wrong_key, check=False)
+        assert wrong.returncode == 13 and "SignatureDoesNotMatch" in wrong.stderr, wrong.stderr
+        assert "not-the-key" not in wrong.stderr + wrong.stdout and "Traceback" not in wrong.stderr
+        plan = json.loads(stack.kit("import", *source, "--dry-run", "--json", env=keys).stdout)
+        assert plan["bucket"]["objects"] == objects > 0 and plan["kept_uris"] == {}
+        assert psql(stack, "SELECT count(*) FROM runs").strip() == "0"
+
+        report = json.loads(stack.kit("import", *source, "--yes", "--json", env=keys).stdout)
+        assert report["bucket"]["fetched"] == objects and report["kept_uris"] == {}
+        assert report["artifacts"]["bytes"] > 8 * 2**20
+    assert comparable(kit_digest(stack)) == comparable(before)
+    # The bucket's copy was scratch: nothing of it stays on the host.
+    assert not any((stack.directory / "backups" / "import-work").glob("*"))
 
 
 def test_bad_sources_get_one_line_errors(stack: Stack, tmp_path: Path) -> None:

@@ -46,6 +46,46 @@ def test_uris_into_the_source_root_become_the_kits_and_name_their_files(source: 
     assert mapping.kept == {"s3": 1, "a path outside the source": 1}
 
 
+def test_uris_into_a_mirrored_bucket_become_the_kits_and_name_the_mirrors_files(source: Path) -> None:
+    job = load_job()
+    db = __import__("sqlite3").connect(":memory:")
+    db.execute("CREATE TABLE experiments (experiment_id INTEGER, artifact_location TEXT)")
+    db.execute("INSERT INTO experiments VALUES (1, 's3://team/mlflow/1')")
+    mapping = job.find_roots(db, str(source), str(source), "s3://team/mlflow/")
+    assert mapping.rewrite("s3://team/mlflow/1/abc/artifacts") == (
+        "mlflow-artifacts:/1/abc/artifacts",
+        str(source / "1" / "abc" / "artifacts"),
+    )
+    # A proxied server whose destination was the bucket: the same mirror.
+    assert mapping.rewrite("mlflow-artifacts:/1/abc/artifacts")[1] == str(source / "1" / "abc" / "artifacts")
+    # Another prefix of the bucket, or a key that climbs out, stays as it was.
+    assert mapping.rewrite("s3://team/mlflow-old/1") == ("s3://team/mlflow-old/1", None)
+    assert mapping.rewrite("s3://team/mlflow/../secret") == ("s3://team/mlflow/../secret", None)
+    assert mapping.kept == {"s3": 1, job.LEAVES_ROOT: 1}
+
+
+def test_a_bucket_listing_skips_folder_markers_and_refuses_keys_that_climb_out() -> None:
+    job = load_job()
+
+    class Pages:
+        def __init__(self, keys: list[str]) -> None:
+            self.keys = keys
+
+        def get_paginator(self, _name: str) -> Pages:
+            return self
+
+        def paginate(self, **kwargs: str) -> list[dict[str, list[dict[str, object]]]]:
+            assert kwargs == {"Bucket": "team", "Prefix": "mlflow/"}
+            return [{"Contents": [{"Key": key, "Size": 1} for key in self.keys]}]
+
+    listed = list(job.bucket_objects(Pages(["mlflow/1/", "mlflow/1/abc/artifacts/m.pkl"]), "team", "mlflow"))
+    assert [relative for relative, _ in listed] == ["1/abc/artifacts/m.pkl"]
+    with pytest.raises(job.SourceError, match="outside the bucket's prefix"):
+        list(job.bucket_objects(Pages(["mlflow/../secret"]), "team", "mlflow"))
+    assert job.plain_md5({"ETag": '"0cc175b9c0f1b6a831c399e269772661"'}) == "0cc175b9c0f1b6a831c399e269772661"
+    assert job.plain_md5({"ETag": '"0cc175b9c0f1b6a831c399e269772661-3"'}) is None
+
+
 @pytest.mark.parametrize(
     "uri",
     [
