@@ -41,7 +41,7 @@ from tests.harness import Stack, compose_down, new_stack, psql  # noqa: E402
 
 OLD_MLFLOW = "3.10.1"
 OLD_IMAGE = f"mlops-kit/mlflow:{OLD_MLFLOW}-kit-test"
-NEW_IMAGE = "mlops-kit/mlflow:3.17.2-kit0.10.0"
+NEW_IMAGE = "mlops-kit/mlflow:3.17.2-kit0.11.0"
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 KEYS = 10
 
@@ -76,7 +76,7 @@ def volume_bytes(volume: str) -> int:
             f"{volume}:/v:ro",
             "--entrypoint",
             "du",
-            "mlops-kit/backup:kit0.10.0",
+            "mlops-kit/backup:kit0.11.0",
             "-sb",
             "/v",
         ],

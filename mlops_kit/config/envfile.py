@@ -248,15 +248,15 @@ def update_env_file(env_file: Path, values: dict[str, str], added_by: str) -> No
 #: Image tags earlier kit versions wrote into `.env`. Their images do not fit this
 #: kit's compose.yaml, so `up` moves such a `.env` to this kit's tags.
 OLD_KIT_IMAGES: dict[str, tuple[str, ...]] = {
-    "MLOPS_KIT_MLFLOW_IMAGE": tuple(f"mlops-kit/mlflow:3.17.2-kit0.{n}.0" for n in range(1, 10)),
-    "MLOPS_KIT_POSTGRES_IMAGE": tuple(f"mlops-kit/postgres:17-kit0.{n}.0" for n in range(1, 10)),
-    "MLOPS_KIT_PROXY_IMAGE": tuple(f"mlops-kit/proxy:caddy2.6-kit0.{n}.0" for n in range(2, 10)),
-    "MLOPS_KIT_BACKUP_IMAGE": tuple(f"mlops-kit/backup:kit0.{n}.0" for n in range(1, 10)),
-    "MLOPS_KIT_MINIO_IMAGE": tuple(f"mlops-kit/minio:RELEASE.2025-10-15T17-29-55Z-kit0.{n}.0" for n in range(4, 10)),
-    "MLOPS_KIT_EGRESS_IMAGE": tuple(f"mlops-kit/egress:squid-kit0.{n}.0" for n in range(5, 10)),
-    "MLOPS_KIT_METRICS_IMAGE": ("mlops-kit/metrics:kit0.9.0",),
-    "MLOPS_KIT_PROMETHEUS_IMAGE": ("mlops-kit/prometheus:2.53-kit0.9.0",),
-    "MLOPS_KIT_ALERTMANAGER_IMAGE": ("mlops-kit/alertmanager:0.28-kit0.9.0",),
+    "MLOPS_KIT_MLFLOW_IMAGE": tuple(f"mlops-kit/mlflow:3.17.2-kit0.{n}.0" for n in range(1, 11)),
+    "MLOPS_KIT_POSTGRES_IMAGE": tuple(f"mlops-kit/postgres:17-kit0.{n}.0" for n in range(1, 11)),
+    "MLOPS_KIT_PROXY_IMAGE": tuple(f"mlops-kit/proxy:caddy2.6-kit0.{n}.0" for n in range(2, 11)),
+    "MLOPS_KIT_BACKUP_IMAGE": tuple(f"mlops-kit/backup:kit0.{n}.0" for n in range(1, 11)),
+    "MLOPS_KIT_MINIO_IMAGE": tuple(f"mlops-kit/minio:RELEASE.2025-10-15T17-29-55Z-kit0.{n}.0" for n in range(4, 11)),
+    "MLOPS_KIT_EGRESS_IMAGE": tuple(f"mlops-kit/egress:squid-kit0.{n}.0" for n in range(5, 11)),
+    "MLOPS_KIT_METRICS_IMAGE": ("mlops-kit/metrics:kit0.9.0", "mlops-kit/metrics:kit0.10.0"),
+    "MLOPS_KIT_PROMETHEUS_IMAGE": ("mlops-kit/prometheus:2.53-kit0.9.0", "mlops-kit/prometheus:2.53-kit0.10.0"),
+    "MLOPS_KIT_ALERTMANAGER_IMAGE": ("mlops-kit/alertmanager:0.28-kit0.9.0", "mlops-kit/alertmanager:0.28-kit0.10.0"),
 }
 #: Host-sized settings a newer kit added: an older `.env` gets them sized for this host
 #: (a CPU limit above the host's count would stop Docker from creating the container).

@@ -294,7 +294,7 @@ def test_an_interrupted_import_goes_on_where_it_stopped(
     assert comparable(kit_digest(stack)) == comparable(before)
 
 
-KIT_POSTGRES_IMAGE = "mlops-kit/postgres:17-kit0.10.0"
+KIT_POSTGRES_IMAGE = "mlops-kit/postgres:17-kit0.11.0"
 
 
 @pytest.fixture()

@@ -71,7 +71,7 @@ def test_set_from_an_older_mlflow_is_restored_and_migrated(
     env_file = stack.directory / ".env"
     env_file.write_text(
         env_file.read_text().replace(
-            f"MLOPS_KIT_MLFLOW_IMAGE={old_image}", "MLOPS_KIT_MLFLOW_IMAGE=mlops-kit/mlflow:3.17.2-kit0.10.0"
+            f"MLOPS_KIT_MLFLOW_IMAGE={old_image}", "MLOPS_KIT_MLFLOW_IMAGE=mlops-kit/mlflow:3.17.2-kit0.11.0"
         )
     )
     restored = json.loads(stack.kit("restore", "--yes", "--json").stdout)

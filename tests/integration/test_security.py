@@ -142,6 +142,42 @@ def test_password_change_and_removal(stack: Stack) -> None:
     assert not (stack.directory / "secrets" / "users" / "dave").exists()
 
 
+def test_every_worker_sees_a_revoked_grant_and_a_new_password_at_once(stack: Stack) -> None:
+    """kit-auth keeps users, grants and verified passwords briefly per worker; a change made
+    through any worker empties them in all (no waiting for a cache to expire)."""
+    stack.kit("users", "add", "erin")
+    stack.kit("users", "grant", "erin", "READ", "experiment", "Default")
+    url = stack.tracking_uri + "/api/2.0/mlflow/experiments/get?experiment_id=0"
+    ca = str(stack.ca_file)
+
+    def statuses(password: str) -> list[int]:
+        # A new connection each time: the requests spread over the workers.
+        return [requests.get(url, verify=ca, auth=("erin", password), timeout=10).status_code for _ in range(12)]
+
+    admin = ("admin", stack.password("admin"))
+
+    def as_admin(method: str, path: str, body: dict[str, str]) -> None:
+        # Straight through the API, so the check below starts within milliseconds of the
+        # change (the login cache of this stack lasts 2 s, the grants cache 10 s).
+        response = requests.request(method, stack.tracking_uri + path, json=body, verify=ca, auth=admin, timeout=10)
+        assert response.status_code == 200, response.text
+
+    old = stack.password("erin")
+    assert statuses(old) == [200] * 12  # every worker has erin, her grant and her password cached
+    as_admin(
+        "POST",
+        "/api/3.0/mlflow/users/permissions/revoke",
+        {"username": "erin", "resource_type": "experiment", "resource_id": "0"},
+    )
+    assert statuses(old) == [403] * 12
+    stack.kit("users", "grant", "erin", "READ", "experiment", "Default")
+    assert statuses(old) == [200] * 12
+    as_admin("PATCH", "/api/2.0/mlflow/users/update-password", {"username": "erin", "password": "Erin-New-Password-2"})
+    assert statuses(old) == [401] * 12
+    assert statuses("Erin-New-Password-2") == [200] * 12
+    stack.kit("users", "remove", "erin", "--yes")
+
+
 # ---- TLS -----------------------------------------------------------------------------------
 
 

@@ -39,7 +39,7 @@ from tests.integration.old_releases import MLFLOW2, OLD_PYTHON, build_image, bui
 OLD_MLFLOW = "3.10.1"
 OLD_IMAGE = f"mlops-kit/mlflow:{OLD_MLFLOW}-kit-test"
 BROKEN_IMAGE = "mlops-kit/mlflow:3.17.2-broken-migration-kit-test"
-NEW_IMAGE = "mlops-kit/mlflow:3.17.2-kit0.10.0"
+NEW_IMAGE = "mlops-kit/mlflow:3.17.2-kit0.11.0"
 HERE = Path(__file__).resolve().parent
 
 
@@ -257,7 +257,7 @@ def test_upgrade_refuses_while_a_backup_holds_the_lock(old_stack: Stack) -> None
 
 
 PG15_IMAGE = "mlops-kit/postgres:15-kit-test"
-KIT_POSTGRES_IMAGE = "mlops-kit/postgres:17-kit0.10.0"
+KIT_POSTGRES_IMAGE = "mlops-kit/postgres:17-kit0.11.0"
 REPO_ROOT = HERE.parent.parent
 
 

@@ -1,6 +1,6 @@
 """From earlier kit releases to this one, the way an operator does it.
 
-The operator's folder is a checkout of an earlier release (the previous one, 0.9.0, back to
+The operator's folder is a checkout of an earlier release (the previous one, 0.10.0, back to
 0.5.0, which had no `upgrade` command yet): its own CLI, compose.yaml and Dockerfiles
 `init` and `up` a stack (building that release's images), and a data scientist fills it.
 Then the checkout moves to this release as `git pull` would (files the release removed
@@ -28,7 +28,7 @@ import pytest
 from tests.harness import REPO_ROOT, Stack, clean_env, free_port
 from tests.integration.mlflow_data import digest, populate
 
-#: Earlier releases as they landed (tags v0.5.0 ... v0.9.0): version -> commit.
+#: Earlier releases as they landed (tags v0.5.0 ... v0.10.0): version -> commit.
 RELEASES = {
     # The security round two, before `upgrade` existed.
     "0.5.0": "0be66e4d9a508216333ca4e5cbfaa2fc183a9e01",
@@ -38,8 +38,10 @@ RELEASES = {
     "0.7.0": "ccd10e6ae6e560c22d7005319a5115df13df21b1",
     # gc and retention (to 0.9.0: the metrics service and its secret).
     "0.8.0": "eceee26766c84114994e579fd79a8eaadfcf9d88",
-    # Metrics and monitoring; the previous release (to 0.10.0: the MLflow image's import job).
+    # Metrics and monitoring (to 0.10.0: the MLflow image's import job).
     "0.9.0": "4b1ab5402273668c80480972f6786ebe107e9bf8",
+    # Import; the previous release (to 0.11.0: the kit-auth app, a new --app-name).
+    "0.10.0": "5ba508b3f33a27f9ffff37912626eb1d08947401",
 }
 EXPERIMENTS = ["Default", "rel-experiment-0", "rel-experiment-1"]
 

@@ -125,7 +125,7 @@ def test_rendered_minio_mode_is_internal_and_private(kit_dir: Path) -> None:
     model = rendered(kit_dir)
     services = model["services"]
     minio = services["minio"]
-    assert minio["image"] == "mlops-kit/minio:RELEASE.2025-10-15T17-29-55Z-kit0.10.0"
+    assert minio["image"] == "mlops-kit/minio:RELEASE.2025-10-15T17-29-55Z-kit0.11.0"
     assert minio["build"]["dockerfile"] == "minio/Dockerfile"
     assert not minio.get("ports")
     assert minio["networks"] == {"storage": None}

@@ -26,7 +26,7 @@ from mlops_kit.workflows.upgrade import ImageChange, SchemaChange, UpgradePlan, 
 
 HOST = HostFacts(memory_bytes=2**33, cpus=2, hostname="h", fqdn="h")
 OLD_IMAGE = "mlops-kit/mlflow:3.10.1-kit-test"
-NEW_IMAGE = "mlops-kit/mlflow:3.17.2-kit0.10.0"
+NEW_IMAGE = "mlops-kit/mlflow:3.17.2-kit0.11.0"
 ROWS = {"experiments": 3, "runs": 10, "metrics": 300, "alembic_version": 1}
 
 
