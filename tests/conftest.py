@@ -29,6 +29,16 @@ def load_image_module(name: str, relative_path: str) -> ModuleType:
     return module
 
 
+def load_plugin_module(name: str) -> ModuleType:
+    """A module of the MLflow image's plugin folder, which the image installs side by side in site-packages."""
+    plugin = str(REPO_ROOT / "docker" / "mlflow" / "plugin")
+    sys.path.insert(0, plugin)
+    try:
+        return load_image_module(name, f"docker/mlflow/plugin/{name}.py")
+    finally:
+        sys.path.remove(plugin)
+
+
 @pytest.fixture
 def kit_dir(tmp_path: Path) -> Path:
     """A fresh folder holding a copy of the kit, as an operator would have it."""

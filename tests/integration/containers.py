@@ -11,7 +11,10 @@ in one line naming the image.
 from __future__ import annotations
 
 import subprocess
+import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
@@ -56,6 +59,30 @@ class LoopbackHttpWaitStrategy(WaitStrategy):
 
 #: The password of the tests' stand-alone PostgreSQL servers (a throwaway, for a throwaway server).
 SOURCE_DB_PASSWORD = "source-db-password"
+
+
+@contextmanager
+def running_plain_postgres(image: str) -> Iterator[int]:
+    """:func:`plain_postgres` started and answering logins; yields its 127.0.0.1 port, removed afterwards."""
+    import psycopg2
+
+    container = plain_postgres(image)
+    container.start()
+    try:
+        port = loopback_port(container, 5432)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                psycopg2.connect(
+                    host="127.0.0.1", port=port, user="mlflow", password=SOURCE_DB_PASSWORD, dbname="mlflow"
+                ).close()
+                break
+            except psycopg2.OperationalError:
+                assert time.monotonic() < deadline, container.get_logs()
+                time.sleep(0.5)
+        yield port
+    finally:
+        container.stop()
 
 
 def plain_postgres(image: str) -> DockerContainer:

@@ -29,8 +29,9 @@ from typing import Any
 import pytest
 import requests
 
+from mlops_kit.config.settings import SETTINGS_BY_ENV
 from tests.harness import REPO_ROOT, Stack, clean_env, cli_argv, free_port, fresh_stack, psql
-from tests.integration.containers import SOURCE_DB_PASSWORD, loopback_port, plain_postgres
+from tests.integration.containers import SOURCE_DB_PASSWORD, running_plain_postgres
 from tests.integration.mlflow_data import MODEL_NAME, digest
 from tests.integration.moto_s3 import running_s3_server
 from tests.integration.old_releases import MLFLOW2, OLD_PYTHON, build_mlflow2_image
@@ -294,31 +295,11 @@ def test_an_interrupted_import_goes_on_where_it_stopped(
     assert comparable(kit_digest(stack)) == comparable(before)
 
 
-KIT_POSTGRES_IMAGE = "mlops-kit/postgres:17-kit0.11.0"
-
-
-@pytest.fixture()
+@pytest.fixture
 def source_server(kit_images: None) -> Iterator[int]:
     """Another team's PostgreSQL (the kit's image, serving TCP with a password); its 127.0.0.1 port."""
-    import psycopg2
-
-    container = plain_postgres(KIT_POSTGRES_IMAGE)
-    container.start()
-    try:
-        port = loopback_port(container, 5432)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                psycopg2.connect(
-                    host="127.0.0.1", port=port, user="mlflow", password=SOURCE_DB_PASSWORD, dbname="mlflow"
-                ).close()
-                break
-            except psycopg2.OperationalError:
-                assert time.monotonic() < deadline, container.get_logs()
-                time.sleep(0.5)
+    with running_plain_postgres(SETTINGS_BY_ENV["MLOPS_KIT_POSTGRES_IMAGE"].default) as port:
         yield port
-    finally:
-        container.stop()
 
 
 def test_another_servers_postgresql_imports_with_identical_data(

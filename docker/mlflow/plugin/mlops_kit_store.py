@@ -1,0 +1,198 @@
+"""The kit's tracking store: MLflow's SQLAlchemy store with metrics written in three statements.
+
+Registered for the ``postgresql`` scheme (the ``mlflow.tracking_store`` entry point of this
+plugin, which MLflow registers after its own), so the server, and every job of the image,
+gets it for the kit's backend URI. Everything is MLflow's ``SqlAlchemyStore`` except how a
+batch of metrics goes in (``log_metric`` and the metrics of ``log_batch``): MLflow's ORM path
+loads the run, inserts row by row, reads the latest values of the keys, locks them and
+writes them back one by one, and on a duplicate metric rolls back and starts over. Here,
+in one transaction:
+
+1. the run's lifecycle stage (one primary-key query: a missing or deleted run fails with
+   MLflow's own error and message);
+2. one multi-row ``INSERT INTO metrics ... ON CONFLICT DO NOTHING RETURNING`` (a metric
+   already logged with the same key, step, timestamp and value is skipped, as MLflow's
+   retry skips it);
+3. one multi-row upsert of ``latest_metrics``, a key's row replaced only by a metric that is
+   later by step, then timestamp, then value (MLflow's rule; the first of equal ones wins),
+   the rows in key order, as MLflow locks them.
+
+The validation before it is MLflow's own code, in the same order, with the same messages
+and error codes; NaN and infinities are stored as MLflow stores them. Deadlocks are retried
+by MLflow's own wrapper. Metrics that name a logged model, other databases, workspaces and
+any MLflow release but :data:`VERIFIED_MLFLOW` take MLflow's own path (the last two say so
+in the log). ``tests/integration/test_store_equivalence.py`` replays the same calls against
+both stores on two fresh PostgreSQL servers and compares every row and every error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+_logger = logging.getLogger("mlops_kit.store")
+
+VERIFIED_MLFLOW = "3.17.2"
+#: Why the fast path is off in this process ("" when it is on).
+STATE: dict[str, str] = {"fallback": ""}
+
+
+def _fallback_reason(mlflow_version: str) -> str:
+    if mlflow_version != VERIFIED_MLFLOW:
+        return f"MLflow {mlflow_version} (verified: {VERIFIED_MLFLOW})"
+    if os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("true", "1"):
+        return "workspaces are on"
+    return ""
+
+
+def build_store(store_uri: str, artifact_uri: str | None = None) -> Any:
+    """The store for a ``postgresql`` backend URI (MLflow's builder's signature)."""
+    import mlflow
+
+    reason = _fallback_reason(mlflow.__version__)
+    if reason:
+        if STATE["fallback"] != reason:
+            _logger.warning("kit store: MLflow's own SQLAlchemy store only: %s", reason)
+        STATE["fallback"] = reason
+        return _mlflows_own(store_uri, artifact_uri)
+    STATE["fallback"] = ""
+    from mlflow.server.constants import READ_REPLICA_BACKEND_STORE_URI_ENV_VAR
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.tracking._tracking_service.utils import _SERVER_ARTIFACT_ROOT_ENV_VAR
+
+    if artifact_uri is None:
+        # As MLflow's builder: inside the server, the server's artifact root.
+        artifact_uri = os.environ.get(_SERVER_ARTIFACT_ROOT_ENV_VAR, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+    # As the server's builder: its read replica, when it has one.
+    read_db_uri = os.environ.get(READ_REPLICA_BACKEND_STORE_URI_ENV_VAR)
+    return _kit_store_class()(store_uri, artifact_uri, read_db_uri=read_db_uri)
+
+
+def _mlflows_own(store_uri: str, artifact_uri: str | None) -> Any:
+    """What MLflow's server builds for the URI (its client-side builder where that is missing)."""
+    try:
+        from mlflow.server.handlers import TrackingStoreRegistryWrapper
+
+        return TrackingStoreRegistryWrapper._get_sqlalchemy_store(store_uri, artifact_uri)
+    except (ImportError, AttributeError):
+        from mlflow.tracking._tracking_service.utils import _get_sqlalchemy_store
+
+        return _get_sqlalchemy_store(store_uri, artifact_uri)
+
+
+_CLASS: list[Any] = []
+
+
+def _kit_store_class() -> Any:
+    """KitSqlAlchemyStore, made once (MLflow is imported only when a store is built)."""
+    if _CLASS:
+        return _CLASS[0]
+    import sqlalchemy as sa
+    from mlflow.entities.lifecycle_stage import LifecycleStage
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+    from mlflow.store.db.db_types import POSTGRES
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from mlflow.utils.validation import _validate_metric
+    from sqlalchemy.dialects.postgresql import insert
+
+    run_stage = sa.text("SELECT lifecycle_stage FROM runs WHERE run_uuid = :run_id")
+    metrics_table, latest_table = SqlMetric.__table__, SqlLatestMetric.__table__
+    insert_metrics = (
+        insert(metrics_table)
+        .on_conflict_do_nothing()
+        .returning(
+            metrics_table.c.key,
+            metrics_table.c.timestamp,
+            metrics_table.c.step,
+            metrics_table.c.value,
+            metrics_table.c.is_nan,
+        )
+    )
+    excluded = insert(latest_table).excluded
+    upsert_latest = insert(latest_table).on_conflict_do_update(
+        index_elements=[latest_table.c.key, latest_table.c.run_uuid],
+        set_={
+            "value": excluded.value,
+            "timestamp": excluded.timestamp,
+            "step": excluded.step,
+            "is_nan": excluded.is_nan,
+        },
+        # Later by step, then timestamp, then value: MLflow's rule.
+        where=sa.tuple_(excluded.step, excluded.timestamp, excluded.value)
+        > sa.tuple_(latest_table.c.step, latest_table.c.timestamp, latest_table.c.value),
+    )
+
+    class KitSqlAlchemyStore(SqlAlchemyStore):  # type: ignore[misc]
+        """MLflow's store; only a batch of metrics goes in with set-based SQL (module docstring)."""
+
+        def _log_metrics_once(self, run_id: str, metrics: list[Any]) -> None:
+            if self.db_type != POSTGRES or any(getattr(m, "model_id", None) for m in metrics):
+                super()._log_metrics_once(run_id, metrics)
+                return
+            # MLflow's validation and de-duplication, exactly (Metric equality: NaN != NaN).
+            rows: list[dict[str, Any]] = []
+            seen: set[Any] = set()
+            single = len(metrics) == 1
+            for index, metric in enumerate(metrics):
+                _validate_metric(
+                    metric.key,
+                    metric.value,
+                    metric.timestamp,
+                    metric.step,
+                    path="" if single else f"metrics[{index}]",
+                )
+                if metric not in seen:
+                    is_nan, value = self.sanitize_metric_value(metric.value)
+                    rows.append(
+                        {
+                            "run_uuid": run_id,
+                            "key": metric.key,
+                            "value": value,
+                            "timestamp": metric.timestamp,
+                            "step": metric.step,
+                            "is_nan": is_nan,
+                        }
+                    )
+                seen.add(metric)
+
+            with self.ManagedSessionMaker(read_only=False) as session:
+                stages = session.execute(run_stage, {"run_id": run_id}).fetchall()
+                if not stages:
+                    raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
+                if stages[0][0] != LifecycleStage.ACTIVE:
+                    raise MlflowException(
+                        f"The run {run_id} must be in the 'active' state. Current state is {stages[0][0]}.",
+                        INVALID_PARAMETER_VALUE,
+                    )
+                if not rows:
+                    return
+                # One statement for the whole batch (SQLAlchemy's "insertmanyvalues": the
+                # statement is compiled once and cached, the rows go as one VALUES list).
+                inserted = session.execute(insert_metrics, rows).fetchall()
+                new = {tuple(row) for row in inserted}
+                latest = _latest_per_key(
+                    [r for r in rows if (r["key"], r["timestamp"], r["step"], r["value"], r["is_nan"]) in new]
+                )
+                if latest:
+                    session.execute(upsert_latest, latest)
+
+    _CLASS.append(KitSqlAlchemyStore)
+    return KitSqlAlchemyStore
+
+
+def _latest_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per key, the row MLflow's comparison keeps: the latest by (step, timestamp, value), the
+    first of equal ones; sorted by key, the order MLflow locks ``latest_metrics`` rows in."""
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        kept = best.get(row["key"])
+        if kept is None or (row["step"], row["timestamp"], row["value"]) > (
+            kept["step"],
+            kept["timestamp"],
+            kept["value"],
+        ):
+            best[row["key"]] = row
+    return [dict(best[key]) for key in sorted(best)]
