@@ -151,6 +151,8 @@ def bench_kit(sizes: BenchSizes, workdir: Path) -> dict[str, Any]:
             str(sizes.search_runs),
             "--artifact-mb",
             ",".join(str(s) for s in sizes.artifact_mb) or "0",
+            "--concurrency",
+            ",".join(str(n) for n in sizes.concurrency) or "0",
             "--warmup-seconds",
             str(sizes.warmup_seconds),
         )

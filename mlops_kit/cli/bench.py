@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -18,16 +19,21 @@ from mlops_kit.workflows.bench import BenchSizes, bench_kit_stack, summary_rows
 from mlops_kit.workflows.lifecycle import require_running
 
 
-def _artifact_sizes(_: click.Context, __: click.Parameter, value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        sizes = tuple(int(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of megabytes, such as 100,5120") from None
-    if any(size < 0 for size in sizes):
-        raise click.BadParameter("sizes are megabytes, 0 or more")
-    return tuple(size for size in sizes if size > 0)
+def _counts(what: str, example: str) -> Callable[[click.Context, click.Parameter, str | None], tuple[int, ...] | None]:
+    """A callback reading a comma-separated list of ``what`` (0 or more each; the zeros dropped)."""
+
+    def parse(_: click.Context, __: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+        if value is None:
+            return None
+        try:
+            counts = tuple(int(part) for part in value.split(",") if part.strip())
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a comma-separated list of {what}, such as {example}") from None
+        if any(count < 0 for count in counts):
+            raise click.BadParameter(f"{what} are 0 or more")
+        return tuple(count for count in counts if count > 0)
+
+    return parse
 
 
 @click.command()
@@ -63,9 +69,16 @@ def _artifact_sizes(_: click.Context, __: click.Parameter, value: str | None) ->
 )
 @click.option(
     "--artifact-mb",
-    callback=_artifact_sizes,
+    callback=_counts("megabytes", "100,5120"),
     envvar="MLOPS_KIT_BENCH_ARTIFACT_MB",
     help="Artifact sizes in MB, comma-separated; 0 for none (default 100,5120). [env var: MLOPS_KIT_BENCH_ARTIFACT_MB]",
+)
+@click.option(
+    "--concurrency",
+    callback=_counts("thread counts", "1,8,32"),
+    envvar="MLOPS_KIT_BENCH_CONCURRENCY",
+    help="Client thread counts at which log_metric and log_batch are measured again, comma-separated; 0 for "
+    "none (default 1,8,32). [env var: MLOPS_KIT_BENCH_CONCURRENCY]",
 )
 @click.option(
     "--warmup-seconds",
@@ -96,6 +109,7 @@ def bench(
     threads: int | None,
     search_runs: int | None,
     artifact_mb: tuple[int, ...] | None,
+    concurrency: tuple[int, ...] | None,
     warmup_seconds: float | None,
     workdir: str | None,
     output: str | None,
@@ -120,6 +134,7 @@ def bench(
         threads=threads or sizes.threads,
         search_runs=search_runs or sizes.search_runs,
         artifact_mb=sizes.artifact_mb if artifact_mb is None else artifact_mb,
+        concurrency=sizes.concurrency if concurrency is None else concurrency,
         warmup_seconds=sizes.warmup_seconds if warmup_seconds is None else warmup_seconds,
     )
     with contextlib.ExitStack() as stack:

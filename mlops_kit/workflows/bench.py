@@ -65,6 +65,10 @@ class BenchSizes:
     batch_calls: int = 400
     batch_size: int = 100
     threads: int = 8
+    #: Client threads of the concurrency sweep (log_metric and log_batch at each).
+    concurrency: tuple[int, ...] = (1, 8, 32)
+    #: log_metric calls per level of the sweep, shared by its threads.
+    concurrent_calls: int = 960
     search_runs: int = 10_000
     search_metrics: int = 20
     search_params: int = 20
@@ -83,6 +87,8 @@ class BenchSizes:
             search_runs=400,
             search_queries=10,
             artifact_mb=(20,),
+            concurrency=(1, 8),
+            concurrent_calls=160,
             keepalive_calls=100,
             warmup_seconds=5.0,
         )
@@ -329,6 +335,50 @@ def measure_log_batch(client_factory: Callable[[], Any], experiment_id: str, siz
     }
 
 
+def _concurrent_log_metric(
+    client_factory: Callable[[], Any], experiment_id: str, threads: int, calls: int
+) -> tuple[list[float], float]:
+    """``threads`` threads, each with its client and run, ``calls`` log_metric each: (latencies, wall seconds)."""
+    setup = client_factory()
+    runs = [setup.create_run(experiment_id, run_name=f"concurrent-{threads}-{t}") for t in range(threads)]
+    run_ids = [run.info.run_id for run in runs]
+    start_barrier = threading.Barrier(threads + 1)
+
+    def work(thread: int) -> list[float]:
+        client = client_factory()
+        client.log_metric(run_ids[thread], "warm", 0.0)  # its connection is open before the clock starts
+        start_barrier.wait()
+        return _timed_calls(lambda i: client.log_metric(run_ids[thread], "loss", float(i), step=i), calls, 0)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = [pool.submit(work, t) for t in range(threads)]
+        start_barrier.wait()
+        started = time.perf_counter()
+        per_call = [s for f in futures for s in f.result()]
+        return per_call, time.perf_counter() - started
+
+
+def measure_concurrency(
+    client_factory: Callable[[], Any], experiment_id: str, sizes: BenchSizes
+) -> list[dict[str, Any]]:
+    """At each level of ``sizes.concurrency``: that many threads call ``log_metric`` (each on its
+    own run), then ``log_batch``, at once, as the workers of a hyper-parameter sweep do."""
+    levels = []
+    for threads in sizes.concurrency:
+        calls = max(sizes.concurrent_calls // threads, 5)
+        per_call, wall = _concurrent_log_metric(client_factory, experiment_id, threads, calls)
+        batch = measure_log_batch(client_factory, experiment_id, replace(sizes, threads=threads))
+        levels.append(
+            {
+                "threads": threads,
+                "log_metric": asdict(Latency.of(per_call)),
+                "log_metric_calls_per_second": round(len(per_call) / wall, 1),
+                "log_batch_metrics_per_second": batch["metrics_per_second"],
+            }
+        )
+    return levels
+
+
 def measure_insert_ceiling(target: BenchTarget, sizes: BenchSizes) -> dict[str, Any] | None:
     """The raw PostgreSQL insert rate of log_batch's rows, measured inside the server's container."""
     if target.run_in_server is None:
@@ -549,7 +599,13 @@ def run_benchmark(
     result: dict[str, Any] = {"target": target.name, "tracking_uri": target.access.base_url, "sizes": asdict(sizes)}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     # The client must not print run URLs, nor retry for minutes when something is down.
-    quiet = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+    # 32 client threads need as many pooled connections (MLflow's default keeps 10: the rest
+    # would open a new TLS connection per call).
+    quiet = {
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_POOL_MAXSIZE": str(max((*sizes.concurrency, sizes.threads, 10))),
+    }
     with as_mlflow_client(target.access), patched_environ(quiet):
         from mlflow import MlflowClient
 
@@ -577,6 +633,9 @@ def run_benchmark(
                 result["log_metric_admin"] = measure_admin_log_metric(target.admin_access, sizes, stamp)
             progress(f"log_batch, {sizes.threads} threads")
             result["log_batch"] = measure_log_batch(MlflowClient, experiment("log-batch"), sizes)
+            if sizes.concurrency:
+                progress(f"log_metric and log_batch at {', '.join(map(str, sizes.concurrency))} client threads")
+                result["concurrency"] = measure_concurrency(MlflowClient, experiment("concurrency"), sizes)
             progress("PostgreSQL insert ceiling")
             ceiling = measure_insert_ceiling(target, sizes)
             if ceiling:
@@ -619,6 +678,12 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("log_metric as admin (no permission checks) p50", f"{admin['sync']['p50_ms']} ms"))
     if batch := result.get("log_batch"):
         rows.append((f"log_batch metrics/s ({batch['threads']} threads)", f"{batch['metrics_per_second']:,.0f}"))
+    for level in result.get("concurrency") or []:
+        threads = level["threads"]
+        latency = level["log_metric"]
+        rows.append((f"log_metric p50 / p99, {threads} threads", f"{latency['p50_ms']} / {latency['p99_ms']} ms"))
+        rows.append((f"log_metric calls/s, {threads} threads", f"{level['log_metric_calls_per_second']:,.0f}"))
+        rows.append((f"log_batch metrics/s, {threads} threads", f"{level['log_batch_metrics_per_second']:,.0f}"))
     if ceiling := result.get("insert_ceiling"):
         rows.append(("raw PostgreSQL inserts rows/s (ceiling)", f"{ceiling['rows_per_second']:,.0f}"))
         rows.append(("log_batch share of the ceiling", f"{ceiling['log_batch_share']:.0%}"))

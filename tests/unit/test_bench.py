@@ -30,6 +30,7 @@ def test_quick_sizes_are_smaller_than_the_full_run() -> None:
     full, quick = BenchSizes(), BenchSizes.quick()
     assert full.search_runs == 10_000 and full.artifact_mb == (100, 5120) and full.threads == 8
     assert quick.search_runs < full.search_runs and max(quick.artifact_mb) < 100
+    assert full.concurrency == (1, 8, 32) and max(quick.concurrency) < 32
 
 
 def test_disk_copy_baseline_leaves_only_the_source(tmp_path: Path) -> None:
@@ -47,6 +48,14 @@ def test_summary_names_every_measure() -> None:
         "log_metric": {"sync": {"p50_ms": 3.0, "p99_ms": 9.0}, "async": {"p50_ms": 0.1}},
         "log_batch": {"threads": 8, "metrics_per_second": 4000.0},
         "insert_ceiling": {"rows_per_second": 40000.0, "log_batch_share": 0.1},
+        "concurrency": [
+            {
+                "threads": 32,
+                "log_metric": {"p50_ms": 40.0, "p99_ms": 90.0},
+                "log_metric_calls_per_second": 700.0,
+                "log_batch_metrics_per_second": 12000.0,
+            }
+        ],
         "search_runs": {"newest_100": {"p50_ms": 50.0}},
         "artifacts": [
             {
@@ -62,6 +71,9 @@ def test_summary_names_every_measure() -> None:
     assert rows["idle memory"] == "2 MiB"
     assert rows["log_metric p50 / p99"] == "3.0 / 9.0 ms"
     assert rows["log_batch share of the ceiling"] == "10%"
+    assert rows["log_metric p50 / p99, 32 threads"] == "40.0 / 90.0 ms"
+    assert rows["log_metric calls/s, 32 threads"] == "700"
+    assert rows["log_batch metrics/s, 32 threads"] == "12,000"
     assert rows["artifact 100 MB upload / download"] == "200.0 / 150.0 MB/s"
     assert rows["artifact 100 MB identical after download"] == "yes"
 
