@@ -28,6 +28,7 @@ them. This module does both when ``mlflow server`` imports it to look at the fac
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import secrets
@@ -119,7 +120,8 @@ def cache_user_and_grants(auth: Any) -> None:
 
     for name in dir(store):
         method = getattr(store, name)
-        if name.startswith("_") or name.startswith(READ_PREFIXES) or not callable(method):
+        # Only the store's own methods: not what init_db sets on it later (its session maker).
+        if name.startswith("_") or name.startswith(READ_PREFIXES) or not inspect.ismethod(method):
             continue
         setattr(store, name, _moving_the_stamp(method))
     store.get_user, store.list_grants = cached_get_user, cached_list_grants
