@@ -88,10 +88,10 @@ def _pull_this_release(folder: Path, commit: str) -> None:
         shutil.copy2(source, target)
 
 
-#: The upgrades CI runs: the oldest release (before `upgrade` existed) and the previous one.
-#: Each of the others was run in full when it was the previous one; all five together take
-#: about 20 minutes of CI's 90 (MLOPS_KIT_TEST_ALL_RELEASES=1 runs every one).
-TESTED = sorted(RELEASES) if os.environ.get("MLOPS_KIT_TEST_ALL_RELEASES") else ["0.10.0", "0.5.0"]
+#: The upgrade CI runs: from the previous release. Each earlier one was run in CI while it was
+#: the previous one; all six take about 24 minutes of CI's 90 (MLOPS_KIT_TEST_ALL_RELEASES=1
+#: runs every one, 0.5.0 before `upgrade` existed included).
+TESTED = sorted(RELEASES) if os.environ.get("MLOPS_KIT_TEST_ALL_RELEASES") else ["0.10.0"]
 
 
 @pytest.fixture(params=TESTED)
