@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -49,3 +50,32 @@ def kit_dir(tmp_path: Path) -> Path:
 def _forget_secrets() -> Iterator[None]:
     yield
     clear_registered_secrets()
+
+
+# ---- the last lines of a run: where the time went, and what failed ------------------------
+# CI keeps only the tail of the output, and pytest's own summary there is the long assertion
+# diff of the last failure: these lines come after everything else, one per module or test.
+_MODULE_SECONDS: dict[str, float] = defaultdict(float)
+_FAILED: dict[str, str] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _MODULE_SECONDS[report.nodeid.split("::")[0]] += report.duration
+    if report.failed and report.nodeid not in _FAILED:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        message = crash.message if crash is not None else str(report.longrepr)
+        first = message.strip().splitlines()[0] if message.strip() else ""
+        _FAILED[report.nodeid] = f"{report.when}: {first[:240]}"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or not _MODULE_SECONDS:
+        return
+    slowest = sorted(_MODULE_SECONDS.items(), key=lambda item: -item[1])[:25]
+    reporter.write_line(
+        "[tests] seconds per module (setup, call and teardown): "
+        + ", ".join(f"{Path(module).stem} {seconds:.0f}" for module, seconds in slowest)
+    )
+    for nodeid, why in _FAILED.items():
+        reporter.write_line(f"[tests] failed: {nodeid} ({why})")
