@@ -6,7 +6,8 @@ migrations in this process (this checkout's MLflow 3.17.2). The same sequence of
 to both: every answer (nothing, or the error's class, code and message) must be the same,
 and afterwards every row of the tables the calls touch (runs, metrics, latest_metrics,
 params, tags), run ids replaced by the run's name. Then writers in eight threads log
-overlapping metrics to one run of each store at once: again, the same rows.
+overlapping metrics, and params and tags, to one run of each store at once: again, the
+same rows.
 """
 
 from __future__ import annotations
@@ -159,6 +160,17 @@ def test_batches_and_every_refusal_answer_alike(replay: Replay) -> None:
     replay.assert_same_rows()
 
 
+def run_writers(replay: Replay, run: str, writer: Callable[[Any, str, int], Callable[[], None]]) -> None:
+    """Eight threads of ``writer(store, run_id, worker)`` on the run, on one store and then the other."""
+    for side, store in replay.stores.items():
+        threads = [threading.Thread(target=writer(store, replay.runs[side][run], w)) for w in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert not any(thread.is_alive() for thread in threads), side
+
+
 def test_concurrent_writers_to_one_run_leave_the_same_rows(replay: Replay) -> None:
     replay.create_run("busy")
     errors: list[BaseException] = []
@@ -177,13 +189,7 @@ def test_concurrent_writers_to_one_run_leave_the_same_rows(replay: Replay) -> No
 
         return write
 
-    for side, store in replay.stores.items():
-        threads = [threading.Thread(target=writer(store, replay.runs[side]["busy"], w)) for w in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=300)
-        assert not any(thread.is_alive() for thread in threads), side
+    run_writers(replay, "busy", writer)
     assert not errors, errors
     replay.assert_same_rows()
 
@@ -193,4 +199,80 @@ def test_metrics_of_a_logged_model_take_mlflows_own_path(replay: Replay) -> None
     model = {side: store.create_logged_model(replay.experiment[side]) for side, store in replay.stores.items()}
     for side, store in replay.stores.items():
         store.log_metric(replay.runs[side]["model"], metric("auc", 0.9, 1, 0, model_id=model[side].model_id))
+    replay.assert_same_rows()
+
+
+def param(key: str, value: str) -> Any:
+    from mlflow.entities import Param
+
+    return Param(key, value)
+
+
+def tag(key: str, value: str) -> Any:
+    from mlflow.entities import RunTag
+
+    return RunTag(key, value)
+
+
+def test_params_and_tags_follow_mlflows_rules_and_refusals(replay: Replay) -> None:
+    replay.create_run("pt")
+    replay.call("log_param", "pt", param("lr", "0.1"))
+    replay.call("log_param", "pt", param("lr", "0.1"))  # the same value again: fine
+    replay.call("log_param", "pt", param("lr", "0.2"))  # a changed value: refused
+    replay.call("log_param", "pt", param("long", "v" * 7000))  # past MLflow's limit
+    for bad_key in ("../escape", "", "a" * 251):
+        replay.call("log_param", "pt", param(bad_key, "1"))
+        replay.call("set_tag", "pt", tag(bad_key, "1"))
+    # A batch: known keys with the same value pass, new ones go in.
+    replay.call("log_batch", "pt", [], [param("lr", "0.1"), param("depth", "3"), param("seed", "7")], [])
+    # A batch with one changed value among new ones: refused whole (``fresh`` must not stay).
+    replay.call("log_batch", "pt", [], [param("fresh", "1"), param("seed", "8"), param("depth", "4")], [])
+    replay.call("log_batch", "pt", [], [param("twice", "1"), param("twice", "1")], [])  # duplicate keys
+    replay.call("set_tag", "pt", tag("team", "a"))
+    replay.call("set_tag", "pt", tag("team", "b"))  # overwritten
+    replay.call("set_tag", "pt", tag("note", "n" * 9000))  # past the tag limit
+    replay.call("set_tag", "pt", tag("mlflow.runName", "renamed"))  # renames the run
+    # Tags in a batch: the last value of a key wins; the run name tag renames the run.
+    tags = [tag("stage", "1"), tag("stage", "2"), tag("team", "c"), tag("mlflow.runName", "again"), tag("z", "")]
+    replay.call("log_batch", "pt", [], [param("opt", "adam")], tags)
+    # A bad metric refuses the batch before any param or tag is written.
+    replay.call("log_batch", "pt", [metric("ok", 1.0, None, 0)], [param("never", "1")], [tag("never", "1")])  # type: ignore[arg-type]
+    replay.call("log_batch", "pt", [], [param("p", "1")], [tag("", "1")])
+    for run in ("f" * 32, "not a run id"):
+        replay.call("log_param", run, param("lr", "1"))
+        replay.call("set_tag", run, tag("t", "1"))
+        replay.call("log_batch", run, [], [param("lr", "1")], [tag("t", "1")])
+    replay.create_run("pt-deleted")
+    replay.call("delete_run", "pt-deleted")
+    replay.call("log_param", "pt-deleted", param("lr", "1"))
+    replay.call("set_tag", "pt-deleted", tag("t", "1"))
+    replay.call("log_batch", "pt-deleted", [], [param("lr", "1")], [tag("t", "1")])
+    replay.call("restore_run", "pt-deleted")
+    replay.call("log_batch", "pt-deleted", [metric("m", 1.0, 1, 0)], [param("lr", "1")], [tag("t", "1")])
+    replay.assert_same_rows()
+
+
+def test_concurrent_params_and_tags_to_one_run_leave_the_same_rows(replay: Replay) -> None:
+    """Eight writers: their own params and tags, in batches and one by one, and one param every
+    writer logs with the same value (the race MLflow's log_param settles by reading it back)."""
+    replay.create_run("busy-pt")
+    errors: list[BaseException] = []
+
+    def writer(store: Any, run_id: str, worker: int) -> Callable[[], None]:
+        def write() -> None:
+            try:
+                for round_ in range(10):
+                    params = [param(f"w{worker}-r{round_}-p{j}", str(j)) for j in range(10)]
+                    tags = [tag(f"w{worker}-t{j}", f"{round_}") for j in range(10)]
+                    store.log_batch(run_id, [], params, tags)
+                    store.log_param(run_id, param("shared", "same"))
+                    store.set_tag(run_id, tag(f"w{worker}-single", str(round_)))
+                    store.log_param(run_id, param(f"w{worker}-single-{round_}", str(round_)))
+            except BaseException as error:
+                errors.append(error)
+
+        return write
+
+    run_writers(replay, "busy-pt", writer)
+    assert not errors, errors
     replay.assert_same_rows()

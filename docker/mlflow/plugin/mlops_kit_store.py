@@ -1,4 +1,4 @@
-"""The kit's tracking store: MLflow's SQLAlchemy store with metrics written in three statements.
+"""The kit's tracking store: MLflow's SQLAlchemy store with the hot writes in a few statements.
 
 Registered for the ``postgresql`` scheme (the ``mlflow.tracking_store`` entry point of this
 plugin, which MLflow registers after its own), so the server, and every job of the image,
@@ -16,6 +16,15 @@ in one transaction:
 3. one multi-row upsert of ``latest_metrics``, a key's row replaced only by a metric that is
    later by step, then timestamp, then value (MLflow's rule; the first of equal ones wins),
    the rows in key order, as MLflow locks them.
+
+Params (``log_param`` and ``log_batch``'s) go in with one ``INSERT ... ON CONFLICT DO NOTHING
+RETURNING``; only a key that was already there is read back, and a different value is
+refused with MLflow's message, the whole call undone, as MLflow refuses it before writing.
+Tags (``set_tag`` and ``log_batch``'s) are one upsert, the last value of a key in the call
+winning as in MLflow; the run name tag (``mlflow.runName``), which also renames the run,
+takes MLflow's own path. Where MLflow's ORM fails a call that raced another writer of the
+same param or tag key (an integrity error), this store applies the same rule to the row
+the other writer left: the same value passes, a different one is refused.
 
 The validation before it is MLflow's own code, in the same order, with the same messages
 and error codes; NaN and infinities are stored as MLflow stores them. Deadlocks are retried
@@ -97,9 +106,10 @@ def _kit_store_class() -> Any:
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
     from mlflow.store.db.db_types import POSTGRES
-    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlTag
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-    from mlflow.utils.validation import _validate_metric
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+    from mlflow.utils.validation import _validate_metric, _validate_param, _validate_tag
     from sqlalchemy.dialects.postgresql import insert
 
     run_stage = sa.text("SELECT lifecycle_stage FROM runs WHERE run_uuid = :run_id")
@@ -129,8 +139,103 @@ def _kit_store_class() -> Any:
         > sa.tuple_(latest_table.c.step, latest_table.c.timestamp, latest_table.c.value),
     )
 
+    params_table, tags_table = SqlParam.__table__, SqlTag.__table__
+    insert_params = insert(params_table).on_conflict_do_nothing().returning(params_table.c.key)
+    stored_params = sa.select(params_table.c.key, params_table.c.value).where(
+        params_table.c.run_uuid == sa.bindparam("run_id"), params_table.c.key.in_(sa.bindparam("keys", expanding=True))
+    )
+    upsert_tags = insert(tags_table)
+    upsert_tags = upsert_tags.on_conflict_do_update(
+        index_elements=[tags_table.c.key, tags_table.c.run_uuid], set_={"value": upsert_tags.excluded.value}
+    )
+
+    def require_active(session: Any, run_id: str) -> None:
+        """MLflow's _get_run and _check_run_is_active, answered by one primary-key query."""
+        stages = session.execute(run_stage, {"run_id": run_id}).fetchall()
+        if not stages:
+            raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
+        if stages[0][0] != LifecycleStage.ACTIVE:
+            raise MlflowException(
+                f"The run {run_id} must be in the 'active' state. Current state is {stages[0][0]}.",
+                INVALID_PARAMETER_VALUE,
+            )
+
     class KitSqlAlchemyStore(SqlAlchemyStore):  # type: ignore[misc]
-        """MLflow's store; only a batch of metrics goes in with set-based SQL (module docstring)."""
+        """MLflow's store; metrics, params and tags go in with set-based SQL (module docstring)."""
+
+        def log_param(self, run_id: str, param: Any) -> None:
+            if self.db_type != POSTGRES:
+                super().log_param(run_id, param)
+                return
+            param = _validate_param(param.key, param.value)
+            with self.ManagedSessionMaker(read_only=False) as session:
+                require_active(session, run_id)
+                row = {"run_uuid": run_id, "key": param.key, "value": param.value}
+                if session.execute(insert_params, [row]).fetchall():
+                    return
+                old = session.execute(stored_params, {"run_id": run_id, "keys": [param.key]}).fetchall()
+                if old and old[0][1] != param.value:
+                    raise MlflowException(
+                        f"Changing param values is not allowed. Param with key='{param.key}' was already"
+                        f" logged with value='{old[0][1]}' for run ID='{run_id}'. Attempted logging new value"
+                        f" '{param.value}'.",
+                        INVALID_PARAMETER_VALUE,
+                    )
+
+        def _log_params(self, run_id: str, params: list[Any]) -> None:
+            if not params:
+                return
+            if self.db_type != POSTGRES:
+                super()._log_params(run_id, params)
+                return
+            with self.ManagedSessionMaker(read_only=False) as session:
+                require_active(session, run_id)
+                rows = [{"run_uuid": run_id, "key": p.key, "value": p.value} for p in params]
+                new = {row[0] for row in session.execute(insert_params, rows).fetchall()}
+                there = [p.key for p in params if p.key not in new]
+                if not there:
+                    return
+                old = dict(session.execute(stored_params, {"run_id": run_id, "keys": there}).fetchall())
+                non_matching_params = [
+                    {"key": p.key, "old_value": old[p.key], "new_value": p.value}
+                    for p in params
+                    if p.key in old and old[p.key] != p.value
+                ]
+                if non_matching_params:
+                    # Raised inside the transaction: the params inserted above are undone with it.
+                    raise MlflowException(
+                        "Changing param values is not allowed. Params were already"
+                        f" logged='{non_matching_params}' for run ID='{run_id}'.",
+                        INVALID_PARAMETER_VALUE,
+                    )
+
+        def set_tag(self, run_id: str, tag: Any) -> None:
+            if self.db_type != POSTGRES or tag.key == MLFLOW_RUN_NAME:
+                super().set_tag(run_id, tag)
+                return
+            with self.ManagedSessionMaker(read_only=False) as session:
+                tag = _validate_tag(tag.key, tag.value)
+                require_active(session, run_id)
+                session.execute(upsert_tags, [{"run_uuid": run_id, "key": tag.key, "value": tag.value}])
+
+        def _set_tags(self, run_id: str, tags: list[Any]) -> None:
+            if not tags:
+                return
+            if self.db_type != POSTGRES:
+                super()._set_tags(run_id, tags)
+                return
+            if not _BATCH_VALIDATED.get():
+                tags = [_validate_tag(t.key, t.value, path=f"tags[{idx}]") for (idx, t) in enumerate(tags)]
+            with self.ManagedSessionMaker(read_only=False) as session:
+                require_active(session, run_id)
+                # One row per key, its last value (as MLflow); in key order, as rows are locked.
+                last = {t.key: t.value for t in tags if t.key != MLFLOW_RUN_NAME}
+                if last:
+                    rows = [{"run_uuid": run_id, "key": key, "value": last[key]} for key in sorted(last)]
+                    session.execute(upsert_tags, rows)
+            for tag in tags:
+                if tag.key == MLFLOW_RUN_NAME:
+                    super().set_tag(run_id, tag)
 
         def log_batch(self, run_id: str, metrics: list[Any], params: list[Any], tags: list[Any]) -> None:
             token = _BATCH_VALIDATED.set(True)
@@ -172,14 +277,7 @@ def _kit_store_class() -> Any:
                 seen.add(metric)
 
             with self.ManagedSessionMaker(read_only=False) as session:
-                stages = session.execute(run_stage, {"run_id": run_id}).fetchall()
-                if not stages:
-                    raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
-                if stages[0][0] != LifecycleStage.ACTIVE:
-                    raise MlflowException(
-                        f"The run {run_id} must be in the 'active' state. Current state is {stages[0][0]}.",
-                        INVALID_PARAMETER_VALUE,
-                    )
+                require_active(session, run_id)
                 if not rows:
                     return
                 # One statement for the whole batch (SQLAlchemy's "insertmanyvalues": the
