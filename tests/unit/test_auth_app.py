@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO_ROOT, load_image_module
+from tests.conftest import REPO_ROOT, load_plugin_module
 
 REPLAY = REPO_ROOT / "tests" / "unit" / "auth_app_replay.py"
 
@@ -59,7 +59,7 @@ def test_a_normal_users_log_metric_runs_only_mlflows_own_handler_queries(replays
 @pytest.fixture
 def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setenv("MLOPS_KIT_AUTH_GENERATION_FILE", str(tmp_path / "generation"))
-    return load_image_module("kit_auth_app", "docker/mlflow/plugin/mlops_kit_auth_app.py")
+    return load_plugin_module("mlops_kit_auth_app")
 
 
 def test_a_change_anywhere_drops_every_cached_answer(app_module: ModuleType) -> None:

@@ -49,4 +49,4 @@ def test_another_mlflow_release_or_workspaces_get_mlflows_own_store(
     assert store_plugin.STATE == {"fallback": "MLflow 3.18.0 (verified: 3.17.2)"}
     monkeypatch.setattr(mlflow, "__version__", "3.17.2")
     monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
-    assert store_plugin._fallback_reason("3.17.2") == "workspaces are on"
+    assert store_plugin.fallback_reason("3.17.2") == "workspaces are on"

@@ -17,7 +17,7 @@ cache and every validator stay MLflow's own. What changes is where three answers
 - **the verified-password cache** stays MLflow's, and is now also emptied in every worker
   when a user changes (MLflow empties only the worker that made the change).
 
-Verified against one MLflow release (:data:`VERIFIED_MLFLOW`). On any other, nothing is
+Verified against one MLflow release (``mlops_kit_verified.VERIFIED_MLFLOW``). On any other, nothing is
 replaced: the app is MLflow's own basic-auth, and a warning says so in the log. An
 upgrade never runs an unverified fast path.
 
@@ -39,9 +39,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from mlops_kit_verified import fallback_reason
+
 _logger = logging.getLogger("mlops_kit.auth_app")
 
-VERIFIED_MLFLOW = "3.17.2"
 GRANTS_CACHE_SECONDS = float(os.environ.get("MLOPS_KIT_AUTH_GRANTS_CACHE_SECONDS", "10"))
 GENERATION_FILE = os.environ.get("MLOPS_KIT_AUTH_GENERATION_FILE", "/dev/shm/mlops-kit-auth-generation")
 RUN_CACHE_SIZE = 50_000
@@ -202,10 +203,9 @@ def look_up_runs_by_id(auth: Any) -> None:
 
 def install_fast_paths(auth: Any, mlflow_version: str) -> bool:
     """Put the fast paths in place on MLflow's basic-auth module, or say in the log why not."""
-    if mlflow_version != VERIFIED_MLFLOW:
-        STATE.update(fast_paths=False, reason=f"MLflow {mlflow_version} (verified: {VERIFIED_MLFLOW})")
-    elif os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("true", "1"):
-        STATE.update(fast_paths=False, reason="workspaces are on (a run's experiment then also needs its workspace)")
+    reason = fallback_reason(mlflow_version)
+    if reason:
+        STATE.update(fast_paths=False, reason=reason)
     else:
         cache_user_and_grants(auth)
         if hasattr(auth._get_tracking_store(), "engine"):

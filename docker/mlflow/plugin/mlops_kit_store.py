@@ -29,7 +29,7 @@ the other writer left: the same value passes, a different one is refused.
 The validation before it is MLflow's own code, in the same order, with the same messages
 and error codes; NaN and infinities are stored as MLflow stores them. Deadlocks are retried
 by MLflow's own wrapper. Metrics that name a logged model, other databases, workspaces and
-any MLflow release but :data:`VERIFIED_MLFLOW` take MLflow's own path (the last two say so
+any MLflow release but ``mlops_kit_verified.VERIFIED_MLFLOW`` take MLflow's own path (the last two say so
 in the log). ``tests/integration/test_store_equivalence.py`` replays the same calls against
 both stores on two fresh PostgreSQL servers and compares every row and every error.
 """
@@ -41,26 +41,19 @@ import logging
 import os
 from typing import Any
 
+from mlops_kit_verified import fallback_reason
+
 _logger = logging.getLogger("mlops_kit.store")
 
-VERIFIED_MLFLOW = "3.17.2"
 #: Why the fast path is off in this process ("" when it is on).
 STATE: dict[str, str] = {"fallback": ""}
-
-
-def _fallback_reason(mlflow_version: str) -> str:
-    if mlflow_version != VERIFIED_MLFLOW:
-        return f"MLflow {mlflow_version} (verified: {VERIFIED_MLFLOW})"
-    if os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("true", "1"):
-        return "workspaces are on"
-    return ""
 
 
 def build_store(store_uri: str, artifact_uri: str | None = None) -> Any:
     """The store for a ``postgresql`` backend URI (MLflow's builder's signature)."""
     import mlflow
 
-    reason = _fallback_reason(mlflow.__version__)
+    reason = fallback_reason(mlflow.__version__)
     if reason:
         if STATE["fallback"] != reason:
             _logger.warning("kit store: MLflow's own SQLAlchemy store only: %s", reason)
