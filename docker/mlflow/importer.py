@@ -38,7 +38,7 @@ import shutil
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -1038,6 +1038,20 @@ def _fail(message: str, **extra: Any) -> int:
     return 1
 
 
+def _json_answer(step: str, work: Callable[[], dict[str, Any]]) -> int:
+    """Run one step outside the stack: its answer (with ``ok`` and ``seconds``) or its failure, as one JSON line."""
+    started = time.time()
+    try:
+        answer = work()
+    except SourceError as error:
+        return _fail(str(error))
+    except Exception as error:
+        logger.exception("%s stopped", step)
+        return _fail(f"{type(error).__name__}: {first_line(error)}"[:800])
+    print(json.dumps({"ok": True, **answer, "seconds": round(time.time() - started, 2)}))
+    return 0
+
+
 def stage_only(args: argparse.Namespace) -> int:
     """--stage-only: another server's PostgreSQL into ``--work``/source.db, nothing else.
 
@@ -1045,36 +1059,25 @@ def stage_only(args: argparse.Namespace) -> int:
     the scratch folder, on the host's network (the only step that needs one)."""
     if args.kind != "postgresql":
         return _fail("--stage-only is for --kind postgresql")
-    started = time.time()
     target = os.path.join(args.work, STAGED_SOURCE)
     for leftover in (target, target + "-wal", target + "-shm"):
         if os.path.exists(leftover):
             os.unlink(leftover)
-    try:
+
+    def staged() -> dict[str, Any]:
         stage_postgres(args.source, f"sqlite:///{target}")
-    except SourceError as error:
-        return _fail(str(error))
-    except Exception as error:
-        logger.exception("staging stopped")
-        return _fail(f"{type(error).__name__}: {first_line(error)}"[:800])
-    print(json.dumps({"ok": True, "staged": target, "seconds": round(time.time() - started, 2)}))
-    return 0
+        return {"staged": target}
+
+    return _json_answer("staging", staged)
 
 
 def fetch_only(args: argparse.Namespace) -> int:
     """--fetch-bucket: the source's artifact bucket into ``--work``/bucket (or, --list-only, counted).
 
     Like --stage-only, in a container with none of the kit's secrets, on the host's network."""
-    started = time.time()
-    try:
-        answer = fetch_bucket(args.fetch_bucket, args.work, list_only=args.list_only)
-    except SourceError as error:
-        return _fail(str(error))
-    except Exception as error:
-        logger.exception("fetching the bucket stopped")
-        return _fail(f"{type(error).__name__}: {first_line(error)}"[:800])
-    print(json.dumps({"ok": True, "bucket": answer, "seconds": round(time.time() - started, 2)}))
-    return 0
+    return _json_answer(
+        "fetching the bucket", lambda: {"bucket": fetch_bucket(args.fetch_bucket, args.work, list_only=args.list_only)}
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -192,3 +192,34 @@ def test_a_prompts_linked_experiments_follow_their_new_ids() -> None:
     assert job.renumber_listed(",813577761166592606,0,", {813577761166592606: 3}) == ",3,0,"
     assert job.renumber_listed(",1,", {}) == ",1,"
     assert job.renumber_listed(None, {5: 6}) is None
+
+
+def test_a_step_outside_the_stack_answers_in_one_json_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--fetch-bucket and --stage-only print their answer, or their one-line failure, as JSON."""
+    import argparse
+    import json
+
+    job = load_job()
+    args = argparse.Namespace(fetch_bucket="s3://team/mlflow", work=str(tmp_path), list_only=True)
+    monkeypatch.setattr(job, "fetch_bucket", lambda uri, work, list_only: {"objects": 3, "uri": uri})
+    assert job.fetch_only(args) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["ok"] and answer["bucket"] == {"objects": 3, "uri": "s3://team/mlflow"} and "seconds" in answer
+
+    def refused(uri: str, work: str, list_only: bool) -> None:
+        raise job.SourceError("the bucket team does not exist")
+
+    monkeypatch.setattr(job, "fetch_bucket", refused)
+    assert job.fetch_only(args) == 1
+    assert json.loads(capsys.readouterr().out) == {"ok": False, "error": "the bucket team does not exist"}
+
+    def broken(source: str, uri: str) -> None:
+        raise RuntimeError("connection reset\nsecond line")
+
+    monkeypatch.setattr(job, "stage_postgres", broken)
+    (tmp_path / "source.db-wal").write_text("left over")
+    assert job.stage_only(argparse.Namespace(kind="postgresql", source="postgresql://x", work=str(tmp_path))) == 1
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["error"] == "RuntimeError: connection reset"
+    assert not (tmp_path / "source.db-wal").exists()
