@@ -36,6 +36,7 @@ import os
 import posixpath
 import shutil
 import sqlite3
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -98,7 +99,7 @@ def stage(kind: str, source: str, work: str) -> str:
 
         from mlflow.store.fs2db import migrate
 
-        refuse_links_out(source)
+        check_source_tree(source, "file store", links_out=True)
         progress("staging the file store with MLflow's converter")
         # MLflow 3 refuses to open a file store unless asked to (it is read here, once).
         os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
@@ -128,24 +129,51 @@ def stage(kind: str, source: str, work: str) -> str:
     return uri
 
 
-def refuse_links_out(root: str) -> None:
-    """Refuse a file store with a link that leads outside it.
+def check_source_tree(root: str, what: str, *, links_out: bool = False) -> None:
+    """Refuse a source folder the job cannot read whole (and, ``links_out``, one with a link
+    that leads outside it), before anything is read from it or written.
 
-    MLflow's converter reads params, tags and metrics through links: a crafted store could
-    otherwise turn the job's own files (its password files) into tag values.
+    MLflow's file-store converter skips a file it cannot read with a warning in the log and
+    nothing in its result: a store with a ``meta.yaml`` only its owner may read would come in
+    with that model or run missing. (MLflow's own client leaves such files: two of its
+    threads rewriting one ``meta.yaml`` at once can restore each other's temporary 0600 mode.)
+    The converter also reads params, tags and metrics through links: a crafted store could
+    turn the job's own files (its password files) into tag values.
     """
     real_root = os.path.realpath(root)
-    for folder, dirs, files in os.walk(root):
+    unreadable: dict[str, None] = {}  # in the order found, each once
+
+    def cannot_list(error: OSError) -> None:
+        unreadable[str(error.filename)] = None
+
+    if not os.access(root, os.R_OK | os.X_OK):
+        unreadable[root] = None
+    for folder, dirs, files in os.walk(root, onerror=cannot_list):
         for name in dirs + files:
             path = os.path.join(folder, name)
             if os.path.islink(path):
                 target = os.path.realpath(path)
-                if target != real_root and not target.startswith(real_root.rstrip("/") + "/"):
-                    relative = os.path.relpath(path, root)
+                if links_out and target != real_root and not target.startswith(real_root.rstrip("/") + "/"):
                     raise SourceError(
-                        f"{relative} in the file store is a link to a place outside it: "
-                        "import a copy of the store without links (cp -rL into a new folder)"
+                        f"{os.path.relpath(path, root)} in the {what} is a link to a place outside it: "
+                        "import a copy of it without links (cp -rL into a new folder)"
                     )
+                continue
+            if not os.access(path, os.R_OK | (os.X_OK if name in dirs else 0)):
+                unreadable[path] = None
+    if unreadable:
+        first = next(iter(unreadable))
+        try:
+            status = os.lstat(first)
+            detail = f" (mode {stat.S_IMODE(status.st_mode):04o}, owner uid {status.st_uid})"
+        except OSError:
+            detail = ""
+        shown = "the folder itself" if first == root else os.path.relpath(first, root)
+        raise SourceError(
+            f"{len(unreadable)} file(s) or folder(s) of the {what} cannot be read by the import (uid {os.getuid()}), "
+            f"e.g. {shown}{detail}: make them readable (chmod -R a+rX on the folder, or import a copy made "
+            "with cp -r) and run the import again; nothing was imported"
+        )
 
 
 def require_known_revision(config: Any, source_revision: str) -> None:
@@ -1112,6 +1140,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"unsupported artifact destination {destination!r}")
     started = time.time()
     try:
+        if args.artifacts and os.path.isdir(args.artifacts):
+            check_source_tree(args.artifacts, "artifacts folder")
         staged_uri = stage(args.kind, args.source, args.work)
         target = Target.connect(uri)
         from mlflow.store.db.utils import create_sqlalchemy_engine_with_retry

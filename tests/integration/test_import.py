@@ -109,7 +109,15 @@ def file_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     folder = tmp_path_factory.mktemp("filestore")
     uri = (folder / "mlruns").as_uri()
     run_data_script("populate-full", uri, folder)
+    made_readable(folder / "mlruns")
     return folder / "mlruns", run_data_script("digest-full", uri, folder)
+
+
+def made_readable(mlruns: Path) -> None:
+    """What docs/import.md tells users to do first. MLflow's client can leave a ``meta.yaml``
+    only its owner reads (two of its threads rewriting one file at once: the prompt's link to
+    its experiment, here), and the import refuses such a store (test_bad_sources_...)."""
+    subprocess.run(["chmod", "-R", "a+rX", str(mlruns)], check=True)
 
 
 def wipe(stack: Stack) -> None:
@@ -470,7 +478,18 @@ def test_a_servers_database_with_its_artifacts_in_a_bucket_imports_with_identica
     assert not any((stack.directory / "backups" / "import-work").glob("*"))
 
 
-def test_bad_sources_get_one_line_errors(stack: Stack, tmp_path: Path) -> None:
+def test_bad_sources_get_one_line_errors(stack: Stack, file_store: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    # A file store with a file only its owner (root, not the job's user) may read: MLflow's
+    # converter would skip that model without a word; the import refuses, naming the file.
+    private = tmp_path / "private" / "mlruns"
+    shutil.copytree(file_store[0], private)
+    meta = next(private.glob("models/*/meta.yaml"))
+    meta.chmod(0o600)
+    refused = stack.kit("import", str(private), "--dry-run", check=False)
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == 13 and "Traceback" not in refused.stderr, refused.stderr
+    assert "cannot be read by the import" in said and meta.relative_to(private).as_posix() in said, said
+    assert "chmod -R a+rX" in said, said
     not_a_store = tmp_path / "photos"
     not_a_store.mkdir()
     (not_a_store / "cat.jpg").write_bytes(b"\xff\xd8")

@@ -147,10 +147,32 @@ def test_a_file_store_with_a_link_out_of_it_is_refused(tmp_path: Path) -> None:
     tags.mkdir(parents=True)
     (tmp_path / "password").write_text("secret")
     (tags / "inside").symlink_to(tags.parent)  # a link within the store is fine
-    job.refuse_links_out(str(tmp_path / "mlruns"))
+    job.check_source_tree(str(tmp_path / "mlruns"), "file store", links_out=True)
     (tags / "leak").symlink_to(tmp_path / "password")
-    with pytest.raises(job.SourceError, match=r"1/abc/tags/leak .* link to a place outside"):
-        job.refuse_links_out(str(tmp_path / "mlruns"))
+    with pytest.raises(job.SourceError, match=r"1/abc/tags/leak in the file store is a link to a place outside"):
+        job.check_source_tree(str(tmp_path / "mlruns"), "file store", links_out=True)
+
+
+def test_a_source_the_job_cannot_read_whole_is_refused_before_anything_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's converter skips an unreadable meta.yaml with a log line only: that model would be lost."""
+    job = load_job()
+    model = tmp_path / "mlruns" / "models" / "prompt"
+    model.mkdir(parents=True)
+    (model / "meta.yaml").write_text("name: prompt")
+    (tmp_path / "mlruns" / "1").mkdir()
+    job.check_source_tree(str(tmp_path / "mlruns"), "file store")
+    (model / "meta.yaml").chmod(0o600)
+    # The tests run as root, who reads everything: the job's user is asked through os.access.
+    unreadable = {str(model / "meta.yaml"), str(tmp_path / "mlruns" / "1")}
+    monkeypatch.setattr(job.os, "access", lambda path, mode: str(path) not in unreadable)
+    with pytest.raises(job.SourceError) as refused:
+        job.check_source_tree(str(tmp_path / "mlruns"), "file store")
+    message = str(refused.value)
+    assert message.startswith("2 file(s) or folder(s) of the file store cannot be read by the import"), message
+    assert "(mode 0600, owner uid 0)" in message or "(mode 0755" in message, message
+    assert "chmod -R a+rX" in message and "nothing was imported" in message and "\n" not in message
 
 
 def test_database_errors_are_reported_by_their_first_line_only() -> None:
