@@ -335,6 +335,31 @@ def running_stack(
         yield stack
 
 
+def _kit_image_ids() -> dict[str, str]:
+    listed = subprocess.run(
+        ["docker", "images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}", "mlops-kit/*"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return dict(line.split() for line in listed.splitlines() if line.strip())
+
+
+@contextmanager
+def keeping_kit_images() -> Iterator[None]:
+    """Put every ``mlops-kit/*`` tag back on the image it named before, for a test that builds.
+
+    A Compose build labels the images with its own project's name: the layers come from the
+    cache, but the image ids change, and every test image built FROM the kit's (the older
+    MLflow releases) would miss the cache and build again, minutes each.
+    """
+    before = _kit_image_ids()
+    try:
+        yield
+    finally:
+        for tag, image_id in before.items():
+            if _kit_image_ids().get(tag) != image_id:
+                subprocess.run(["docker", "tag", image_id, tag], capture_output=True, check=False)
+
+
 def tcp_listeners(container_id: str) -> list[str]:
     """The listening TCP sockets (state 0A) in a container's network namespace, as /proc lists them."""
     tcp = subprocess.run(

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Stack, clean_env, fresh_stack
+from tests.harness import Stack, clean_env, fresh_stack, keeping_kit_images
 from tests.integration.mlflow_data import digest, populate
 
 PREFIX = "mio"
@@ -36,7 +36,8 @@ def stack(kit_images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 @pytest.fixture(scope="module")
 def build(stack: Stack) -> subprocess.CompletedProcess[str]:
     # Generous: compiling MinIO takes minutes on two cores.
-    return stack.kit("build", check=False, timeout=3600)
+    with keeping_kit_images():
+        return stack.kit("build", check=False, timeout=3600)
 
 
 def test_minio_image_builds_or_says_which_download_failed(build: subprocess.CompletedProcess[str]) -> None:

@@ -15,7 +15,7 @@ import os
 import pytest
 from testcontainers.compose import DockerCompose
 
-from tests.harness import KIT_VARIABLE_PREFIXES, fresh_stack
+from tests.harness import KIT_VARIABLE_PREFIXES, fresh_stack, keeping_kit_images
 
 SERVICES = {"postgres", "mlflow", "proxy", "metrics"}
 
@@ -27,7 +27,7 @@ def test_plain_compose_runs_the_canonical_stack(
     # variable of a developer's shell may stand in for what .env says.
     for name in [n for n in os.environ if n.startswith(KIT_VARIABLE_PREFIXES)]:
         monkeypatch.delenv(name)
-    with fresh_stack(tmp_path_factory.mktemp("plain"), "mlkt-plain") as stack:
+    with keeping_kit_images(), fresh_stack(tmp_path_factory.mktemp("plain"), "mlkt-plain") as stack:
         stack.init()
         compose = DockerCompose(stack.directory, env_file=".env", build=True, pull=False, wait=True)
         with compose:
