@@ -10,10 +10,16 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.harness import LIVE_STACKS, RemoteHost, Stack, new_stack, remote_host_link
+from tests.integration.old_releases import start_background_builds, stop_background_builds
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stop_background_builds()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -62,12 +68,14 @@ def docker_engine() -> None:
 
 
 @pytest.fixture(scope="session")
-def kit_images(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Build the images from this checkout's Dockerfiles once per session (cached layers: fast)."""
+def kit_images(docker_engine: None, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> None:
+    """Build the images from this checkout's Dockerfiles once per session (cached layers: fast),
+    then start building the older releases' test images the session's tests will need."""
     builder = new_stack(tmp_path_factory.mktemp("build"), prefix="mlkt-build")
     # With monitoring: its images (Prometheus, Alertmanager) are built from this checkout too.
     builder.init("--monitoring")
     builder.kit("build")
+    start_background_builds({Path(str(item.fspath)).stem for item in request.session.items})
 
 
 @pytest.fixture

@@ -5,37 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.harness import StackFactory
+from tests.integration.old_releases import OLD_MLFLOW3, build_old_mlflow3_image
 
-OLD_MLFLOW = "3.10.1"
-OLD_IMAGE = f"mlops-kit/mlflow:{OLD_MLFLOW}-kit-test"
-HERE = Path(__file__).resolve().parent
+OLD_MLFLOW = OLD_MLFLOW3
 
 
 @pytest.fixture(scope="module")
 def old_image(kit_images: None) -> str:
-    subprocess.run(
-        [
-            "docker",
-            "build",
-            "--quiet",
-            "--force-rm",  # a failed build leaves no container behind
-            "--build-arg",
-            f"OLD_MLFLOW={OLD_MLFLOW}",
-            "-t",
-            OLD_IMAGE,
-            str(HERE / "old_mlflow"),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return OLD_IMAGE
+    return build_old_mlflow3_image()
 
 
 def test_set_from_an_older_mlflow_is_restored_and_migrated(

@@ -34,11 +34,21 @@ import pytest
 
 from tests.harness import Stack, new_stack
 from tests.integration.mlflow_data import digest, populate
-from tests.integration.old_releases import MLFLOW2, OLD_PYTHON, build_image, build_mlflow2_image
+from tests.integration.old_releases import (
+    BROKEN_MIGRATION_IMAGE,
+    MLFLOW2,
+    OLD_MLFLOW3,
+    OLD_MLFLOW3_IMAGE,
+    OLD_PYTHON,
+    build_broken_migration_image,
+    build_mlflow2_image,
+    build_old_mlflow3_image,
+    build_pg15_image,
+)
 
-OLD_MLFLOW = "3.10.1"
-OLD_IMAGE = f"mlops-kit/mlflow:{OLD_MLFLOW}-kit-test"
-BROKEN_IMAGE = "mlops-kit/mlflow:3.17.2-broken-migration-kit-test"
+OLD_MLFLOW = OLD_MLFLOW3
+OLD_IMAGE = OLD_MLFLOW3_IMAGE
+BROKEN_IMAGE = BROKEN_MIGRATION_IMAGE
 NEW_IMAGE = "mlops-kit/mlflow:3.17.2-kit0.11.0"
 HERE = Path(__file__).resolve().parent
 
@@ -46,8 +56,8 @@ HERE = Path(__file__).resolve().parent
 @pytest.fixture(scope="module")
 def images(kit_images: None) -> None:
     """The kit's image with MLflow 3.10.1, and one whose migration fails."""
-    build_image(OLD_IMAGE, "old_mlflow", f"OLD_MLFLOW={OLD_MLFLOW}")
-    build_image(BROKEN_IMAGE, "broken_migration")
+    build_old_mlflow3_image()
+    build_broken_migration_image()
 
 
 @pytest.fixture(scope="module")
@@ -256,48 +266,13 @@ def test_upgrade_refuses_while_a_backup_holds_the_lock(old_stack: Stack) -> None
     assert _mlflow_version(old_stack) == OLD_MLFLOW
 
 
-PG15_IMAGE = "mlops-kit/postgres:15-kit-test"
 KIT_POSTGRES_IMAGE = "mlops-kit/postgres:17-kit0.11.0"
-REPO_ROOT = HERE.parent.parent
 
 
 @pytest.fixture(scope="module")
 def pg15_image(kit_images: None) -> str:
-    """The kit's PostgreSQL image built FROM Debian bookworm, which carries PostgreSQL 15.
-
-    No registry: the bookworm base is made with debootstrap by the kit's own bootstrap
-    script (the same way as the trixie base every kit image builds FROM).
-    """
-    import os
-
-    subprocess.run(
-        [str(REPO_ROOT / "scripts" / "bootstrap-host.sh")],
-        env={**os.environ, "MLOPS_KIT_BASE_IMAGE": "debian:bookworm-slim", "MLOPS_KIT_BASE_SUITE": "bookworm"},
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    subprocess.run(
-        [
-            "docker",
-            "build",
-            "--quiet",
-            "--force-rm",
-            "-f",
-            str(REPO_ROOT / "docker" / "postgres" / "Dockerfile"),
-            "--build-arg",
-            "BASE_IMAGE=debian:bookworm-slim",
-            "--build-arg",
-            "POSTGRES_MAJOR=15",
-            "-t",
-            PG15_IMAGE,
-            str(REPO_ROOT / "docker"),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return PG15_IMAGE
+    """The kit's PostgreSQL image built FROM Debian bookworm, which carries PostgreSQL 15."""
+    return build_pg15_image()
 
 
 def _server_version(stack: Stack) -> str:
