@@ -44,6 +44,10 @@ from mlops_kit.workflows.users import ADMIN_SECRET, admin_access, anonymous_acce
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+#: How long `up` waits for a running service Compose saw unhealthy to be healthy again, and
+#: how many times it then waits for the whole stack again (all within its --wait-timeout).
+RECOVERY_SECONDS = 90.0
+RECOVERY_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -193,28 +197,17 @@ def bring_up(
 
     on_step("Starting services and waiting until they are healthy")
     start = time.monotonic()
-    outcome: dict[str, BaseException] = {}
-
-    def run_up() -> None:
-        try:
-            project.up(wait_timeout=wait_timeout)
-        except BaseException as exc:  # re-raised in the caller's thread
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=run_up, name="compose-up", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(POLL_SECONDS)
-        if not project.runner.dry_run:
-            try:
-                on_states(project.ps())
-            except KitError as exc:
-                logger.debug("ps while waiting failed: %s", exc)
+    error = _start_and_wait(project, wait_timeout, on_states)
+    for _ in range(RECOVERY_ATTEMPTS):
+        until = min(start + wait_timeout, time.monotonic() + RECOVERY_SECONDS)
+        if not isinstance(error, CommandError) or not _recovers(project, error, until=until):
+            break
+        logger.info("a service Compose saw unhealthy is healthy again: waiting for the stack once more")
+        error = _start_and_wait(project, max(int(start + wait_timeout - time.monotonic()), 30), on_states)
     start_seconds = time.monotonic() - start
     states = [] if project.runner.dry_run else project.ps()
     on_states(states)
-    if "error" in outcome:
-        error = outcome["error"]
+    if error is not None:
         if isinstance(error, CommandError):
             raise _unhealthy_error(project, states, error) from error
         raise error
@@ -227,6 +220,54 @@ def bring_up(
         prepared=prepared,
         project=project,
     )
+
+
+def _start_and_wait(
+    project: ComposeProject, wait_timeout: int, on_states: Callable[[list[ServiceState]], None]
+) -> BaseException | None:
+    """`compose up --wait`, the services' states reported while it waits; what it raised, if anything."""
+    outcome: dict[str, BaseException] = {}
+
+    def run_up() -> None:
+        try:
+            project.up(wait_timeout=wait_timeout)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run_up, name="compose-up", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(POLL_SECONDS)
+        if not project.runner.dry_run:
+            try:
+                on_states(project.ps())
+            except KitError as exc:
+                logger.debug("ps while waiting failed: %s", exc)
+    return outcome.get("error")
+
+
+#: Compose's words for a container whose health check failed (not one that exited).
+_UNHEALTHY_CONTAINER = re.compile(r"container (\S+) is unhealthy")
+
+
+def _recovers(project: ComposeProject, error: CommandError, *, until: float) -> bool:
+    """True once the container Compose called unhealthy is healthy again, while it keeps running.
+
+    `up --wait` gives up on the first unhealthy check it sees. A service whose health depends
+    on another one that is still starting (the proxy, while a restarted MLflow comes back)
+    can be unhealthy for a moment and then healthy: that is a stack still starting, not one
+    that failed."""
+    named = _UNHEALTHY_CONTAINER.search(error.stderr + error.stdout)
+    if named is None or project.runner.dry_run:
+        return False
+    while time.monotonic() < until:
+        state = next((s for s in project.ps() if s.container == named.group(1)), None)
+        if state is None or state.state != "running":
+            return False
+        if state.is_healthy:
+            return True
+        time.sleep(POLL_SECONDS)
+    return False
 
 
 def prepare_host_files(config: KitConfig) -> list[str]:

@@ -228,3 +228,36 @@ def test_a_container_that_said_nothing_is_still_named(config_dir: Path) -> None:
     assert error.hint == "see its log: mlops-kit logs proxy"
     # Current behaviour: an exited container's empty log is read twice (before and after the healthcheck).
     assert runner.asked_about("mlkt-proxy-1") == ["logs", "inspect", "logs"]
+
+
+class Recovering:
+    """A project whose ps() answers the given states in turn (the last one from then on)."""
+
+    def __init__(self, *answers: list[ServiceState]) -> None:
+        self.answers = list(answers)
+        self.runner = CommandRunner()
+
+    def ps(self) -> list[ServiceState]:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def test_a_service_unhealthy_for_a_moment_is_waited_for_and_one_that_stays_so_or_exits_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`up --wait` gives up on the first unhealthy check: a proxy whose MLflow is restarting recovers."""
+    import time
+
+    from mlops_kit.workflows import lifecycle
+
+    monkeypatch.setattr(lifecycle, "POLL_SECONDS", 0.0)
+    failure = compose_failure("dependency failed to start: container mlkt-proxy-1 is unhealthy")
+    later = time.monotonic() + 5
+    recovering = Recovering([state("proxy", health="unhealthy")], [state("proxy", health="healthy")])
+    assert lifecycle._recovers(recovering, failure, until=later)  # type: ignore[arg-type]
+    stays = Recovering([state("proxy", health="unhealthy")])
+    assert not lifecycle._recovers(stays, failure, until=time.monotonic() + 0.2)  # type: ignore[arg-type]
+    exited = Recovering([state("proxy", health="unhealthy")], [state("proxy", state="exited", exit_code=1)])
+    assert not lifecycle._recovers(exited, failure, until=later)  # type: ignore[arg-type]
+    # A container that exited is named as failed at once, whatever its state now.
+    gone = compose_failure("container mlkt-proxy-1 exited (1)")
+    assert not lifecycle._recovers(recovering, gone, until=later)  # type: ignore[arg-type]
