@@ -235,6 +235,8 @@ def test_params_and_tags_follow_mlflows_rules_and_refusals(replay: Replay) -> No
     # Tags in a batch: the last value of a key wins; the run name tag renames the run.
     tags = [tag("stage", "1"), tag("stage", "2"), tag("team", "c"), tag("mlflow.runName", "again"), tag("z", "")]
     replay.call("log_batch", "pt", [], [param("opt", "adam")], tags)
+    # A run name the runs table cannot hold (250 characters): the batch's other tags stay unwritten.
+    replay.call("log_batch", "pt", [], [], [tag("kept-out", "1"), tag("mlflow.runName", "n" * 300)])
     # A bad metric refuses the batch before any param or tag is written.
     replay.call("log_batch", "pt", [metric("ok", 1.0, None, 0)], [param("never", "1")], [tag("never", "1")])  # type: ignore[arg-type]
     replay.call("log_batch", "pt", [], [param("p", "1")], [tag("", "1")])

@@ -221,14 +221,16 @@ def _kit_store_class() -> Any:
                 tags = [_validate_tag(t.key, t.value, path=f"tags[{idx}]") for (idx, t) in enumerate(tags)]
             with self.ManagedSessionMaker(read_only=False) as session:
                 require_active(session, run_id)
+                # The run name first, each in its own transaction, as MLflow's loop does before
+                # it commits the other tags (a name it cannot store leaves them unwritten).
+                for tag in tags:
+                    if tag.key == MLFLOW_RUN_NAME:
+                        super().set_tag(run_id, tag)
                 # One row per key, its last value (as MLflow); in key order, as rows are locked.
                 last = {t.key: t.value for t in tags if t.key != MLFLOW_RUN_NAME}
                 if last:
                     rows = [{"run_uuid": run_id, "key": key, "value": last[key]} for key in sorted(last)]
                     session.execute(upsert_tags, rows)
-            for tag in tags:
-                if tag.key == MLFLOW_RUN_NAME:
-                    super().set_tag(run_id, tag)
 
         def log_batch(self, run_id: str, metrics: list[Any], params: list[Any], tags: list[Any]) -> None:
             token = _BATCH_VALIDATED.set(True)
