@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
 #: How long `up` waits for a running service Compose saw unhealthy to be healthy again, and
-#: how many times it then waits for the whole stack again (all within its --wait-timeout).
+#: how many times it then waits for the whole stack again: the recovery within its
+#: --wait-timeout, each wait after it for what is left of it, at least 30 s.
 RECOVERY_SECONDS = 90.0
 RECOVERY_ATTEMPTS = 2
 
