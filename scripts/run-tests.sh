@@ -2,6 +2,7 @@
 # Run the whole test suite: unit tests, then integration tests against the real
 # Docker engine (scripts/bootstrap-host.sh must have run). Extra arguments go to
 # pytest, e.g. `scripts/run-tests.sh -m "not integration"` for the fast layer only.
+# MLOPS_KIT_TEST_WORKERS sets the number of pytest-xdist workers (default 2; 0: none).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=lib/venv.sh
@@ -18,8 +19,11 @@ echo "[run-tests] static checks: ruff, mypy --strict, compose-lint --fail-on med
 "${VENV_DIR}/bin/ruff" format --check --quiet mlops_kit tests benchmarks
 "${VENV_DIR}/bin/mypy"
 "${VENV_DIR}/bin/compose-lint" check --fail-on medium --strict-config --quiet compose.yaml
+# Two workers, each running one module at a time (a module's stack is its own): the
+# integration tests mostly wait on containers. MLOPS_KIT_TEST_WORKERS=0 runs in this process.
+workers="${MLOPS_KIT_TEST_WORKERS:-2}"
 set +e
-"${VENV_DIR}/bin/python" -m pytest "$@"
+"${VENV_DIR}/bin/python" -m pytest -n "${workers}" --dist loadfile "$@"
 status=$?
 set -e
 echo "[run-tests] pytest exit ${status} after $(( $(date +%s) - started )) s"

@@ -70,7 +70,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None or not _MODULE_SECONDS:
+    # A pytest-xdist worker's lines would go nowhere: the controller gets every report.
+    if reporter is None or not _MODULE_SECONDS or hasattr(config, "workerinput"):
         return
     slowest = sorted(_MODULE_SECONDS.items(), key=lambda item: -item[1])[:25]
     reporter.write_line(
@@ -79,3 +80,45 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     )
     for nodeid, why in _FAILED.items():
         reporter.write_line(f"[tests] failed: {nodeid} ({why})")
+
+
+# ---- the order of modules: the longest first ---------------------------------------------
+# With two workers (scripts/run-tests.sh: pytest-xdist, one module at a time each), a long
+# module started last would run alone at the end. These are the longest, from the seconds
+# per module of the last full runs; the old-release modules come after a long one, so the
+# images they need are built in the background meanwhile. Compose builds (plain compose,
+# MinIO) come last: they relabel the kit's images for a moment, and no image is being built
+# FROM them by then.
+FIRST_MODULES = (
+    "test_s3_store",
+    "test_import",
+    "test_backup_restore",
+    "test_upgrade",
+    "test_workflow",
+    "test_self_heal",
+    "test_upgrade_release",
+    "test_monitoring",
+    "test_chaos",
+    "test_security",
+    "test_artifact_bind",
+    "test_attacks",
+    "test_bad_input",
+    "test_gc",
+    "test_restore_older_mlflow",
+    "test_webhooks",
+)
+LAST_MODULES = ("test_plain_compose", "test_minio_store")
+
+
+def _module_rank(item: pytest.Item) -> int:
+    path = Path(str(item.fspath))
+    if "integration" not in path.parts:
+        return len(FIRST_MODULES)
+    if path.stem in FIRST_MODULES:
+        return FIRST_MODULES.index(path.stem)
+    return len(FIRST_MODULES) + (2 if path.stem in LAST_MODULES else 1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # sorted() is stable: a module's tests keep their order, and every worker sees the same list.
+    items[:] = sorted(items, key=_module_rank)

@@ -7,15 +7,20 @@ mocks Docker, MLflow or PostgreSQL.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import LIVE_STACKS, RemoteHost, Stack, new_stack, remote_host_link
-from tests.integration.old_releases import start_background_builds, stop_background_builds
+from tests.integration.old_releases import BUILD_LOCKS, build_lock, start_background_builds, stop_background_builds
+
+#: This test run, the same in every pytest-xdist worker of it (one id per process without xdist).
+TEST_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID", uuid.uuid4().hex)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -69,12 +74,21 @@ def docker_engine() -> None:
 
 @pytest.fixture(scope="session")
 def kit_images(docker_engine: None, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> None:
-    """Build the images from this checkout's Dockerfiles once per session (cached layers: fast),
-    then start building the older releases' test images the session's tests will need."""
-    builder = new_stack(tmp_path_factory.mktemp("build"), prefix="mlkt-build")
-    # With monitoring: its images (Prometheus, Alertmanager) are built from this checkout too.
-    builder.init("--monitoring")
-    builder.kit("build")
+    """Build the images from this checkout's Dockerfiles once per test run (cached layers: fast),
+    then start building the older releases' test images the session's tests will need.
+
+    Once per run, not per worker: a Compose build labels the images with its project, so a
+    second worker's build (all cached) would still give every kit image a new id, and each
+    test image built FROM them would miss the cache. The first worker builds; the other
+    waits on the lock and finds the run's mark."""
+    built = BUILD_LOCKS / f"kit-images-{TEST_RUN}.built"
+    with build_lock("kit-images"):
+        if not built.exists():
+            builder = new_stack(tmp_path_factory.mktemp("build"), prefix="mlkt-build")
+            # With monitoring: its images (Prometheus, Alertmanager) are built from this checkout too.
+            builder.init("--monitoring")
+            builder.kit("build")
+            built.touch()
     start_background_builds({Path(str(item.fspath)).stem for item in request.session.items})
 
 

@@ -13,17 +13,25 @@ need, one after another in a background thread, their RUN steps at a low CPU wei
 tests' containers come first). A test's fixture then waits for that build and runs the
 same `docker build` again, which the cache answers in seconds (or, if the background build
 failed, fails in the fixture with the build's own error).
+
+With two test workers (pytest-xdist), only the first builds ahead; every build of a tag
+holds that tag's lock file (:func:`build_lock`), so a worker that needs an image the other
+is building waits for it, then gets it from the cache.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+
+from filelock import FileLock
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -38,9 +46,20 @@ PG15_IMAGE = "mlops-kit/postgres:15-kit-test"
 OLD_PYTHON = "/opt/mlflow-old/bin/python"
 #: `docker build --cpu-shares` of a background build (a container's default is 1024).
 BACKGROUND_CPU_SHARES = "64"
+#: The lock files of image builds, shared by every test process on this host (one engine).
+BUILD_LOCKS = Path(tempfile.gettempdir()) / "mlops-kit-test-builds"
 
 _BACKGROUND: dict[str, Future[str]] = {}
 _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-image-build")
+
+
+def build_lock(name: str) -> FileLock:
+    """The lock every test process holds while it builds ``name`` (an image tag, or a set).
+
+    Two processes building the same Dockerfile at once would each run every step; with the
+    lock the second waits, and its build is answered by the cache."""
+    BUILD_LOCKS.mkdir(parents=True, exist_ok=True)
+    return FileLock(BUILD_LOCKS / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.lock")
 
 
 def _docker_build(tag: str, context: Path, build_args: Iterable[str], *, background: bool, **options: str) -> str:
@@ -50,12 +69,13 @@ def _docker_build(tag: str, context: Path, build_args: Iterable[str], *, backgro
         args += ["--cpu-shares", BACKGROUND_CPU_SHARES]
     else:
         _wait_for_background(tag)
-    subprocess.run(
-        ["docker", "build", "--quiet", "--force-rm", *args, "-t", tag, str(context)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    with build_lock(tag):
+        subprocess.run(
+            ["docker", "build", "--quiet", "--force-rm", *args, "-t", tag, str(context)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     return tag
 
 
@@ -104,13 +124,14 @@ def build_pg15_image(background: bool = False) -> str:
     if not background:
         _wait_for_background(PG15_IMAGE)
     bootstrap = [str(REPO_ROOT / "scripts" / "bootstrap-host.sh")]
-    subprocess.run(
-        ["nice", "-n", "19", "ionice", "-c", "3", *bootstrap] if background else bootstrap,
-        env={**os.environ, "MLOPS_KIT_BASE_IMAGE": "debian:bookworm-slim", "MLOPS_KIT_BASE_SUITE": "bookworm"},
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    with build_lock("debian:bookworm-slim"):
+        subprocess.run(
+            ["nice", "-n", "19", "ionice", "-c", "3", *bootstrap] if background else bootstrap,
+            env={**os.environ, "MLOPS_KIT_BASE_IMAGE": "debian:bookworm-slim", "MLOPS_KIT_BASE_SUITE": "bookworm"},
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     return _docker_build(
         PG15_IMAGE,
         REPO_ROOT / "docker",
@@ -132,8 +153,12 @@ BUILDS: list[tuple[str, tuple[str, ...], Callable[..., str]]] = [
 def start_background_builds(modules: Iterable[str]) -> list[str]:
     """Start building, in the background, the images these test modules use; returns their tags.
 
-    ``MLOPS_KIT_TEST_PREBUILD=0`` turns it off (each image is then built when first needed)."""
+    ``MLOPS_KIT_TEST_PREBUILD=0`` turns it off (each image is then built when first needed).
+    Of several pytest-xdist workers only the first (gw0) builds ahead: the others would only
+    wait on its locks."""
     if os.environ.get("MLOPS_KIT_TEST_PREBUILD", "1") == "0":
+        return []
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
         return []
     wanted = set(modules)
     started = []
