@@ -161,12 +161,17 @@ def test_mlflow_cannot_open_connections_to_the_host(target: Target) -> None:
         port = listener.getsockname()[1]
         # The host's addresses a container could try: the gateways of every Docker network.
         networks = subprocess.run(["docker", "network", "ls", "-q"], capture_output=True, text=True).stdout.split()
-        gateways = subprocess.run(
-            ["docker", "network", "inspect", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{end}}", *networks],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
+        gateways = [
+            gateway
+            for network in networks
+            # One at a time: a network another test removes meanwhile is simply gone.
+            for gateway in subprocess.run(
+                ["docker", "network", "inspect", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{end}}", network],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split()
+        ]
         gateways.append(target.outside.host_address)
         attacker_gateway = subprocess.run(
             ["docker", "network", "inspect", target.outside.network, "--format", "{{(index .IPAM.Config 0).Gateway}}"],

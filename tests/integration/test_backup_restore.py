@@ -59,8 +59,11 @@ def _client_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 
 
-def all_volumes() -> list[str]:
-    return subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True, check=True).stdout.split()
+def stack_volumes(stack: Stack) -> list[str]:
+    """The volumes of this stack and of the stacks it made (a drill's ``<project>-drill``); not
+    those of other tests, which another worker creates and removes meanwhile."""
+    listed = subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True, check=True).stdout
+    return [name for name in listed.split() if name.startswith((f"{stack.project}_", f"{stack.project}-"))]
 
 
 def job(stack: Stack, script: str) -> str:
@@ -141,7 +144,7 @@ def test_corrupt_repository_byte_is_refused(stack_a: Stack, populated: dict[str,
     middle = len(data) // 2
     data[middle] ^= 0xFF
     pack.write_bytes(bytes(data))
-    volumes_before = set(all_volumes())
+    volumes_before = set(stack_volumes(stack_a))
     try:
         result = stack_a.kit("restore", "--yes", check=False)
         drill = stack_a.kit("backup", "verify", check=False)
@@ -153,7 +156,7 @@ def test_corrupt_repository_byte_is_refused(stack_a: Stack, populated: dict[str,
     assert "cannot be restored" in result.stderr or "failed its integrity check" in result.stderr
     # A failed drill removes its throwaway stack too, volumes included.
     assert_refused(drill)
-    assert set(all_volumes()) == volumes_before
+    assert set(stack_volumes(stack_a)) == volumes_before
     assert stack_a.status()["healthy"] is True
     assert digest_of(stack_a) == populated
 
