@@ -19,11 +19,12 @@ echo "[run-tests] static checks: ruff, mypy --strict, compose-lint --fail-on med
 "${VENV_DIR}/bin/ruff" format --check --quiet mlops_kit tests benchmarks
 "${VENV_DIR}/bin/mypy"
 "${VENV_DIR}/bin/compose-lint" check --fail-on medium --strict-config --quiet compose.yaml
-# Two workers, each running one module at a time (a module's stack is its own): the
+# Two workers, each running one module at a time (a module's stack is its own), in the
+# order tests/conftest.py gives (longest first; xdist would order by test count): the
 # integration tests mostly wait on containers. MLOPS_KIT_TEST_WORKERS=0 runs in this process.
 workers="${MLOPS_KIT_TEST_WORKERS:-2}"
 set +e
-"${VENV_DIR}/bin/python" -m pytest -n "${workers}" --dist loadfile "$@"
+"${VENV_DIR}/bin/python" -m pytest -n "${workers}" --dist loadfile --no-loadscope-reorder "$@"
 status=$?
 set -e
 echo "[run-tests] pytest exit ${status} after $(( $(date +%s) - started )) s"
