@@ -56,11 +56,13 @@ def _forget_secrets() -> Iterator[None]:
 # CI keeps only the tail of the output, and pytest's own summary there is the long assertion
 # diff of the last failure: these lines come after everything else, one per module or test.
 _MODULE_SECONDS: dict[str, float] = defaultdict(float)
+_TEST_SECONDS: dict[str, float] = defaultdict(float)
 _FAILED: dict[str, str] = {}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _MODULE_SECONDS[report.nodeid.split("::")[0]] += report.duration
+    _TEST_SECONDS[report.nodeid] += report.duration
     if report.failed and report.nodeid not in _FAILED:
         crash = getattr(report.longrepr, "reprcrash", None)
         message = crash.message if crash is not None else str(report.longrepr)
@@ -77,6 +79,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     reporter.write_line(
         "[tests] seconds per module (setup, call and teardown): "
         + ", ".join(f"{Path(module).stem} {seconds:.0f}" for module, seconds in slowest)
+    )
+    longest = sorted(_TEST_SECONDS.items(), key=lambda item: -item[1])[:15]
+    reporter.write_line(
+        "[tests] longest tests (with their fixtures): "
+        + ", ".join(f"{Path(nodeid.split('::')[0]).stem}::{nodeid.split('::')[-1]} {s:.0f}" for nodeid, s in longest)
     )
     for nodeid, why in _FAILED.items():
         reporter.write_line(f"[tests] failed: {nodeid} ({why})")
@@ -110,10 +117,12 @@ FIRST_MODULES = (
 LAST_MODULES = ("test_plain_compose", "test_minio_store")
 
 
-def _module_rank(item: pytest.Item) -> int:
+def _module_rank(item: pytest.Item) -> float:
     path = Path(str(item.fspath))
     if "integration" not in path.parts:
-        return len(FIRST_MODULES)
+        # Right after the first module: the other worker runs the unit tests while the
+        # first builds the kit's images (every integration module waits for them).
+        return 0.5
     if path.stem in FIRST_MODULES:
         return FIRST_MODULES.index(path.stem)
     return len(FIRST_MODULES) + (2 if path.stem in LAST_MODULES else 1)
