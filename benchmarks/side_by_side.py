@@ -92,6 +92,9 @@ def bench_stock(sizes: BenchSizes, workdir: Path, workers: int) -> dict[str, Any
         time.sleep(SETTLE_SECONDS)
         containers = compose_stock(secrets_dir, port, workers, "ps", "--format", "{{.Name}}").stdout.split()
         server = next(c for c in containers if "mlflow" in c)
+        server_log = subprocess.run(["docker", "logs", server], capture_output=True, text=True, check=False)
+        if "MLOPS_KIT_FAST_PATHS is off" not in server_log.stdout + server_log.stderr:
+            raise RuntimeError("the stock server does not say it runs MLflow's own tracking store")
 
         def run_in_server(script: str, arguments: Sequence[str]) -> str:
             result = subprocess.run(

@@ -50,3 +50,7 @@ def test_another_mlflow_release_or_workspaces_get_mlflows_own_store(
     monkeypatch.setattr(mlflow, "__version__", "3.17.2")
     monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
     assert store_plugin.fallback_reason("3.17.2") == "workspaces are on"
+    monkeypatch.delenv("MLFLOW_ENABLE_WORKSPACES")
+    monkeypatch.setenv("MLOPS_KIT_FAST_PATHS", "off")
+    assert store_plugin.fallback_reason("3.17.2") == "MLOPS_KIT_FAST_PATHS is off"
+    assert type(store_plugin.build_store(uri, str(tmp_path / "a"))).__name__ == "SqlAlchemyStore"
