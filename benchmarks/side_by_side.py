@@ -221,6 +221,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--search-runs", type=int)
     parser.add_argument("--artifact-mb", help="comma-separated MB, 0 for none (default 100,5120)")
+    parser.add_argument("--concurrency", help="comma-separated client thread counts, 0 for none (default 1,8,32)")
     parser.add_argument("--stock-workers", type=int, default=2, help="uvicorn workers of the stock server (default 2)")
     parser.add_argument("--only", choices=("kit", "stock"), help="measure one side only")
     parser.add_argument(
@@ -245,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     if args.artifact_mb is not None:
         overrides["artifact_mb"] = tuple(int(s) for s in args.artifact_mb.split(",") if int(s) > 0)
+    if args.concurrency is not None:
+        overrides["concurrency"] = tuple(int(n) for n in args.concurrency.split(",") if int(n) > 0)
     sizes = dataclasses.replace(sizes, **overrides)
     if found := ours():
         raise SystemExit(f"containers or volumes named {PREFIX}* exist already: {found}; remove them first")

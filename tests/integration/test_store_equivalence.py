@@ -278,3 +278,35 @@ def test_concurrent_params_and_tags_to_one_run_leave_the_same_rows(replay: Repla
     run_writers(replay, "busy-pt", writer)
     assert not errors, errors
     replay.assert_same_rows()
+
+
+def test_a_batch_needs_one_connection_at_a_time(
+    stores: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """MLflow's log_batch holds its run check's connection while each write takes another: as
+    many concurrent batches as a worker's pool holds waited for the pool's timeout (seen at 32
+    client threads). The kit's takes one connection at a time."""
+    from mlflow.entities import Metric, Param, RunTag
+    from sqlalchemy import event
+
+    kit = stores["kit"]
+    run_id = kit.create_run(kit.create_experiment("one-connection"), "u", 0, [], "one-connection").info.run_id
+    # A URI of its own: MLflow keeps one engine (and pool) per URI.
+    counted = load_plugin_module("mlops_kit_store").build_store(
+        f"{kit.db_uri}?application_name=one-connection", str(tmp_path_factory.mktemp("counted"))
+    )
+    held = {"now": 0, "most": 0}
+
+    def checkout(*_: Any) -> None:
+        held["now"] += 1
+        held["most"] = max(held["most"], held["now"])
+
+    def checkin(*_: Any) -> None:
+        held["now"] -= 1
+
+    event.listen(counted.engine, "checkout", checkout)
+    event.listen(counted.engine, "checkin", checkin)
+    counted.log_batch(run_id, [Metric("m", 1.0, 1, 0)], [Param("p", "v")], [RunTag("t", "v")])
+    assert held == {"now": 0, "most": 1}
+    run = kit.get_run(run_id)
+    assert (run.data.metrics, run.data.params, run.data.tags.get("t")) == ({"m": 1.0}, {"p": "v"}, "v")

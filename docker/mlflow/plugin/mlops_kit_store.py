@@ -26,6 +26,10 @@ takes MLflow's own path. Where MLflow's ORM fails a call that raced another writ
 same param or tag key (an integrity error), this store applies the same rule to the row
 the other writer left: the same value passes, a different one is refused.
 
+``log_batch`` is MLflow's, in the same order, except that its run check's session is closed
+before the writes open theirs: one connection at a time instead of two, so concurrent
+batches cannot hold a worker's whole pool while each waits for a second connection.
+
 The validation before it is MLflow's own code, in the same order, with the same messages
 and error codes; NaN and infinities are stored as MLflow stores them. Deadlocks are retried
 by MLflow's own wrapper. Metrics that name a logged model, other databases, workspaces and
@@ -97,12 +101,20 @@ def _kit_store_class() -> Any:
     import sqlalchemy as sa
     from mlflow.entities.lifecycle_stage import LifecycleStage
     from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
     from mlflow.store.db.db_types import POSTGRES
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlTag
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
-    from mlflow.utils.validation import _validate_metric, _validate_param, _validate_tag
+    from mlflow.utils.validation import (
+        _validate_batch_log_data,
+        _validate_batch_log_limits,
+        _validate_metric,
+        _validate_param,
+        _validate_param_keys_unique,
+        _validate_run_id,
+        _validate_tag,
+    )
     from sqlalchemy.dialects.postgresql import insert
 
     run_stage = sa.text("SELECT lifecycle_stage FROM runs WHERE run_uuid = :run_id")
@@ -233,9 +245,36 @@ def _kit_store_class() -> Any:
                     session.execute(upsert_tags, rows)
 
         def log_batch(self, run_id: str, metrics: list[Any], params: list[Any], tags: list[Any]) -> None:
+            if self.db_type != POSTGRES:
+                token = _BATCH_VALIDATED.set(True)
+                try:
+                    super().log_batch(run_id, metrics, params, tags)
+                finally:
+                    _BATCH_VALIDATED.reset(token)
+                return
+            # MLflow's log_batch, in the same order, but its run check's session is closed
+            # before the writes: MLflow holds it open while each write opens its own, two
+            # connections per call, so as many concurrent batches as a worker's pool holds
+            # (13 in the kit) each wait for a second one until the pool's 30 s timeout
+            # (seen at 32 client threads). Each write checks the run again (require_active).
+            _validate_run_id(run_id)
+            metrics, params, tags = _validate_batch_log_data(metrics, params, tags)
+            _validate_batch_log_limits(metrics, params, tags)
+            _validate_param_keys_unique(params)
+            with self.ManagedSessionMaker(read_only=False) as session:
+                run = self._get_run(run_uuid=run_id, session=session)
+                self._check_run_is_active(run)
+                experiment_id = run.experiment_id
             token = _BATCH_VALIDATED.set(True)
             try:
-                super().log_batch(run_id, metrics, params, tags)
+                self._log_params(run_id, params)
+                self._log_metrics(run_id, metrics)
+                self._log_model_metrics(run_id, metrics, experiment_id=experiment_id)
+                self._set_tags(run_id, tags)
+            except MlflowException:
+                raise
+            except Exception as e:
+                raise MlflowException(e, INTERNAL_ERROR) from e
             finally:
                 _BATCH_VALIDATED.reset(token)
 
