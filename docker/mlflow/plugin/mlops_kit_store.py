@@ -245,13 +245,18 @@ def _kit_store_class() -> Any:
                     session.execute(upsert_tags, rows)
 
         def log_batch(self, run_id: str, metrics: list[Any], params: list[Any], tags: list[Any]) -> None:
-            if self.db_type != POSTGRES:
-                token = _BATCH_VALIDATED.set(True)
-                try:
+            token = _BATCH_VALIDATED.set(True)
+            try:
+                if self.db_type != POSTGRES:
                     super().log_batch(run_id, metrics, params, tags)
-                finally:
-                    _BATCH_VALIDATED.reset(token)
-                return
+                else:
+                    self._log_batch_one_connection_at_a_time(run_id, metrics, params, tags)
+            finally:
+                _BATCH_VALIDATED.reset(token)
+
+        def _log_batch_one_connection_at_a_time(
+            self, run_id: str, metrics: list[Any], params: list[Any], tags: list[Any]
+        ) -> None:
             # MLflow's log_batch, in the same order, but its run check's session is closed
             # before the writes: MLflow holds it open while each write opens its own, two
             # connections per call, so as many concurrent batches as a worker's pool holds
@@ -265,7 +270,6 @@ def _kit_store_class() -> Any:
                 run = self._get_run(run_uuid=run_id, session=session)
                 self._check_run_is_active(run)
                 experiment_id = run.experiment_id
-            token = _BATCH_VALIDATED.set(True)
             try:
                 self._log_params(run_id, params)
                 self._log_metrics(run_id, metrics)
@@ -275,8 +279,6 @@ def _kit_store_class() -> Any:
                 raise
             except Exception as e:
                 raise MlflowException(e, INTERNAL_ERROR) from e
-            finally:
-                _BATCH_VALIDATED.reset(token)
 
         def _log_metrics_once(self, run_id: str, metrics: list[Any]) -> None:
             if self.db_type != POSTGRES or any(getattr(m, "model_id", None) for m in metrics):
