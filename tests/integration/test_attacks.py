@@ -495,6 +495,34 @@ def test_secrets_stored_under_the_default_passphrase_are_re_wrapped(target: Targ
 # ---- 6. failed logins: throttled per address, and no user enumeration by timing ---------------
 
 
+def test_a_burst_of_good_logins_is_not_taken_for_guessing(target: Target) -> None:
+    """A sweep's 40 workers start at once, from one address, with one new login: all go on.
+
+    Each request whose password was being checked counted against the address's limit
+    until its answer came; 40 at once went past it, and the rest were told to wait up to
+    a minute (the MLflow client obeys Retry-After). From the remote host, so that this
+    host's own failed logins elsewhere in the module do not count.
+    """
+    user = f"sweep-{uuid.uuid4().hex[:6]}"
+    target.stack.kit("users", "add", user)
+    password = target.stack.password(user)
+    url = target.url + SEARCH
+    downloads = [argument for _ in range(40) for argument in ("-o", "/dev/null", url)]
+    codes = target.remote_curl(
+        "--parallel",
+        "--parallel-immediate",
+        "--parallel-max",
+        "40",
+        "-u",
+        f"{user}:{password}",
+        "-w",
+        "%{http_code}\n",
+        *downloads,
+    ).split()
+    assert codes == ["200"] * 40, codes
+    target.stack.kit("users", "remove", user, "--yes")
+
+
 def test_unknown_and_known_users_take_the_same_time(target: Target) -> None:
     session = target.session(None)
 

@@ -167,18 +167,43 @@ def test_failed_logins_are_counted_per_address_for_a_minute(policy: ModuleType, 
     now = 1_000_000.0
     for second in range(3):
         assert counter.retry_after("10.0.0.9", now + second) == 0
-        assert other.reserve("10.0.0.9", now + second)[0] == 0
+        reservation = other.reserve("10.0.0.9", now + second)
+        assert reservation.wait == 0
+        other.confirm(reservation.attempt)
     assert counter.retry_after("10.0.0.9", now + 3) == pytest.approx(57.0)
-    assert counter.reserve("10.0.0.9", now + 3) == (pytest.approx(57.0), None)  # refused, not counted
+    assert counter.reserve("10.0.0.9", now + 3) == (pytest.approx(57.0), None, False)  # refused, not counted
     assert counter.retry_after("10.0.0.7", now + 3) == 0  # other addresses are not slowed
     assert counter.retry_after("10.0.0.9", now + 60.5) == 0  # the first failure left the window
     # A good login gives its attempt back.
-    wait, attempt = counter.reserve("10.0.0.5", now)
+    wait, attempt, _ = counter.reserve("10.0.0.5", now)
     assert wait == 0 and attempt is not None
     counter.release(attempt)
     for _ in range(2):
-        counter.reserve("10.0.0.5", now)
+        counter.confirm(counter.reserve("10.0.0.5", now).attempt)
     assert counter.retry_after("10.0.0.5", now) == 0
+
+
+def test_checks_in_progress_hold_an_address_back_for_a_second_not_a_minute(policy: ModuleType, tmp_path: Path) -> None:
+    """32 workers of a sweep log in at once: the ones past the limit retry in a second."""
+    counter = policy.FailureCounter(str(tmp_path / "failures.sqlite"), limit=3)
+    now = 1_000_000.0
+    checking = [counter.reserve("10.0.0.9", now) for _ in range(3)]
+    assert all(r.wait == 0 for r in checking)
+    held = counter.reserve("10.0.0.9", now + 0.1)
+    assert held == (policy.FailureCounter.IN_FLIGHT_WAIT, None, True)
+    # Two of them turn out good, one a failure: the address may go on.
+    counter.release(checking[0].attempt)
+    counter.release(checking[1].attempt)
+    counter.confirm(checking[2].attempt)
+    assert counter.retry_after("10.0.0.9", now + 0.2) == 0
+    # Failures and checks in progress together: still only a short wait while any is in progress.
+    counter.confirm(counter.reserve("10.0.0.9", now + 0.3).attempt)
+    pending = counter.reserve("10.0.0.9", now + 0.4)
+    assert counter.reserve("10.0.0.9", now + 0.5).in_flight
+    # A check whose worker died never answers: after STALE_SECONDS it counts as a failure.
+    stale = now + 0.4 + policy.FailureCounter.STALE_SECONDS + 1
+    assert counter.retry_after("10.0.0.9", stale) == pytest.approx(now + 60 - stale)  # the first failure, at now
+    assert pending.attempt is not None
 
 
 def test_concurrent_guesses_cannot_slip_past_the_limit(policy: ModuleType, tmp_path: Path) -> None:
@@ -186,7 +211,7 @@ def test_concurrent_guesses_cannot_slip_past_the_limit(policy: ModuleType, tmp_p
 
     path = str(tmp_path / "failures.sqlite")
     policy.FailureCounter(path, limit=3)
-    results: list[tuple[float, int | None]] = []
+    results: list[tuple[float, int | None, bool]] = []
     start = threading.Barrier(12)
 
     def guess() -> None:
@@ -199,7 +224,7 @@ def test_concurrent_guesses_cannot_slip_past_the_limit(policy: ModuleType, tmp_p
         thread.start()
     for thread in threads:
         thread.join()
-    assert sum(1 for wait, _attempt in results if wait == 0) == 3
+    assert sum(1 for wait, _attempt, _in_flight in results if wait == 0) == 3
 
 
 def test_clients_are_counted_by_address_and_ipv6_by_its_64(policy: ModuleType) -> None:

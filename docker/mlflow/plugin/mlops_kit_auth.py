@@ -10,7 +10,11 @@ others can reach needs:
 - only Basic credentials: any other scheme (``Bearer x``) gets 401, not a 500;
 - failed logins are counted per client address (shared by every worker through
   a SQLite file in /dev/shm); past ``MLOPS_KIT_LOGIN_FAILURES_PER_MINUTE`` the
-  address gets 429 with Retry-After and no password is checked at all;
+  address gets 429 with Retry-After and no password is checked at all. A password
+  being checked counts until its answer is known, but a burst of good logins is not
+  taken for guessing: a worker checks one credential once however many requests
+  bring it at the same time, and an address held back only by checks still in
+  progress is told to retry in a second, not in a minute;
 - an unknown user costs the same password hash as a known one, so the answer's
   timing does not tell which user names exist;
 - requests no user should make: setting or removing a trace's storage-location
@@ -36,10 +40,11 @@ import math
 import os
 import re
 import sqlite3
+import threading
 import time
-from collections.abc import Callable
-from contextlib import closing
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from typing import Any, NamedTuple
 
 from flask import Response, after_this_request, g, jsonify, request
 from mlops_kit_trace_guard import install as guard_trace_locations
@@ -107,28 +112,79 @@ def _decide() -> Any:
     # A login MLflow verified moments ago (its per-worker cache) costs nothing and is
     # no guess: it goes on even from an address over its limit (clients on the Docker host
     # all share one address), and takes no part in the count.
-    if _verified_recently(credentials.username, credentials.password or ""):
+    username, password = credentials.username, credentials.password or ""
+    if _verified_recently(username, password):
         result = auth.authenticate_request_basic_auth()
     else:
-        client = client_address()
-        # The attempt is counted as a failure before the password is checked and the
-        # count is given back on success: concurrent guesses cannot all slip past the limit.
-        wait, attempt = failures().reserve(client)
-        if wait:
-            return _too_many_failures(wait)
-        result = auth.authenticate_request_basic_auth()
-        if isinstance(result, Response):
-            _equalise_unknown_user(credentials.username)
-            _logger.warning("login failed for user %r from %s", credentials.username, client)
-            return result
-        failures().release(attempt)
-    if isinstance(result, Response):  # the cached login was removed meanwhile
+        # A sweep's workers all start at once with the same login: the first request
+        # checks it, the others of this worker wait for that answer and find it cached.
+        with _one_check_at_a_time(username, password):
+            if _verified_recently(username, password):
+                result = auth.authenticate_request_basic_auth()
+            else:
+                result = _check_password(username)
+    if isinstance(result, Response):  # a failed login, or a cached one removed meanwhile
         return result
 
     username = str(result.username)
     refused = refusal(request.method, request.path, _request_message, is_admin=lambda: _is_admin(username))
     _after(_finish_response(username))
     return refused or result
+
+
+def _check_password(username: str) -> Any:
+    """MLflow's password check, counted against the client's address."""
+    from mlflow.server import auth
+
+    client = client_address()
+    # The attempt is counted as a failure before the password is checked and the
+    # count is given back on success: concurrent guesses cannot all slip past the limit.
+    reservation = failures().reserve(client)
+    if reservation.wait:
+        return _too_many_failures(reservation)
+    try:
+        result = auth.authenticate_request_basic_auth()
+    except BaseException:
+        failures().confirm(reservation.attempt)
+        raise
+    if isinstance(result, Response):
+        failures().confirm(reservation.attempt)
+        _equalise_unknown_user(username)
+        _logger.warning("login failed for user %r from %s", username, client)
+        return result
+    failures().release(reservation.attempt)
+    return result
+
+
+_CHECKS: dict[Any, list[Any]] = {}  # credential key -> [its lock, requests holding or waiting for it]
+_CHECKS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _one_check_at_a_time(username: str, password: str) -> Iterator[None]:
+    """Hold the lock of this credential in this worker (no lock when MLflow caches no login).
+
+    The key is MLflow's own cache key (an HMAC of the password with a per-process key):
+    no password is kept here. Different credentials are still checked in parallel.
+    """
+    from mlflow.server import auth
+
+    key_of = getattr(auth, "_auth_cache_key", None)
+    if key_of is None or getattr(auth, "_USER_AUTH_CACHE", None) is None:
+        yield
+        return
+    key = key_of(username, password)
+    with _CHECKS_LOCK:
+        entry = _CHECKS.setdefault(key, [threading.Lock(), 0])
+        entry[1] += 1
+    try:
+        with entry[0]:
+            yield
+    finally:
+        with _CHECKS_LOCK:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _CHECKS[key]
 
 
 def client_address() -> str:
@@ -323,10 +379,11 @@ def public_message(status: int, message: str, error_code: str = "") -> str:
     )
 
 
-def _too_many_failures(wait: float) -> Response:
-    seconds = max(1, math.ceil(wait))
+def _too_many_failures(reservation: Reservation) -> Response:
+    seconds = max(1, math.ceil(reservation.wait))
+    what = "logins being checked at once" if reservation.in_flight else "failed logins"
     response = Response(
-        f"Too many failed logins from this address: try again in {seconds} s.\n",
+        f"Too many {what} from this address: try again in {seconds} s.\n",
         status=429,
         mimetype="text/plain",
     )
@@ -355,16 +412,41 @@ def _equalise_unknown_user(username: str) -> None:
 # ---- failed-login counts ---------------------------------------------------------------------
 
 
+class Reservation(NamedTuple):
+    """The answer of :meth:`FailureCounter.reserve`."""
+
+    #: Seconds the client must wait (0: the check may go on).
+    wait: float
+    #: The attempt to ``release`` or ``confirm`` (None when refused).
+    attempt: int | None
+    #: Refused only because of checks still in progress (a short wait), not of failures.
+    in_flight: bool = False
+
+
 class FailureCounter:
-    """Failed logins per client address in the last minute, shared by every worker process."""
+    """Failed logins per client address in the last minute, shared by every worker process.
+
+    An attempt is counted from the moment its check starts (``reserve``): as in progress
+    until ``confirm`` (it failed) or ``release`` (it succeeded, and is taken back). An address
+    at its limit only because of checks in progress is asked to wait ``IN_FLIGHT_WAIT``
+    seconds, the time such a check takes; an address at its limit of failures waits until
+    the oldest leaves the window. An attempt in progress for longer than ``STALE_SECONDS``
+    (its worker died) counts as a failure.
+    """
+
+    IN_FLIGHT_WAIT = 1.0
+    STALE_SECONDS = 10.0
 
     def __init__(self, path: str, limit: int, window: float = WINDOW_SECONDS) -> None:
         self.path = path
         self.limit = limit
         self.window = window
         with closing(self._connect()) as db:
-            db.execute("CREATE TABLE IF NOT EXISTS failures (client TEXT NOT NULL, at REAL NOT NULL)")
-            db.execute("CREATE INDEX IF NOT EXISTS failures_by_client ON failures (client, at)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS attempts"
+                " (client TEXT NOT NULL, at REAL NOT NULL, in_progress INTEGER NOT NULL DEFAULT 1)"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS attempts_by_client ON attempts (client, at)")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=5, isolation_level=None)
@@ -375,44 +457,54 @@ class FailureCounter:
         """Seconds until ``client`` may try again (0: now)."""
         now = time.time() if now is None else now
         with closing(self._connect()) as db:
-            return self._wait(db, client, now)
+            return self._wait(db, client, now)[0]
 
-    def _wait(self, db: sqlite3.Connection, client: str, now: float) -> float:
+    def _wait(self, db: sqlite3.Connection, client: str, now: float) -> tuple[float, bool]:
         rows = db.execute(
-            "SELECT at FROM failures WHERE client = ? AND at > ? ORDER BY at DESC LIMIT ?",
-            (client, now - self.window, self.limit),
+            "SELECT at, in_progress FROM attempts WHERE client = ? AND at > ? ORDER BY at DESC",
+            (client, now - self.window),
         ).fetchall()
         if len(rows) < self.limit:
-            return 0.0
-        return max(0.0, float(rows[-1][0]) + self.window - now)
+            return 0.0, False
+        failed = [at for at, in_progress in rows if not in_progress or at <= now - self.STALE_SECONDS]
+        if len(failed) >= self.limit:
+            return max(0.0, float(failed[self.limit - 1]) + self.window - now), False
+        return self.IN_FLIGHT_WAIT, True
 
-    def reserve(self, client: str, now: float | None = None) -> tuple[float, int | None]:
-        """Count an attempt as a failure, unless ``client`` is over its limit: (seconds to wait, None).
+    def reserve(self, client: str, now: float | None = None) -> Reservation:
+        """Count an attempt as in progress, unless ``client`` is at its limit (then: how long to wait).
 
         Check and count are one transaction, so concurrent attempts cannot all pass the
-        check first. Returns (0, attempt) when the attempt may go on; ``release`` it on success.
+        check first. ``release`` the attempt on success, ``confirm`` it on failure.
         """
         now = time.time() if now is None else now
         with closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                wait = self._wait(db, client, now)
+                wait, in_flight = self._wait(db, client, now)
                 attempt = None
                 if not wait:
-                    attempt = db.execute("INSERT INTO failures (client, at) VALUES (?, ?)", (client, now)).lastrowid
-                    db.execute("DELETE FROM failures WHERE at <= ?", (now - self.window,))
+                    attempt = db.execute("INSERT INTO attempts (client, at) VALUES (?, ?)", (client, now)).lastrowid
+                    db.execute("DELETE FROM attempts WHERE at <= ?", (now - self.window,))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        return wait, attempt
+        return Reservation(wait, attempt, in_flight)
 
     def release(self, attempt: int | None) -> None:
         """Take back an attempt that turned out to be a good login."""
         if attempt is None:
             return
         with closing(self._connect()) as db:
-            db.execute("DELETE FROM failures WHERE rowid = ?", (attempt,))
+            db.execute("DELETE FROM attempts WHERE rowid = ?", (attempt,))
+
+    def confirm(self, attempt: int | None) -> None:
+        """Count an attempt that turned out to be a failed login as one, for the whole window."""
+        if attempt is None:
+            return
+        with closing(self._connect()) as db:
+            db.execute("UPDATE attempts SET in_progress = 0 WHERE rowid = ?", (attempt,))
 
 
 _COUNTER: FailureCounter | None = None
