@@ -44,6 +44,15 @@ def configure(folder: Path) -> None:
     )
 
 
+def shape(value: Any) -> Any:
+    """Which fields an answer holds, and how many items each list: not the values (ids, times)."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in sorted(value.items())}
+    if isinstance(value, list):
+        return [shape(item) for item in value]
+    return type(value).__name__
+
+
 def main() -> None:
     mode, folder = sys.argv[1], Path(sys.argv[2])
     configure(folder)
@@ -76,6 +85,8 @@ def main() -> None:
         def real(value: Any) -> Any:
             if isinstance(value, list):
                 return [real(v) for v in value]
+            if isinstance(value, dict):
+                return {key: real(v) for key, v in value.items()}
             return names.get(value, value) if isinstance(value, str) else value
 
         sent = {key: real(value) for key, value in (body or {}).items()}
@@ -86,8 +97,15 @@ def main() -> None:
             kwargs["json"] = sent
         response = client.open(path, method=method, **kwargs)
         payload = response.get_json(silent=True) or {}
-        # What was asked (by the names of what it names) and what came back.
-        answers.append([user, method, path, body, response.status_code, payload.get("error_code")])
+        # What was asked (by the names of what it names) and what came back; for a run
+        # answer also its shape (which fields it holds), which any redaction changes.
+        answer = [user, method, path, body, response.status_code, payload.get("error_code")]
+        if path.endswith("/runs/get"):
+            answer.append(shape(payload))
+        elif path.endswith("/runs/search"):
+            # Runs with the same start time come in the order of their (random) ids.
+            answer.append(sorted(json.dumps(shape(run), sort_keys=True) for run in payload.get("runs", [])))
+        answers.append(answer)
         return payload
 
     def remember(real_id: str, name: str) -> None:
@@ -102,6 +120,18 @@ def main() -> None:
         created = call("admin", "POST", f"{api}/runs/create", {"experiment_id": experiment, "start_time": 1})
         remember(created["run"]["info"]["run_id"], run)
     remember("f" * 32, "NO_SUCH_RUN")
+    # Runs that name a logged model (a model output, a metric's model id): the answers
+    # MLflow parses to withhold them from users who may not see the model.
+    model = call("admin", "POST", f"{api}/logged-models", {"experiment_id": "E1", "source_run_id": "R1"})
+    remember(model["model"]["info"]["model_id"], "M1")
+    for run in ("R1", "R2"):
+        linked = {"run_id": run, "key": "linked", "value": 1.0, "timestamp": 1, "step": 0, "model_id": "M1"}
+        call("admin", "POST", f"{api}/runs/log-metric", linked)
+    call("admin", "POST", f"{api}/runs/outputs", {"run_id": "R1", "models": [{"model_id": "M1", "step": 0}]})
+    # A run that names no model: its answers are not parsed at all by kit-auth.
+    created = call("admin", "POST", f"{api}/runs/create", {"experiment_id": "E1", "start_time": 1})
+    remember(created["run"]["info"]["run_id"], "R3")
+    call("admin", "POST", f"{api}/runs/log-metric", {"run_id": "R3", "key": "m", "value": 1.0, "timestamp": 1})
 
     def grant(user: str, experiment: str, permission: str) -> None:
         body = {"username": user, "resource_type": "experiment", "resource_id": experiment, "permission": permission}
@@ -124,7 +154,7 @@ def main() -> None:
         call(user, "POST", f"{api}/runs/update", {"run_id": run, "status": "RUNNING"})
 
     def everything(user: str) -> None:
-        for run in ("R1", "R2", "NO_SUCH_RUN"):
+        for run in ("R1", "R2", "R3", "NO_SUCH_RUN"):
             run_calls(user, run)
         call(user, "GET", f"{api}/experiments/get", {"experiment_id": "E1"})
         call(user, "GET", f"{api}/experiments/get", {"experiment_id": "E2"})
@@ -136,6 +166,8 @@ def main() -> None:
     everything("alice")
     grant("alice", "E1", "EDIT")
     everything("alice")
+    everything("bob")
+    grant("bob", "E1", "READ")
     everything("bob")
     revoke("alice", "E1")
     everything("alice")

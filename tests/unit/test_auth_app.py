@@ -46,7 +46,52 @@ def test_every_request_gets_the_answer_mlflows_basic_auth_gives(replays: dict[st
     for asked, (ours, theirs) in enumerate(zip(kit, stock, strict=True)):
         assert ours == theirs, f"request {asked}: kit-auth {ours[4:]}, basic-auth {theirs[4:]} for {theirs[:4]}"
     # The sequence covers allowed, refused, unknown-run and failed-login answers.
-    assert {tuple(answer[4:]) for answer in stock} >= {(200, None), (403, None), (401, None)}
+    assert {tuple(answer[4:6]) for answer in stock} >= {(200, None), (403, None), (401, None)}
+    # Run answers (compared by their shape) that name a logged model and that do not.
+    run_answers = [json.dumps(answer[6]) for answer in stock if len(answer) > 6 and answer[4] == 200]
+    assert any("model_outputs" in a for a in run_answers) and any("model_outputs" not in a for a in run_answers)
+
+
+def test_run_answers_are_parsed_only_when_they_name_a_model(app_module: ModuleType) -> None:
+    """kit-auth hands MLflow's redaction only the answers it could change."""
+    from types import SimpleNamespace
+
+    redacted: list[bytes] = []
+
+    def redact_get_run_model_links(response: Any) -> None:
+        redacted.append(response.get_data())
+
+    def redact_search_runs_model_links(response: Any) -> None:
+        redacted.append(response.get_data())
+
+    def other(response: Any) -> None:
+        redacted.append(b"other")
+
+    auth = SimpleNamespace(
+        redact_get_run_model_links=redact_get_run_model_links,
+        redact_search_runs_model_links=redact_search_runs_model_links,
+        AFTER_REQUEST_HANDLERS={("/r/get", "GET"): redact_get_run_model_links, ("/x", "GET"): other},
+        PARAMETERIZED_AFTER_REQUEST_HANDLERS={("/r/search", "POST"): redact_search_runs_model_links},
+    )
+    app_module.parse_only_runs_naming_a_model(auth)
+    get, search = (
+        auth.AFTER_REQUEST_HANDLERS[("/r/get", "GET")],
+        auth.PARAMETERIZED_AFTER_REQUEST_HANDLERS[("/r/search", "POST")],
+    )
+    assert auth.AFTER_REQUEST_HANDLERS[("/x", "GET")] is other
+    answer = lambda body: SimpleNamespace(get_data=lambda: body)  # noqa: E731
+    get(answer(b'{"run": {"data": {"metrics": [{"key": "model_id_like", "value": 1}]}}}'))
+    search(answer(b'{"runs": [{"info": {"run_id": "r"}}]}'))
+    assert redacted == []
+    named = [
+        b'{"run": {"outputs": {"model_outputs": [{"model_id": "m-1"}]}}}',
+        b'{"runs": [{"inputs": {"modelInputs": [{"modelId": "m-1"}]}}]}',
+        b'{"runs": [{"data": {"metrics": [{"key": "k", "model_id": "m-1"}]}}]}',
+    ]
+    get(answer(named[0]))
+    search(answer(named[1]))
+    search(answer(named[2]))
+    assert redacted == named
 
 
 def test_a_normal_users_log_metric_runs_only_mlflows_own_handler_queries(replays: dict[str, dict[str, Any]]) -> None:
