@@ -195,8 +195,23 @@ def markdown_table(results: dict[str, Any]) -> str:
             True,
         ),
     }
+    stock_levels = {level["threads"]: level for level in stock.get("concurrency") or []}
+    for level in kit.get("concurrency") or []:
+        threads, other = level["threads"], stock_levels.get(level["threads"])
+        if other is None:
+            continue
+        numbers[f"log_metric p50 / p99, {threads} threads"] = (
+            level["log_metric"]["p50_ms"],
+            other["log_metric"]["p50_ms"],
+            True,
+        )
+        for row, field in (
+            ("log_metric calls/s", "log_metric_calls_per_second"),
+            ("log_batch metrics/s", "log_batch_metrics_per_second"),
+        ):
+            numbers[f"{row}, {threads} threads"] = (level[field], other[field], False)
     for key in kit_rows:
-        if key.startswith("log_batch metrics/s"):
+        if key.startswith("log_batch metrics/s ("):  # the main log_batch row, not a concurrency level's
             numbers[key] = (kit["log_batch"]["metrics_per_second"], stock["log_batch"]["metrics_per_second"], False)
         if key.startswith("search_runs "):
             name = key.removeprefix("search_runs ").removesuffix(" p50")
