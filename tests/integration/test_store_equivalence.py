@@ -310,3 +310,8 @@ def test_a_batch_needs_one_connection_at_a_time(
     assert held == {"now": 0, "most": 1}
     run = kit.get_run(run_id)
     assert (run.data.metrics, run.data.params, run.data.tags.get("t")) == ({"m": 1.0}, {"p": "v"}, "v")
+    # A batch that renames the run: MLflow's set_tag for the name runs inside its tags' session.
+    counted.log_batch(run_id, [], [], [RunTag("mlflow.runName", "renamed"), RunTag("t", "w")])
+    assert held == {"now": 0, "most": 1}
+    run = kit.get_run(run_id)
+    assert (run.info.run_name, run.data.tags.get("t")) == ("renamed", "w")

@@ -22,13 +22,15 @@ RETURNING``; only a key that was already there is read back, and a different val
 refused with MLflow's message, the whole call undone, as MLflow refuses it before writing.
 Tags (``set_tag`` and ``log_batch``'s) are one upsert, the last value of a key in the call
 winning as in MLflow; the run name tag (``mlflow.runName``), which also renames the run,
-takes MLflow's own path. Where MLflow's ORM fails a call that raced another writer of the
+takes MLflow's own steps (its run check, then ``update_run_info``), but with the check's
+session closed before the rename opens its own. Where MLflow's ORM fails a call that raced another writer of the
 same param or tag key (an integrity error), this store applies the same rule to the row
 the other writer left: the same value passes, a different one is refused.
 
 ``log_batch`` is MLflow's, in the same order, except that its run check's session is closed
-before the writes open theirs: one connection at a time instead of two, so concurrent
-batches cannot hold a worker's whole pool while each waits for a second connection.
+before the writes open theirs: one connection at a time instead of two (three while
+renaming), so concurrent batches cannot hold a worker's whole pool while each waits for
+another connection.
 
 The validation before it is MLflow's own code, in the same order, with the same messages
 and error codes; NaN and infinities are stored as MLflow stores them. Deadlocks are retried
@@ -99,6 +101,7 @@ def _kit_store_class() -> Any:
     if _CLASS:
         return _CLASS[0]
     import sqlalchemy as sa
+    from mlflow.entities import RunStatus
     from mlflow.entities.lifecycle_stage import LifecycleStage
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
@@ -215,13 +218,28 @@ def _kit_store_class() -> Any:
                     )
 
         def set_tag(self, run_id: str, tag: Any) -> None:
-            if self.db_type != POSTGRES or tag.key == MLFLOW_RUN_NAME:
+            if self.db_type != POSTGRES:
                 super().set_tag(run_id, tag)
+                return
+            if tag.key == MLFLOW_RUN_NAME:
+                self._rename(run_id, tag)
                 return
             with self.ManagedSessionMaker(read_only=False) as session:
                 tag = _validate_tag(tag.key, tag.value)
                 require_active(session, run_id)
                 session.execute(upsert_tags, [{"run_uuid": run_id, "key": tag.key, "value": tag.value}])
+
+        def _rename(self, run_id: str, tag: Any) -> None:
+            """MLflow's set_tag for the run name (it renames the run), one connection at a time.
+
+            MLflow's holds its run check's session open while update_run_info opens another.
+            """
+            tag = _validate_tag(tag.key, tag.value)
+            with self.ManagedSessionMaker(read_only=False) as session:
+                run = self._get_run(run_uuid=run_id, session=session)
+                self._check_run_is_active(run)
+                status, end_time = RunStatus.from_string(run.status), run.end_time
+            self.update_run_info(run_id, status, end_time, tag.value)
 
         def _set_tags(self, run_id: str, tags: list[Any]) -> None:
             if not tags:
@@ -231,16 +249,22 @@ def _kit_store_class() -> Any:
                 return
             if not _BATCH_VALIDATED.get():
                 tags = [_validate_tag(t.key, t.value, path=f"tags[{idx}]") for (idx, t) in enumerate(tags)]
-            with self.ManagedSessionMaker(read_only=False) as session:
-                require_active(session, run_id)
-                # The run name first, each in its own transaction, as MLflow's loop does before
-                # it commits the other tags (a name it cannot store leaves them unwritten).
-                for tag in tags:
-                    if tag.key == MLFLOW_RUN_NAME:
-                        super().set_tag(run_id, tag)
-                # One row per key, its last value (as MLflow); in key order, as rows are locked.
-                last = {t.key: t.value for t in tags if t.key != MLFLOW_RUN_NAME}
-                if last:
+            names = [t for t in tags if t.key == MLFLOW_RUN_NAME]
+            if names:
+                # The run is checked before any tag is written, as MLflow does. Then the run
+                # name, each in its own transaction, as MLflow's loop does before it commits the
+                # other tags (a name it cannot store leaves them unwritten). MLflow keeps its run
+                # check's connection open meanwhile (two at once, three while renaming); here
+                # each is closed before the next opens.
+                with self.ManagedSessionMaker(read_only=False) as session:
+                    require_active(session, run_id)
+                for tag in names:
+                    self._rename(run_id, tag)
+            # One row per key, its last value (as MLflow); in key order, as rows are locked.
+            last = {t.key: t.value for t in tags if t.key != MLFLOW_RUN_NAME}
+            if last:
+                with self.ManagedSessionMaker(read_only=False) as session:
+                    require_active(session, run_id)
                     rows = [{"run_uuid": run_id, "key": key, "value": last[key]} for key in sorted(last)]
                     session.execute(upsert_tags, rows)
 
