@@ -622,6 +622,16 @@ def test_failed_logins_are_throttled_per_address(target: Target) -> None:
         assert code == "429"
     # Other clients (this host, the attacker container) are not slowed down.
     assert api(target, "bob", "GET", SEARCH).status_code == 200
+    # A login the server has just verified for this host (cached in its workers) is no free
+    # pass for the locked remote host: it would let it test guesses against the cache at
+    # full speed while the user is active.
+    remote_codes = []
+    for _ in range(5):
+        assert api(target, "bob", "GET", SEARCH).status_code == 200
+        remote_codes.append(
+            target.remote_curl("-u", f"bob:{bob}", "-o", "/dev/null", "-w", "%{http_code}", target.url + SEARCH)
+        )
+    assert set(remote_codes) == {"429"}, remote_codes
     code, out = target.curl(
         "--insecure", "-u", f"bob:{bob}", "-o", "/dev/null", "-w", "%{http_code}", target.url + SEARCH
     )

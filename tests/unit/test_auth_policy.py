@@ -227,6 +227,19 @@ def test_concurrent_guesses_cannot_slip_past_the_limit(policy: ModuleType, tmp_p
     assert sum(1 for wait, _attempt, _in_flight in results if wait == 0) == 3
 
 
+def test_a_cached_login_is_free_only_for_the_address_that_was_checked(
+    policy: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(policy, "_cache_key", lambda username, password: (username, password.encode()))
+    monkeypatch.setattr(policy, "_cache_seconds", lambda: 60.0)
+    policy._remember_check("10.0.0.5", "bob", "right")
+    assert policy._checked_from("10.0.0.5", "bob", "right")
+    assert not policy._checked_from("10.0.0.9", "bob", "right")  # another address: counted again
+    assert not policy._checked_from("10.0.0.5", "bob", "other")
+    monkeypatch.setattr(policy, "_cache_seconds", lambda: 0.0)  # past MLflow's cache time
+    assert not policy._checked_from("10.0.0.5", "bob", "right")
+
+
 def test_clients_are_counted_by_address_and_ipv6_by_its_64(policy: ModuleType) -> None:
     from flask import Flask
 

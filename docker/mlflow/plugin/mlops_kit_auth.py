@@ -14,7 +14,8 @@ others can reach needs:
   being checked counts until its answer is known, but a burst of good logins is not
   taken for guessing: a worker checks one credential once however many requests
   bring it at the same time, and an address held back only by checks still in
-  progress is told to retry in a second, not in a minute;
+  progress is told to retry in a second, not in a minute. A login MLflow has cached
+  goes on uncounted only from an address that passed a counted check of it;
 - an unknown user costs the same password hash as a known one, so the answer's
   timing does not tell which user names exist;
 - requests no user should make: setting or removing a trace's storage-location
@@ -34,6 +35,7 @@ socket the proxy shares, and Caddy replaces any X-Forwarded-For a client sends.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import math
@@ -109,20 +111,24 @@ def _decide() -> Any:
         # No login, or a scheme MLflow's basic-auth cannot check (``Bearer x``).
         return auth.make_basic_auth_response()
 
-    # A login MLflow verified moments ago (its per-worker cache) costs nothing and is
-    # no guess: it goes on even from an address over its limit (clients on the Docker host
-    # all share one address), and takes no part in the count.
+    # A login this worker verified moments ago for this same address (MLflow's per-worker
+    # cache, and the kit's note of where the check came from) costs nothing and is no
+    # guess: it goes on even from an address over its limit (clients on the Docker host all
+    # share one address), and takes no part in the count. From any other address it is
+    # checked and counted like any login: otherwise an address over its limit could test
+    # guesses against the cache for free, at full speed, while the user is active.
     username, password = credentials.username, credentials.password or ""
-    if _verified_recently(username, password):
+    client = client_address()
+    if _verified_recently(username, password) and _checked_from(client, username, password):
         result = auth.authenticate_request_basic_auth()
     else:
         # A sweep's workers all start at once with the same login: the first request
         # checks it, the others of this worker wait for that answer and find it cached.
         with _one_check_at_a_time(username, password):
-            if _verified_recently(username, password):
+            if _verified_recently(username, password) and _checked_from(client, username, password):
                 result = auth.authenticate_request_basic_auth()
             else:
-                result = _check_password(username)
+                result = _check_password(username, password, client)
     if isinstance(result, Response):  # a failed login, or a cached one removed meanwhile
         return result
 
@@ -132,11 +138,10 @@ def _decide() -> Any:
     return refused or result
 
 
-def _check_password(username: str) -> Any:
-    """MLflow's password check, counted against the client's address."""
+def _check_password(username: str, password: str, client: str) -> Any:
+    """MLflow's password check (or its cache), counted against the client's address."""
     from mlflow.server import auth
 
-    client = client_address()
     # The attempt is counted as a failure before the password is checked and the
     # count is given back on success: concurrent guesses cannot all slip past the limit.
     reservation = failures().reserve(client)
@@ -153,7 +158,49 @@ def _check_password(username: str) -> Any:
         _logger.warning("login failed for user %r from %s", username, client)
         return result
     failures().release(reservation.attempt)
+    _remember_check(client, username, password)
     return result
+
+
+#: (client address, MLflow's login-cache key) -> when this worker last checked that login for it.
+_CHECKED: dict[tuple[str, Any], float] = {}
+_CHECKED_LOCK = threading.Lock()
+
+
+def _cache_key(username: str, password: str) -> Any:
+    """MLflow's own login-cache key (the user and an HMAC of the password), or None."""
+    from mlflow.server import auth
+
+    key_of = getattr(auth, "_auth_cache_key", None)
+    return None if key_of is None else key_of(username, password)
+
+
+def _cache_seconds() -> float:
+    from mlflow.server import auth
+
+    config = getattr(auth, "auth_config", None)
+    return float(getattr(config, "auth_cache_ttl_seconds", 0) or 0)
+
+
+def _remember_check(client: str, username: str, password: str) -> None:
+    """Note that ``client`` passed a counted check of this login in this worker."""
+    key = _cache_key(username, password)
+    if key is None:
+        return
+    with _CHECKED_LOCK:
+        if len(_CHECKED) > 10_000:
+            _CHECKED.clear()
+        _CHECKED[(client, key)] = time.monotonic()
+
+
+def _checked_from(client: str, username: str, password: str) -> bool:
+    """True when ``client`` passed a counted check of this login in this worker, within MLflow's cache time."""
+    key = _cache_key(username, password)
+    if key is None:
+        return False
+    with _CHECKED_LOCK:
+        checked = _CHECKED.get((client, key))
+    return checked is not None and time.monotonic() - checked <= _cache_seconds()
 
 
 _CHECKS: dict[Any, list[Any]] = {}  # credential key -> [its lock, requests holding or waiting for it]
@@ -165,26 +212,43 @@ def _one_check_at_a_time(username: str, password: str) -> Iterator[None]:
     """Hold the lock of this credential in this worker (no lock when MLflow caches no login).
 
     The key is MLflow's own cache key (an HMAC of the password with a per-process key):
-    no password is kept here. Different credentials are still checked in parallel.
+    no password is kept here. Different credentials are still checked in parallel. The
+    wait is bounded (``CHECK_WAIT_SECONDS``), and there is none on the server's event loop
+    (MLflow checks logins of its FastAPI routes there): past it the check goes on
+    without the lock, counted as any other.
     """
     from mlflow.server import auth
 
-    key_of = getattr(auth, "_auth_cache_key", None)
-    if key_of is None or getattr(auth, "_USER_AUTH_CACHE", None) is None:
+    key = _cache_key(username, password)
+    if key is None or getattr(auth, "_USER_AUTH_CACHE", None) is None:
         yield
         return
-    key = key_of(username, password)
     with _CHECKS_LOCK:
         entry = _CHECKS.setdefault(key, [threading.Lock(), 0])
         entry[1] += 1
+    acquired = False
     try:
-        with entry[0]:
-            yield
+        acquired = entry[0].acquire(timeout=CHECK_WAIT_SECONDS) if not _on_event_loop() else entry[0].acquire(False)
+        yield
     finally:
+        if acquired:
+            entry[0].release()
         with _CHECKS_LOCK:
             entry[1] -= 1
             if entry[1] == 0:
                 del _CHECKS[key]
+
+
+#: How long a request waits for another request's check of the same login (one hash takes ~0.1 s).
+CHECK_WAIT_SECONDS = 2.0
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def client_address() -> str:
