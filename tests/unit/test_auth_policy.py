@@ -230,14 +230,15 @@ def test_concurrent_guesses_cannot_slip_past_the_limit(policy: ModuleType, tmp_p
 def test_a_cached_login_is_free_only_for_the_address_that_was_checked(
     policy: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(policy, "_cache_key", lambda username, password: (username, password.encode()))
     monkeypatch.setattr(policy, "_cache_seconds", lambda: 60.0)
-    policy._remember_check("10.0.0.5", "bob", "right")
-    assert policy._checked_from("10.0.0.5", "bob", "right")
-    assert not policy._checked_from("10.0.0.9", "bob", "right")  # another address: counted again
-    assert not policy._checked_from("10.0.0.5", "bob", "other")
+    right, other = ("bob", b"hmac-of-right"), ("bob", b"hmac-of-other")  # MLflow's cache keys
+    policy._remember_check("10.0.0.5", right)
+    assert policy._checked_from("10.0.0.5", right)
+    assert not policy._checked_from("10.0.0.9", right)  # another address: counted again
+    assert not policy._checked_from("10.0.0.5", other)
+    assert not policy._checked_from("10.0.0.5", None)  # MLflow caches no login
     monkeypatch.setattr(policy, "_cache_seconds", lambda: 0.0)  # past MLflow's cache time
-    assert not policy._checked_from("10.0.0.5", "bob", "right")
+    assert not policy._checked_from("10.0.0.5", right)
 
 
 def test_clients_are_counted_by_address_and_ipv6_by_its_64(policy: ModuleType) -> None:

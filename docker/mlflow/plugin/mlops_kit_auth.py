@@ -117,18 +117,18 @@ def _decide() -> Any:
     # share one address), and takes no part in the count. From any other address it is
     # checked and counted like any login: otherwise an address over its limit could test
     # guesses against the cache for free, at full speed, while the user is active.
-    username, password = credentials.username, credentials.password or ""
-    client = client_address()
-    if _verified_recently(username, password) and _checked_from(client, username, password):
+    username, client = credentials.username, client_address()
+    key = _cache_key(username, credentials.password or "")  # one HMAC per request, used below
+    if _verified_recently(key) and _checked_from(client, key):
         result = auth.authenticate_request_basic_auth()
     else:
         # A sweep's workers all start at once with the same login: the first request
         # checks it, the others of this worker wait for that answer and find it cached.
-        with _one_check_at_a_time(username, password):
-            if _verified_recently(username, password) and _checked_from(client, username, password):
+        with _one_check_at_a_time(key):
+            if _verified_recently(key) and _checked_from(client, key):
                 result = auth.authenticate_request_basic_auth()
             else:
-                result = _check_password(username, password, client)
+                result = _check_password(username, key, client)
     if isinstance(result, Response):  # a failed login, or a cached one removed meanwhile
         return result
 
@@ -138,7 +138,7 @@ def _decide() -> Any:
     return refused or result
 
 
-def _check_password(username: str, password: str, client: str) -> Any:
+def _check_password(username: str, key: Any, client: str) -> Any:
     """MLflow's password check (or its cache), counted against the client's address."""
     from mlflow.server import auth
 
@@ -158,7 +158,7 @@ def _check_password(username: str, password: str, client: str) -> Any:
         _logger.warning("login failed for user %r from %s", username, client)
         return result
     failures().release(reservation.attempt)
-    _remember_check(client, username, password)
+    _remember_check(client, key)
     return result
 
 
@@ -182,9 +182,8 @@ def _cache_seconds() -> float:
     return float(getattr(config, "auth_cache_ttl_seconds", 0) or 0)
 
 
-def _remember_check(client: str, username: str, password: str) -> None:
-    """Note that ``client`` passed a counted check of this login in this worker."""
-    key = _cache_key(username, password)
+def _remember_check(client: str, key: Any) -> None:
+    """Note that ``client`` passed a counted check of this login (its ``_cache_key``) in this worker."""
     if key is None:
         return
     with _CHECKED_LOCK:
@@ -193,9 +192,8 @@ def _remember_check(client: str, username: str, password: str) -> None:
         _CHECKED[(client, key)] = time.monotonic()
 
 
-def _checked_from(client: str, username: str, password: str) -> bool:
+def _checked_from(client: str, key: Any) -> bool:
     """True when ``client`` passed a counted check of this login in this worker, within MLflow's cache time."""
-    key = _cache_key(username, password)
     if key is None:
         return False
     with _CHECKED_LOCK:
@@ -208,7 +206,7 @@ _CHECKS_LOCK = threading.Lock()
 
 
 @contextmanager
-def _one_check_at_a_time(username: str, password: str) -> Iterator[None]:
+def _one_check_at_a_time(key: Any) -> Iterator[None]:
     """Hold the lock of this credential in this worker (no lock when MLflow caches no login).
 
     The key is MLflow's own cache key (an HMAC of the password with a per-process key):
@@ -219,7 +217,6 @@ def _one_check_at_a_time(username: str, password: str) -> Iterator[None]:
     """
     from mlflow.server import auth
 
-    key = _cache_key(username, password)
     if key is None or getattr(auth, "_USER_AUTH_CACHE", None) is None:
         yield
         return
@@ -267,17 +264,16 @@ def client_address() -> str:
     return str(parsed)
 
 
-def _verified_recently(username: str, password: str) -> bool:
-    """True when MLflow's per-worker login cache holds this exact credential."""
+def _verified_recently(key: Any) -> bool:
+    """True when MLflow's per-worker login cache holds this exact credential (its ``_cache_key``)."""
     from mlflow.server import auth
 
     cache = getattr(auth, "_USER_AUTH_CACHE", None)
-    key_of = getattr(auth, "_auth_cache_key", None)
     lock = getattr(auth, "_USER_AUTH_CACHE_LOCK", None)
-    if cache is None or key_of is None or lock is None:
+    if cache is None or key is None or lock is None:
         return False
     with lock:
-        return cache.get(key_of(username, password)) is not None
+        return cache.get(key) is not None
 
 
 #: The request messages the policy reads, by the name it asks for them.
