@@ -249,16 +249,13 @@ def _kit_store_class() -> Any:
                 return
             if not _BATCH_VALIDATED.get():
                 tags = [_validate_tag(t.key, t.value, path=f"tags[{idx}]") for (idx, t) in enumerate(tags)]
-            names = [t for t in tags if t.key == MLFLOW_RUN_NAME]
-            if names:
-                # The run is checked before any tag is written, as MLflow does. Then the run
-                # name, each in its own transaction, as MLflow's loop does before it commits the
-                # other tags (a name it cannot store leaves them unwritten). MLflow keeps its run
-                # check's connection open meanwhile (two at once, three while renaming); here
-                # each is closed before the next opens.
-                with self.ManagedSessionMaker(read_only=False) as session:
-                    require_active(session, run_id)
-                for tag in names:
+            # The run name first, each in its own transaction, as MLflow's loop does before it
+            # commits the other tags (a name it cannot store leaves them unwritten). The first
+            # rename checks the run before anything is written, as MLflow does. MLflow keeps its
+            # run check's connection open meanwhile (two at once, three while renaming); here
+            # each is closed before the next opens.
+            for tag in tags:
+                if tag.key == MLFLOW_RUN_NAME:
                     self._rename(run_id, tag)
             # One row per key, its last value (as MLflow); in key order, as rows are locked.
             last = {t.key: t.value for t in tags if t.key != MLFLOW_RUN_NAME}
